@@ -1,0 +1,373 @@
+"""The ``irkit`` command line: parse, build settings, call one library function, map errors.
+
+Exit codes: 0 ok; 1 a runbook failed or a record did not verify; 2 bad usage or bad input;
+3 could not check (a server unreachable). Every failure prints one line on stderr saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from irkit.config import Settings, load_config
+from irkit.errors import BadInputError, IrkitError, RunbookFailed, VerificationFailed
+from irkit.record import Record, list_incidents, utcnow, validate_incident_id
+from irkit.severity import Level
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    """What every command gets: settings built once, the records root, the environment, the actor."""
+
+    settings: Settings
+    records: Path
+    config_path: str | None
+    environ: dict[str, str]
+
+    @property
+    def actor(self) -> str:
+        from irkit.runner import default_actor
+
+        return default_actor(self.environ)
+
+    def record(self, incident_id: str) -> Record:
+        return Record.open(self.records, validate_incident_id(incident_id))
+
+
+def common(fn: F) -> F:
+    """``--records`` and ``--config`` on every verb."""
+    fn = click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Settings file (default: $IRKIT_CONFIG or ./irkit.yaml if present).",
+    )(fn)
+    fn = click.option(
+        "--records",
+        "records",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Records root (default: records_dir from settings, 'reports').",
+    )(fn)
+    return fn
+
+
+def build(records: str | None, config: str | None) -> Ctx:
+    environ = dict(os.environ)
+    path = config or environ.get("IRKIT_CONFIG")
+    settings = load_config(path or "irkit.yaml", environ, required=bool(path))
+    root = Path(records or settings.records_dir)
+    cfg = str(Path(path).resolve()) if path else settings.source_path
+    return Ctx(settings, root, cfg, environ)
+
+
+def fail(exc: IrkitError) -> None:
+    click.echo(f"irkit: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class IrkitGroup(click.Group):
+    """Maps :class:`IrkitError` to its one-line message and exit code for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IrkitError as exc:
+            fail(exc)
+
+
+@click.group(cls=IrkitGroup)
+@click.version_option(package_name="irkit")
+def main() -> None:
+    """irkit — executable incident-response runbooks."""
+
+
+# --------------------------------------------------------------------------- open / run / seal
+
+
+@main.command("open")
+@click.argument("incident_id", required=False)
+@click.argument("runbook", required=False)
+@click.option("--service", help="Service name (default from settings).")
+@click.option("--title", help="A short description of what is wrong.")
+@click.option("--severity", type=click.Choice([lv.value for lv in Level]), help="Initial severity, if known.")
+@click.option("-p", "--parameter", "params", nargs=2, multiple=True, metavar="NAME VALUE")
+@common
+def open_cmd(
+    incident_id: str | None,
+    runbook: str | None,
+    service: str | None,
+    title: str | None,
+    severity: str | None,
+    params: tuple[tuple[str, str], ...],
+    records: str | None,
+    config: str | None,
+) -> None:
+    """Open a new incident (no arguments), or prepare a runbook copy for JupyterLab (ID RUNBOOK)."""
+    c = build(records, config)
+    if incident_id is None:
+        rec = open_incident(c, service=service, title=title, severity=severity)
+        click.echo(rec.id)
+        return
+    if runbook is None:
+        raise BadInputError("give both an incident id and a runbook to prepare, or no arguments to open an incident")
+    from irkit.runner import coerce_cli_parameters, declared_parameters, default_registry, prepare_runbook
+
+    rec = c.record(incident_id)
+    reg = default_registry(c.settings)
+    typed = coerce_cli_parameters(declared_parameters(reg.path(reg.get(runbook))), dict(params))
+    rel = prepare_runbook(
+        rec,
+        runbook,
+        typed,
+        settings=c.settings,
+        environ=c.environ,
+        actor=c.actor,
+        config_path=c.config_path,
+        registry=reg,
+    )
+    click.echo(rec.path / rel)
+    click.echo(f"working copy: step through it in JupyterLab, then `irkit seal {rec.id} {rel}`", err=True)
+
+
+def open_incident(c: Ctx, *, service: str | None, title: str | None, severity: str | None) -> Record:
+    """A new incident with a time-based id (``INC-YYYYMMDD-HHMMSS``, suffixed if taken)."""
+    from irkit.errors import IncidentExists
+
+    now = utcnow()
+    base = f"INC-{now:%Y%m%d-%H%M%S}"
+    for n in range(1, 100):
+        try:
+            rec = Record.create(
+                c.records,
+                base if n == 1 else f"{base}-{n}",
+                title=title or "untitled incident",
+                service=service or c.settings.service.name,
+                severity=severity,
+                actor=c.actor,
+                detected_at=now,
+                data={"source": "cli"},
+            )
+            if severity:
+                rec.set_severity(severity, actor=c.actor, reason="set when opened")
+            return rec
+        except IncidentExists:
+            continue
+    raise BadInputError("could not find a free incident id")
+
+
+@main.command("run")
+@click.argument("incident_id")
+@click.argument("runbook")
+@click.option(
+    "-p",
+    "--parameter",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A runbook parameter (repeatable).",
+)
+@click.option("--batch", is_flag=True, help="Run as automation: observe and plan only, never act for a human.")
+@click.option("--progress/--no-progress", default=True, help="Show a per-cell progress bar.")
+@common
+def run_cmd(
+    incident_id: str,
+    runbook: str,
+    params: tuple[tuple[str, str], ...],
+    batch: bool,
+    progress: bool,
+    records: str | None,
+    config: str | None,
+) -> None:
+    """Run RUNBOOK for INCIDENT_ID and seal the executed copy into the record."""
+    from irkit.runner import coerce_cli_parameters, declared_parameters, default_registry, run_runbook
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    reg = default_registry(c.settings)
+    typed = coerce_cli_parameters(declared_parameters(reg.path(reg.get(runbook))), dict(params))
+    result = run_runbook(
+        rec,
+        runbook,
+        typed,
+        settings=c.settings,
+        environ=c.environ,
+        actor=c.actor,
+        config_path=c.config_path,
+        registry=reg,
+        progress=progress,
+        batch=batch,
+    )
+    click.echo(f"{runbook}: {result.summary()} ({result.duration_s:.1f}s) → {rec.path / result.path}")
+    if not result.ok:
+        raise RunbookFailed(f"{runbook} {result.summary()}; the executed copy is {rec.path / result.path}")
+
+
+@main.command("seal")
+@click.argument("incident_id")
+@click.argument("paths", nargs=-1)
+@common
+def seal_cmd(incident_id: str, paths: tuple[str, ...], records: str | None, config: str | None) -> None:
+    """Redact working copies (all, or PATHS relative to the record) and record their hashes."""
+    from irkit.runner import seal_notebook
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    targets = list(paths) or sorted(rec.state()["working_copies"])
+    if not targets:
+        click.echo("nothing to seal: no working copies")
+        return
+    for rel in targets:
+        digest = seal_notebook(rec, rel, settings=c.settings, environ=c.environ, actor=c.actor)
+        click.echo(f"sealed {rel} sha256={digest[:16]}…")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _row(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: state.get(k) for k in ("id", "title", "service", "severity", "status", "detected_at")} | {
+        "events": state["head"]["seq"],
+        "runs": len(state["runs"]),
+    }
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def list_cmd(as_json: bool, records: str | None, config: str | None) -> None:
+    """List every incident under the records root."""
+    c = build(records, config)
+    rows = [_row(Record.open(c.records, i).state()) for i in list_incidents(c.records)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no incidents under {c.records}")
+        return
+    for r in rows:
+        click.echo(f"{r['id']:<32} {r['severity'] or '--':<3} {r['status']:<13} {r['detected_at']}  {r['title']}")
+
+
+@main.command("show")
+@click.argument("incident_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--events", "n_events", default=20, show_default=True, help="How many recent events to list.")
+@common
+def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None, config: str | None) -> None:
+    """Status, severity, policy clocks (with overdue flags) and recent events of one incident."""
+    from irkit.session import compute_clocks, describe_event
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    state = rec.state()
+    clocks = compute_clocks(state, c.settings.severity, utcnow())
+    events = rec.events()
+    if as_json:
+        out = _row(state) | {
+            "clocks": {name: {"at": when, "state": st} for name, when, st in clocks.rows()},
+            "overdue": {
+                "response": clocks.response_overdue,
+                "resolution": clocks.resolution_overdue,
+                "update": clocks.update_overdue,
+            },
+            "working_copies": sorted(state["working_copies"]),
+            "events": events[-n_events:] if n_events else [],
+        }
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"{state['id']}  {state['title']}")
+    click.echo(f"  service   {state['service']}")
+    click.echo(f"  severity  {state['severity'] or 'not yet assessed'}")
+    click.echo(f"  status    {state['status']}")
+    for name, when, st in clocks.rows():
+        flag = click.style(st, fg="red", bold=True) if st in ("OVERDUE", "missed") else st
+        click.echo(f"  {name:<16} {when:<32} {flag}")
+    if state["working_copies"]:
+        click.echo(f"  working copies (unsealed): {', '.join(sorted(state['working_copies']))}")
+    click.echo(f"events ({len(events)}):")
+    for ev in events[-n_events:]:
+        click.echo(f"  {ev['seq']:>4} {ev['ts']} {ev['type']:<18} {ev['actor']:<14} {describe_event(ev)[:90]}")
+
+
+@main.command("verify")
+@click.argument("incident_ids", nargs=-1, required=True)
+@common
+def verify_cmd(incident_ids: tuple[str, ...], records: str | None, config: str | None) -> None:
+    """Recompute the hash chain and every sealed artifact's hash; name the first break."""
+    c = build(records, config)
+    failed = []
+    for iid in incident_ids:
+        report = c.record(iid).verify()
+        click.echo(report.summary())
+        for extra in report.problems[1:]:
+            click.echo(f"  also: {extra}")
+        for wc in report.working_copies:
+            click.echo(f"  unsealed working copy: {wc}")
+        if not report.ok:
+            failed.append(iid)
+    if failed:
+        raise VerificationFailed(f"{', '.join(failed)} did not verify")
+
+
+@main.command("status")
+@click.argument("incident_id")
+@click.argument("to")
+@click.option("--reason", default="", help="Why (goes into the timeline).")
+@common
+def status_cmd(incident_id: str, to: str, reason: str, records: str | None, config: str | None) -> None:
+    """Move an incident to status TO (detected → acknowledged → investigating → … → reviewed)."""
+    from irkit.record import Status
+
+    c = build(records, config)
+    try:
+        status = Status(to)
+    except ValueError:
+        raise BadInputError(f"unknown status {to!r}; one of: {', '.join(s.value for s in Status)}") from None
+    ev = c.record(incident_id).set_status(status, actor=c.actor, reason=reason)
+    click.echo(f"{incident_id}: {ev['data']['from']} → {ev['data']['to']}")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@main.command("demo")
+@click.option("--progress/--no-progress", default=True, help="Show a per-cell progress bar.")
+@common
+def demo_cmd(progress: bool, records: str | None, config: str | None) -> None:
+    """Run the incident lifecycle on the bundled recorded incident (no servers needed)."""
+    from irkit.demo import run_demo
+
+    c = build(records, config)
+    started = datetime.now()
+    result = run_demo(
+        c.records,
+        settings=c.settings,
+        environ=c.environ,
+        actor=c.actor,
+        config_path=c.config_path,
+        progress=progress,
+        say=lambda m: click.echo(m, err=True),
+    )
+    secs = (datetime.now() - started).total_seconds()
+    if result.verify is not None:
+        click.echo(result.verify.summary(), err=True)
+    click.echo(f"incident {result.incident_id} — record {result.path} ({secs:.1f}s)", err=True)
+    click.echo(result.incident_id)
+    if not result.ok:
+        failed = next((r for r in result.runs if not r.ok), None)
+        if failed is not None:
+            raise RunbookFailed(f"demo: {failed.runbook} {failed.summary()}")
+        raise VerificationFailed(f"demo: record {result.incident_id} did not verify")

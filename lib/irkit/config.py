@@ -1,0 +1,253 @@
+"""Typed settings for irkit, read once at an entry point and passed down.
+
+Sources, later winning: built-in defaults (the plan's policy and the plan's service), ``irkit.yaml``,
+then ``IRKIT_*`` environment variables (``IRKIT_PROMETHEUS__URL`` sets ``prometheus.url``). Nothing
+deeper in the code reads ``os.environ``: secrets are *named* here (environment-variable names, never
+literal values) and resolved only by :meth:`Settings.secret_values` with the environment the entry
+point hands in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from irkit.errors import ConfigError
+from irkit.severity import SeverityPolicy
+
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+EnvName = Annotated[str, Field(pattern=ENV_NAME.pattern, description="Name of an environment variable")]
+ENV_PREFIX = "IRKIT_"
+# IRKIT_ variables that steer a process rather than configure irkit; not settings overrides.
+RUNTIME_VARS = frozenset({"IRKIT_CONFIG", "IRKIT_ACTOR", "IRKIT_BATCH"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(_Model):
+    """The service the runbooks are about."""
+
+    name: str = "schema-registry"
+    namespace: str = "schema-registry"
+    component: str = "Schema Registry"
+    health_url: str = "https://schema-registry.example.com/health"
+    dashboard_url: str = "https://grafana.example.com/d/schema-registry"
+
+
+class BasicAuth(_Model):
+    username: str
+    password_env: EnvName
+
+
+class PrometheusAuth(_Model):
+    bearer_token_env: EnvName | None = None
+    basic: BasicAuth | None = None
+
+
+class PrometheusSettings(_Model):
+    """Where Prometheus is and how to talk to it."""
+
+    url: str = "http://localhost:9090"
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    verify_tls: bool = True
+    ca_file: str | None = None
+    auth: PrometheusAuth = PrometheusAuth()
+
+
+DEFAULT_SIGNALS: dict[str, str] = {
+    "request_rate": 'sum(rate(http_requests_total{{namespace="{namespace}",service="{service}"}}[5m]))',
+    "error_ratio": (
+        'sum(rate(http_requests_total{{namespace="{namespace}",service="{service}",code=~"5.."}}[5m]))'
+        ' / sum(rate(http_requests_total{{namespace="{namespace}",service="{service}"}}[5m]))'
+    ),
+    "latency_p99": (
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket"
+        '{{namespace="{namespace}",service="{service}"}}[5m])))'
+    ),
+    "saturation_cpu": (
+        'sum(rate(container_cpu_usage_seconds_total{{namespace="{namespace}",container="{service}"}}[5m]))'
+        ' / sum(kube_pod_container_resource_limits{{namespace="{namespace}",container="{service}",resource="cpu"}})'
+    ),
+    "saturation_memory": (
+        'sum(container_memory_working_set_bytes{{namespace="{namespace}",container="{service}"}})'
+        ' / sum(kube_pod_container_resource_limits{{namespace="{namespace}",container="{service}",resource="memory"}})'
+    ),
+    "availability": 'avg(up{{namespace="{namespace}",job="{service}"}})',
+}
+
+
+class KubernetesSettings(_Model):
+    """Which cluster, namespace and workload the runbooks read and (with approval) change."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    namespace: str | None = Field(None, description="Defaults to service.namespace")
+    deployment: str | None = Field(None, description="Defaults to service.name")
+    label_selector: str | None = Field(None, description="Defaults to app=<service.name>")
+
+
+class Dependency(_Model):
+    """Something the service depends on, probed during investigation."""
+
+    name: str
+    kind: Literal["http", "tcp", "postgres", "redis", "s3"]
+    url: str | None = Field(None, description="Non-secret address (http(s)://, tcp://host:port, …)")
+    url_env: EnvName | None = Field(None, description="Env var holding a secret address (DSN with password)")
+    bucket: str | None = None
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class RedactionSettings(_Model):
+    """What is scrubbed from notebooks and events before they are sealed into a record."""
+
+    patterns: tuple[str, ...] = (
+        r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}",
+        r"\bAKIA[0-9A-Z]{16}\b",
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
+        r"(?i)(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
+        r"(?i)(?<=password=)[^\s&;\"']+",
+        r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    )
+    replacement: str = "[REDACTED]"
+    min_secret_length: int = Field(6, ge=1, description="Shorter secret values are not scrubbed (too many hits)")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"pattern {p!r} does not compile: {exc}") from exc
+        return v
+
+
+class RunnerSettings(_Model):
+    """How runbooks are executed."""
+
+    kernel_name: str = "python3"
+    execution_timeout_s: float = Field(600, gt=0, description="Per-cell timeout")
+    start_timeout_s: float = Field(60, gt=0)
+    notebooks_dir: str | None = Field(None, description="Where runbook sources live; default: bundled")
+
+
+class Settings(_Model):
+    """Everything irkit needs to know, validated."""
+
+    service: ServiceSettings = ServiceSettings()
+    records_dir: str = "reports"
+    prometheus: PrometheusSettings = PrometheusSettings()
+    signals: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SIGNALS))
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    dependencies: tuple[Dependency, ...] = ()
+    secrets: tuple[EnvName, ...] = Field((), description="Env var names whose values must never be saved")
+    redaction: RedactionSettings = RedactionSettings()
+    runner: RunnerSettings = RunnerSettings()
+    severity: SeverityPolicy = SeverityPolicy()
+    source_path: str | None = Field(None, description="The file these settings came from (set by the loader)")
+
+    def secret_env_names(self) -> tuple[str, ...]:
+        """Every env var name that holds a secret: the list plus those referenced by other settings."""
+        names = list(self.secrets)
+        auth = self.prometheus.auth
+        if auth.bearer_token_env:
+            names.append(auth.bearer_token_env)
+        if auth.basic:
+            names.append(auth.basic.password_env)
+        names += [d.url_env for d in self.dependencies if d.url_env]
+        return tuple(dict.fromkeys(names))
+
+    def secret_values(self, environ: Mapping[str, str]) -> list[str]:
+        """The current values of every configured secret that is set in ``environ``."""
+        return [environ[n] for n in self.secret_env_names() if environ.get(n)]
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``IRKIT_A__B=value`` → ``{"a": {"b": value}}``, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in RUNTIME_VARS:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: conflicts with another IRKIT_ variable")
+        node[path[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), dict):
+            merged[k] = _deep_merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    """One line naming the first bad key and the problem (plus how many more there are)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (secrets are referenced by env var name: use *_env keys or `secrets:`)"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    required: bool = False,
+) -> Settings:
+    """Load settings from ``path`` (YAML) and ``IRKIT_*`` variables in ``environ``.
+
+    A missing file is an error only when ``required`` (the user named it); otherwise the plan's
+    defaults apply. Any problem raises :class:`ConfigError` with one line naming key and problem.
+    """
+    environ = environ or {}
+    data: dict[str, Any] = {}
+    source = "(defaults and IRKIT_* environment)"
+    if path is not None:
+        p = Path(path)
+        if p.is_file():
+            source = str(p)
+            try:
+                loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" line {mark.line + 1}" if mark is not None else ""
+                raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+            except OSError as exc:
+                raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{p}: top level must be a mapping of keys, not {type(loaded).__name__}")
+            data = loaded
+            data["source_path"] = str(p.resolve())
+        elif required:
+            raise ConfigError(f"{p}: config file not found")
+    data = _deep_merge(data, _env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(source, exc)) from exc

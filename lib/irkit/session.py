@@ -1,0 +1,319 @@
+"""The runbook-facing handle on one incident: its record, settings, actor and clocks.
+
+A runbook's first code cell builds a :class:`Session` from its papermill parameters; every later cell
+calls one method and displays what it returns. The kernel is an entry point, so this is where the
+kernel's environment is read (actor, batch flag, secrets) — nowhere deeper.
+
+Batch runs (started from alerts, ``IRKIT_BATCH=1``) observe and record but never act for a human:
+they do not acknowledge, and (in later runbooks) never execute mitigations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from irkit.config import Settings, load_config
+from irkit.record import Clock, Event, Record, Status, parse_ts, rfc3339, utcnow
+from irkit.severity import Level, SeverityPolicy
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The policy clocks of an incident at a moment ``now``."""
+
+    now: datetime
+    severity: Level | None
+    detected_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    response_due: datetime | None
+    resolution_due: datetime | None
+    next_update_due: datetime | None
+    review_due: tuple[datetime, datetime] | None
+
+    @property
+    def response_overdue(self) -> bool:
+        """No acknowledgement and the response target has passed (or it was acknowledged late)."""
+        if self.response_due is None:
+            return False
+        return (self.acknowledged_at or self.now) > self.response_due
+
+    @property
+    def resolution_overdue(self) -> bool:
+        if self.resolution_due is None:
+            return False
+        return (self.resolved_at or self.now) > self.resolution_due
+
+    @property
+    def update_overdue(self) -> bool:
+        return self.resolved_at is None and self.next_update_due is not None and self.now > self.next_update_due
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(clock, when, state) rows for tables and ``irkit show``."""
+
+        def fmt(dt: datetime | None) -> str:
+            return rfc3339(dt) if dt else "—"
+
+        def state(due: datetime | None, overdue: bool, done: datetime | None) -> str:
+            if due is None:
+                return "no target"
+            if overdue:
+                return "OVERDUE" if done is None else "missed"
+            return "met" if done is not None else f"due in {_human(due - self.now)}"
+
+        rows = [
+            ("detected", fmt(self.detected_at), ""),
+            (
+                "response due",
+                fmt(self.response_due),
+                state(self.response_due, self.response_overdue, self.acknowledged_at),
+            ),
+            (
+                "resolution due",
+                fmt(self.resolution_due),
+                state(self.resolution_due, self.resolution_overdue, self.resolved_at),
+            ),
+        ]
+        if self.resolved_at is None:
+            rows.append(
+                ("next update due", fmt(self.next_update_due), state(self.next_update_due, self.update_overdue, None))
+            )
+        if self.review_due:
+            rows.append(("review window", f"{fmt(self.review_due[0])} .. {fmt(self.review_due[1])}", ""))
+        return rows
+
+
+def _human(delta: timedelta) -> str:
+    secs = int(delta.total_seconds())
+    if secs < 0:
+        return "0m"
+    days, rem = divmod(secs, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes = rem // 60
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m"
+
+
+def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: datetime) -> Clocks:
+    """Response, resolution, update and review clocks from the record's state and the policy."""
+    level = Level(state["severity"]) if state.get("severity") else None
+    detected = parse_ts(state["detected_at"])
+    times = state.get("status_times", {})
+    acked = parse_ts(times["acknowledged"]) if times.get("acknowledged") else None
+    resolved = parse_ts(times["resolved"]) if times.get("resolved") else None
+    last_update = parse_ts(state["last_update_at"]) if state.get("last_update_at") else None
+    if level is None:
+        return Clocks(now, None, detected, acked, resolved, None, None, None, None)
+    return Clocks(
+        now=now,
+        severity=level,
+        detected_at=detected,
+        acknowledged_at=acked,
+        resolved_at=resolved,
+        response_due=policy.response_due(level, detected),
+        resolution_due=policy.resolution_due(level, detected),
+        next_update_due=policy.next_update_due(level, detected, last_update),
+        review_due=policy.review_due(level, resolved) if resolved else None,
+    )
+
+
+class Session:
+    """One incident as a runbook sees it."""
+
+    def __init__(self, record: Record, settings: Settings, *, actor: str, batch: bool, clock: Clock = utcnow):
+        self.record = record
+        self.settings = settings
+        self.actor = actor
+        self.batch = batch
+        self.clock = clock
+
+    @classmethod
+    def from_parameters(
+        cls,
+        incident_id: str,
+        records_dir: str = "reports",
+        config_path: str = "irkit.yaml",
+        environ: Mapping[str, str] | None = None,
+    ) -> Session:
+        """Build from a runbook's papermill parameters and the kernel's environment."""
+        from irkit.runner import default_actor
+
+        env = dict(os.environ if environ is None else environ)
+        settings = load_config(config_path, env)
+        record = Record.open(records_dir, incident_id)
+        return cls(record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1")
+
+    # ---- reading
+
+    def state(self) -> dict[str, Any]:
+        return self.record.state()
+
+    def clocks(self) -> Clocks:
+        return compute_clocks(self.state(), self.settings.severity, self.clock())
+
+    def summary(self) -> Any:
+        """A one-column table: id, title, service, severity, status, who is acting, and the clocks."""
+        import pandas as pd
+
+        st = self.state()
+        rows: list[tuple[str, str]] = [
+            ("incident", st["id"]),
+            ("title", st["title"] or "—"),
+            ("service", st["service"] or "—"),
+            ("severity", st["severity"] or "not yet assessed"),
+            ("status", st["status"]),
+            ("actor", f"{self.actor} ({'batch' if self.batch else 'interactive'})"),
+        ]
+        rows += [(name, f"{when} {state}".strip()) for name, when, state in self.clocks().rows()]
+        return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
+    def policy(self) -> Any:
+        """What the current severity obliges us to do, straight from the policy."""
+        import pandas as pd
+
+        st = self.state()
+        if not st.get("severity"):
+            return pd.DataFrame({"policy": ["severity not yet assessed"]})
+        pol = self.settings.severity[st["severity"]]
+        return pd.DataFrame(
+            {
+                st["severity"]: [
+                    pol.name,
+                    pol.definition,
+                    "; ".join(pol.examples),
+                    pol.response_note or "—",
+                    _human(pol.resolution_target) if pol.resolution_target else "backlog",
+                    pol.escalation,
+                    f"every {_human(pol.update_every)}" if pol.update_every else "none required",
+                    "yes" if pol.stakeholder_email else "no",
+                ]
+            },
+            index=[
+                "name",
+                "definition",
+                "examples",
+                "response time",
+                "resolution target",
+                "escalation",
+                "stakeholder updates",
+                "stakeholder email",
+            ],
+        )
+
+    def alerts(self) -> Any:
+        """The alerts recorded for this incident, latest status per alert."""
+        import pandas as pd
+
+        rows = []
+        for ev in self.events("alert.firing", "alert.resolved"):
+            d = ev["data"]
+            rows.append(
+                {
+                    "alert": d.get("alertname"),
+                    "status": ev["type"].split(".")[1],
+                    "starts_at": d.get("starts_at"),
+                    "ends_at": d.get("ends_at") or "",
+                    "summary": d.get("annotations", {}).get("summary", ""),
+                    "labels": ", ".join(f"{k}={v}" for k, v in sorted(d.get("labels", {}).items())),
+                    "fingerprint": d.get("fingerprint"),
+                }
+            )
+        df = pd.DataFrame(rows, columns=["alert", "status", "starts_at", "ends_at", "summary", "labels", "fingerprint"])
+        return df.drop_duplicates("fingerprint", keep="last").reset_index(drop=True)
+
+    def events(self, *types: str) -> list[Event]:
+        evs = self.record.events()
+        return [e for e in evs if not types or e["type"] in types]
+
+    def timeline(self) -> Any:
+        """Every event so far: time, offset from detection, type, actor, a short description."""
+        import pandas as pd
+
+        detected = parse_ts(self.state()["detected_at"])
+        rows = []
+        for ev in self.record.events():
+            ts = parse_ts(ev["ts"])
+            rows.append(
+                {
+                    "seq": ev["seq"],
+                    "ts": ev["ts"],
+                    "since detection": _human(ts - detected),
+                    "type": ev["type"],
+                    "actor": ev["actor"],
+                    "detail": describe_event(ev),
+                }
+            )
+        return pd.DataFrame(rows).set_index("seq")
+
+    # ---- acting (each writes an event; batch runs never act for a human)
+
+    def acknowledge(self) -> str:
+        """Acknowledge the incident (plan step 1.1) unless this is a batch run or it is already done."""
+        status = self.state()["status"]
+        if self.batch:
+            return "batch run: acknowledgement is left to the on-call responder"
+        if status != Status.DETECTED.value:
+            return f"already acknowledged (status {status})"
+        self.record.set_status(Status.ACKNOWLEDGED, actor=self.actor, reason="acknowledged in triage runbook")
+        return f"acknowledged by {self.actor}"
+
+    def begin_investigation(self) -> str:
+        """Move an acknowledged incident to investigating (plan step 1.4)."""
+        status = self.state()["status"]
+        if status == Status.ACKNOWLEDGED.value:
+            self.record.set_status(Status.INVESTIGATING, actor=self.actor, reason="triage complete")
+            return "status: investigating"
+        return f"status stays {status}"
+
+    def set_severity(self, level: Level | str, reason: str) -> str:
+        """Record a severity assessment, with the reason that decided it."""
+        self.record.set_severity(level, actor=self.actor, reason=reason)
+        return f"severity {Level(level).value}: {reason}"
+
+    def note(self, text: str) -> str:
+        self.record.note(text, actor=self.actor)
+        return "noted"
+
+    def glue(self) -> dict[str, Any]:
+        """The facts other runbooks and reports need, as scrapbook scraps."""
+        import scrapbook as sb
+
+        st = self.state()
+        c = self.clocks()
+        facts = {
+            "incident_id": st["id"],
+            "severity": st["severity"],
+            "status": st["status"],
+            "detected_at": st["detected_at"],
+            "response_overdue": c.response_overdue,
+            "update_overdue": c.update_overdue,
+        }
+        for name, value in facts.items():
+            sb.glue(name, value)
+        return facts
+
+
+def describe_event(ev: Event) -> str:
+    """A short human line for an event in a timeline."""
+    d = ev["data"]
+    t = ev["type"]
+    if t == "incident.opened":
+        return f"opened: {d.get('title')}"
+    if t == "severity.set":
+        return f"{d.get('level')}: {d.get('reason', '')}"
+    if t == "status.changed":
+        return f"{d.get('from')} → {d.get('to')} {d.get('reason', '')}".strip()
+    if t.startswith("alert."):
+        return f"{d.get('alertname')} {t.split('.')[1]} (since {d.get('starts_at')})"
+    if t.startswith("notebook."):
+        return f"{d.get('runbook', '')} {d.get('path', '')} {d.get('summary', '')}".strip()
+    if t == "note":
+        return str(d.get("text", ""))
+    return ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])

@@ -1,0 +1,113 @@
+"""Every runbook in notebooks/ executes, and the demo runs the lifecycle end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REPO
+from irkit.alerts import load_notification_file, open_from_notification
+from irkit.config import load_config
+from irkit.demo import SCENARIO_DIR
+from irkit.record import Record
+from irkit.runner import LIFECYCLE, default_registry, run_runbook
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_every_notebook_is_a_registered_runbook_with_the_parameter_contract() -> None:
+    registered = {rb.filename for rb in LIFECYCLE}
+    assert NOTEBOOKS, "no runbooks in notebooks/"
+    for path in NOTEBOOKS:
+        assert path.name in registered, path
+        nb = nbformat.read(str(path), as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1, path
+        lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
+        assert lines[0].startswith("incident_id: str")
+        assert lines[1].startswith("records_dir: str = ")
+        assert lines[2].startswith("config_path: str = ")
+        for cell in nb.cells:  # committed runbooks carry no outputs
+            assert not cell.get("outputs") and not cell.get("execution_count"), path
+
+
+@pytest.fixture
+def opened(records: Path) -> Record:
+    note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
+    return open_from_notification(records, note, service="schema-registry", actor="tester")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runbook_executes_ok_on_the_recorded_incident(opened: Record, path: Path) -> None:
+    settings = load_config(None, {})
+    res = run_runbook(
+        opened, path.stem, settings=settings, environ={}, actor="tester", registry=default_registry(settings)
+    )
+    assert res.ok, res.summary()
+    assert opened.verify().ok
+
+
+def test_triage_acknowledges_interactively_but_not_in_batch(records: Path) -> None:
+    settings = load_config(None, {})
+    note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
+    batch = open_from_notification(records, note, service="s", actor="am", incident_id="INC-BATCH-1")
+    res = run_runbook(batch, "triage", settings=settings, environ={}, actor="irkit-serve", batch=True)
+    assert res.ok and batch.state()["status"] == "detected"
+    human = open_from_notification(records, note, service="s", actor="am", incident_id="INC-HUMAN-1")
+    res = run_runbook(human, "triage", settings=settings, environ={}, actor="alice")
+    assert res.ok
+    st = human.state()
+    assert st["status"] == "investigating"
+    changes = [e for e in human.events() if e["type"] == "status.changed"]
+    assert [(e["data"]["to"], e["actor"]) for e in changes] == [("acknowledged", "alice"), ("investigating", "alice")]
+
+
+def test_demo_then_verify_then_tamper(cli, tmp_path: Path) -> None:
+    records = tmp_path / "demo-records"
+    res = cli("demo", "--records", str(records), "--no-progress")
+    assert res.exit_code == 0, res.stderr
+    incident_id = res.stdout.strip().splitlines()[-1]
+    assert incident_id.startswith("INC-20251120-1432-")
+    assert "record " in res.stderr
+    ok = cli("verify", incident_id, "--records", str(records))
+    assert ok.exit_code == 0 and ok.stdout.startswith(f"OK {incident_id}")
+    shown = json.loads(cli("show", incident_id, "--records", str(records), "--json").stdout)
+    assert shown["severity"] == "P1" and shown["runs"] >= 1
+    listed = json.loads(cli("list", "--records", str(records), "--json").stdout)
+    assert [r["id"] for r in listed] == [incident_id]
+    events = records / incident_id / "events.jsonl"
+    raw = bytearray(events.read_bytes())
+    raw[raw.index(b"Schema Registry error rate")] ^= 0x20  # one byte, in event 1
+    events.write_bytes(bytes(raw))
+    bad = cli("verify", incident_id, "--records", str(records))
+    assert bad.exit_code == 1
+    assert "event 1 (incident.opened)" in bad.stdout
+    again = cli("demo", "--records", str(records), "--no-progress")  # a second demo gets its own id
+    assert again.exit_code == 0 and again.stdout.strip().endswith(f"{incident_id}-2")
+
+
+def test_cli_open_run_show_and_failed_run_exit_codes(cli, tmp_path: Path) -> None:
+    records = tmp_path / "r"
+    opened = cli("open", "--title", "checkout errors", "--severity", "P2", "--records", str(records))
+    assert opened.exit_code == 0, opened.stderr
+    iid = opened.stdout.strip()
+    assert Record.open(records, iid).state()["severity"] == "P2"
+    bad = cli("run", iid, "triage", "-p", "nope", "1", "--records", str(records))
+    assert bad.exit_code == 2 and "no parameter 'nope'" in bad.stderr
+    missing = cli("run", iid, "no-such-runbook", "--records", str(records))
+    assert missing.exit_code == 2 and "unknown runbook" in missing.stderr
+    ran = cli("run", iid, "triage", "--no-progress", "--records", str(records))
+    assert ran.exit_code == 0, ran.stderr
+    assert "triage: ok" in ran.stdout
+    prepared = cli("open", iid, "triage", "--records", str(records))
+    assert prepared.exit_code == 0 and prepared.stdout.strip().endswith("01-triage.r2.ipynb")
+    shown = cli("show", iid, "--records", str(records))
+    assert "working copies (unsealed): notebooks/01-triage.r2.ipynb" in shown.stdout
+    assert "response due" in shown.stdout
+    sealed = cli("seal", iid, "--records", str(records))
+    assert sealed.exit_code == 0 and "sealed notebooks/01-triage.r2.ipynb" in sealed.stdout
+    status = cli("status", iid, "resolved", "--records", str(records))
+    assert status.exit_code == 2 and "cannot change status from investigating to resolved" in status.stderr

@@ -1,0 +1,186 @@
+"""The runner against real kernels: true outcomes, secrets kept out, parameters kept as data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import CONTRACT_PARAMETERS, write_notebook
+from irkit.config import load_config
+from irkit.errors import ParameterError
+from irkit.record import Record
+from irkit.runner import Runbook, RunbookRegistry, prepare_runbook, run_runbook, seal_notebook
+
+ID = "INC-RUN-1"
+CANARY = "canary-7f3c9d2e-s3cr3t"
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> RunbookRegistry:
+    d = tmp_path / "books"
+    d.mkdir()
+    return RunbookRegistry(d)
+
+
+def add(reg: RunbookRegistry, name: str, cells: list[str], extra_params: str = "") -> None:
+    write_notebook(reg.directory / f"{name}.ipynb", CONTRACT_PARAMETERS + extra_params, cells)
+    reg.register(Runbook(name, len(reg.names()) + 1, f"{name}.ipynb", name))
+
+
+@pytest.fixture
+def rec(records: Path) -> Record:
+    return Record.create(records, ID, title="t", service="svc", actor="tester")
+
+
+def run(rec: Record, reg: RunbookRegistry, name: str, params=None, *, timeout: float = 30, env=None, config=None):
+    env = dict(env or {})
+    settings = config or load_config(None, {"IRKIT_RUNNER__EXECUTION_TIMEOUT_S": str(timeout)})
+    return run_runbook(rec, name, params, settings=settings, environ=env, actor="tester", registry=reg)
+
+
+def executed(rec: Record, rel: str) -> nbformat.NotebookNode:
+    return nbformat.read(str(rec.path / rel), as_version=4)
+
+
+def test_ok_run_is_sealed_with_provenance(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "hello", ["import scrapbook as sb\nsb.glue('answer', 42)\nprint('hi', incident_id)"])
+    res = run(rec, book, "hello")
+    assert res.ok and res.summary() == "ok"
+    assert res.path == "notebooks/01-hello.ipynb"
+    nb = executed(rec, res.path)
+    prov = nb.metadata["irkit"]
+    assert prov["outcome"] == "ok" and prov["actor"] == "tester" and prov["runbook"] == "hello"
+    assert prov["source_sha256"] == hashlib.sha256((book.directory / "hello.ipynb").read_bytes()).hexdigest()
+    assert prov["parameters"]["incident_id"] == ID
+    assert any("hi INC-RUN-1" in o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    finished = [e for e in rec.events() if e["type"] == "notebook.finished"][-1]["data"]
+    assert finished["sha256"] == hashlib.sha256((rec.path / res.path).read_bytes()).hexdigest()
+    assert finished["outcome"] == "ok"
+    assert rec.verify().ok
+    # the kernel ran inside the record
+    assert rec.state()["runs"][0]["outcome"] == "ok"
+
+
+def test_reruns_get_r2_r3(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "hello", ["1 + 1"])
+    paths = [run(rec, book, "hello").path for _ in range(3)]
+    assert paths == ["notebooks/01-hello.ipynb", "notebooks/01-hello.r2.ipynb", "notebooks/01-hello.r3.ipynb"]
+
+
+def test_raising_cell_is_failed_at_cell_n(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "boom", ["x = 1", "1 / 0", "print('never')"])
+    res = run(rec, book, "boom")
+    assert res.outcome == "failed" and res.ename == "ZeroDivisionError"
+    nb = executed(rec, res.path)
+    assert "1 / 0" in nb.cells[res.cell - 1].source
+    assert res.summary().startswith(f"failed at cell {res.cell} (ZeroDivisionError")
+    assert nb.metadata["irkit"]["outcome"] == "failed"
+    assert rec.verify().ok
+
+
+def test_timeout_is_not_ok(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "slow", ["x = 1", "import time\ntime.sleep(30)", "print('never')"])
+    res = run(rec, book, "slow", timeout=2)
+    assert res.outcome == "timeout", res.summary()
+    nb = executed(rec, res.path)
+    assert "time.sleep(30)" in nb.cells[res.cell - 1].source
+    assert nb.cells[0].metadata["tags"] == ["irkit-outcome"] and "timeout" in nb.cells[0].source
+    assert nb.metadata["irkit"]["outcome"] == "timeout"
+    assert rec.verify().ok
+
+
+def test_kernel_death_is_not_ok(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "die", ["x = 1", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "print('never')"])
+    res = run(rec, book, "die")
+    assert res.outcome == "kernel died", res.summary()
+    nb = executed(rec, res.path)
+    assert "SIGKILL" in nb.cells[res.cell - 1].source
+    finished = [e for e in rec.events() if e["type"] == "notebook.finished"][-1]["data"]
+    assert finished["outcome"] == "kernel died"
+
+
+def test_canary_secret_never_lands_in_the_record(rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
+    cfg = tmp_path / "irkit.yaml"
+    cfg.write_text("secrets: [IRKIT_TEST_CANARY]\n")
+    settings = load_config(cfg, {}, required=True)
+    add(
+        book,
+        "leaky",
+        [
+            "import os, hashlib\nsecret = os.environ['IRKIT_TEST_CANARY']\n"
+            "print('digest', hashlib.sha256(secret.encode()).hexdigest())",
+            "print('leaking', secret)",
+            "token",
+            "raise RuntimeError('failed with ' + secret)",
+        ],
+        extra_params='token: str = ""\n',
+    )
+    res = run_runbook(
+        rec,
+        "leaky",
+        {"token": CANARY},  # passed by mistake as a parameter
+        settings=settings,
+        environ={"IRKIT_TEST_CANARY": CANARY},
+        actor="tester",
+        registry=book,
+    )
+    assert res.outcome == "failed"  # the traceback with the secret is in the notebook, redacted
+    raw = (rec.path / res.path).read_text()
+    digest = hashlib.sha256(CANARY.encode()).hexdigest()
+    assert f"digest {digest}" in raw  # the secret reached the kernel through its environment …
+    assert CANARY not in raw  # … and appears nowhere in the sealed file
+    assert "[REDACTED]" in raw
+    for f in rec.path.rglob("*"):
+        if f.is_file():
+            assert CANARY.encode() not in f.read_bytes(), f
+
+
+def test_hostile_parameter_string_is_data(rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile = (
+        f'"; open({str(marker)!r}, "w").write("x"); x = "\n'
+        f"''' \\\" \\n {{}} %s $(touch {marker}) \n__import__('os').system('touch {marker}')\n\\"
+    )
+    add(
+        book,
+        "echo",
+        ["import json, pathlib\npathlib.Path('received.json').write_text(json.dumps(title))"],
+        extra_params='title: str = ""\n',
+    )
+    res = run(rec, book, "echo", {"title": hostile})
+    assert res.ok, res.summary()
+    assert json.loads((rec.path / "received.json").read_text()) == hostile
+    assert not marker.exists()
+
+
+def test_undeclared_and_reserved_parameters_are_refused(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "hello", ["1"])
+    with pytest.raises(ParameterError, match="no parameter 'nope'"):
+        run(rec, book, "hello", {"nope": 1})
+    with pytest.raises(ParameterError, match="set by irkit"):
+        run(rec, book, "hello", {"incident_id": "INC-OTHER-1"})
+    assert [e["type"] for e in rec.events()] == ["incident.opened"]
+
+
+def test_prepare_then_seal(rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
+    add(book, "hello", ["print('step')"])
+    settings = load_config(None, {})
+    rel = prepare_runbook(rec, "hello", settings=settings, environ={}, actor="tester", registry=book)
+    assert rel == "notebooks/01-hello.ipynb"
+    nb = executed(rec, rel)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    report = rec.verify()
+    assert report.ok and report.working_copies == [rel]
+    # the responder leaves a secret-looking output behind; sealing scrubs it
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="Authorization: Bearer abcdefghijklmnop\n")]
+    nbformat.write(nb, str(rec.path / rel))
+    seal_notebook(rec, rel, settings=settings, environ={}, actor="tester")
+    report = rec.verify()
+    assert report.ok and report.working_copies == [] and report.artifacts == 1
+    assert "abcdefghijklmnop" not in (rec.path / rel).read_text()
+    (rec.path / rel).write_text((rec.path / rel).read_text().replace("step", "STEP"))
+    assert not rec.verify().ok

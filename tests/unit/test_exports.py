@@ -1,0 +1,19 @@
+import subprocess
+import sys
+
+import irkit
+
+
+def test_public_front_exports_exactly_all() -> None:
+    public = {n for n in dir(irkit) if not n.startswith("_")} - {"annotations"}
+    modules = {n for n in public if type(getattr(irkit, n)).__name__ == "module"}
+    assert set(irkit.__all__) - {"__version__"} == public - modules
+    for name in irkit.__all__:
+        assert getattr(irkit, name) is not None
+
+
+def test_import_does_not_pull_heavy_libraries() -> None:
+    heavy = "('pandas', 'matplotlib', 'papermill', 'kubernetes')"
+    code = f"import sys, irkit; print(','.join(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
