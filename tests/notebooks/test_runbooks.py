@@ -8,12 +8,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REPO
 from irkit.alerts import load_notification_file, open_from_notification
 from irkit.config import load_config
 from irkit.demo import SCENARIO_DIR
 from irkit.record import Record
 from irkit.runner import LIFECYCLE, default_registry, run_runbook
+from support import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import CONTRACT_PARAMETERS, write_notebook
 from irkit.config import load_config
 from irkit.errors import ParameterError
 from irkit.record import Record
 from irkit.runner import Runbook, RunbookRegistry, prepare_runbook, run_runbook, seal_notebook
+from support import CONTRACT_PARAMETERS, write_notebook
 
 ID = "INC-RUN-1"
 CANARY = "canary-7f3c9d2e-s3cr3t"
