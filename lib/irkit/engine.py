@@ -51,7 +51,8 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         )
         if ipc_dir is not None:
             final["km"] = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(ipc_dir) / "kernel"))
-        start: dict[str, Any] = {}
+        # nbclient only shuts down kernels of managers it created itself; this one is ours to stop.
+        start: dict[str, Any] = {"cleanup_kc": True}
         if kernel_env is not None:
             start["env"] = dict(kernel_env)
         if kernel_cwd is not None:

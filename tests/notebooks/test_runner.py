@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -63,6 +64,28 @@ def test_ok_run_is_sealed_with_provenance(rec: Record, book: RunbookRegistry) ->
     assert rec.verify().ok
     # the kernel ran inside the record
     assert rec.state()["runs"][0]["outcome"] == "ok"
+
+
+def _kernel_children() -> list[str]:
+    """Command lines of this process's children that are Jupyter kernels."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fields[1] == me and "ipykernel" in cmd:
+            found.append(cmd)
+    return found
+
+
+@pytest.mark.parametrize("cells", [["1"], ["1 / 0"]], ids=["ok", "failed"])
+def test_no_kernel_is_left_behind(rec: Record, book: RunbookRegistry, cells: list[str]) -> None:
+    add(book, "hello", cells)
+    run(rec, book, "hello")
+    assert _kernel_children() == []
 
 
 def test_reruns_get_r2_r3(rec: Record, book: RunbookRegistry) -> None:
