@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from irkit.errors import (
     RecordError,
     TransitionError,
 )
+from irkit.redact import Redactor
 from irkit.severity import Level
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9-]{1,64}$")
@@ -162,6 +164,7 @@ def initial_state() -> dict[str, Any]:
         "service": None,
         "severity": None,
         "severity_reason": None,
+        "alert_severity_label": None,
         "status": None,
         "opened_at": None,
         "detected_at": None,
@@ -194,6 +197,7 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
             status=Status.DETECTED.value,
             opened_at=ts,
             detected_at=d.get("detected_at") or ts,
+            alert_severity_label=d.get("alert_severity_label"),
         )
         state["status_times"][Status.DETECTED.value] = state["detected_at"]
     elif t == "severity.set":
@@ -243,6 +247,7 @@ class VerifyReport:
     artifacts: int = 0
     problems: list[str] = field(default_factory=list)
     working_copies: list[str] = field(default_factory=list)
+    head: str = GENESIS
 
     @property
     def ok(self) -> bool:
@@ -251,7 +256,10 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             wc = f"; {len(self.working_copies)} unsealed working cop(ies)" if self.working_copies else ""
-            return f"OK {self.incident_id}: {self.events} events, {self.artifacts} artifacts verified{wc}"
+            return (
+                f"OK {self.incident_id}: {self.events} events, {self.artifacts} artifacts verified{wc}; "
+                f"head {self.head}"
+            )
         return f"FAILED {self.incident_id}: {self.problems[0]}"
 
 
@@ -291,10 +299,30 @@ def _scan_events(raw: bytes) -> _Scan:
             return _Scan(events, offset, torn, f"{label}: cannot be hashed ({exc})")
         if computed != ev["hash"]:
             return _Scan(events, offset, torn, f"{label}: hash mismatch — its content was altered")
+        if line != canonical_json(ev) + b"\n":
+            return _Scan(events, offset, torn, f"{label}: not in canonical form — the line was rewritten")
         events.append(ev)
         prev = ev["hash"]
         offset += len(line)
     return _Scan(events, offset, torn, None)
+
+
+def _replay_transitions(events: list[Event]) -> str | None:
+    """The first status change that the state machine would have refused, if any."""
+    status: str | None = None
+    for ev in events:
+        if ev["type"] == "incident.opened":
+            status = Status.DETECTED.value
+        elif ev["type"] == "status.changed" and status is not None:
+            d = ev["data"]
+            try:
+                check_transition(status, d.get("to", ""))
+            except (TransitionError, ValueError):
+                return f"event {ev['seq']} (status.changed): {status} → {d.get('to')} is not an allowed transition"
+            if d.get("from") not in (None, status):
+                return f"event {ev['seq']} (status.changed): says from {d.get('from')} but the status was {status}"
+            status = d["to"]
+    return None
 
 
 # --------------------------------------------------------------------------- the record
@@ -303,7 +331,10 @@ def _scan_events(raw: bytes) -> _Scan:
 class Record:
     """One incident's record directory; every write goes through :meth:`append`."""
 
-    def __init__(self, root: str | Path, incident_id: str, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, root: str | Path, incident_id: str, *, clock: Clock = utcnow, redactor: Redactor | None = None
+    ) -> None:
+        self.redactor = redactor  # scrubs secrets from every event's data before it is written
         self.id = validate_incident_id(incident_id)
         self.root = Path(root)
         self.path = self.root / self.id
@@ -326,9 +357,10 @@ class Record:
         detected_at: datetime | None = None,
         data: Mapping[str, Any] | None = None,
         clock: Clock = utcnow,
+        redactor: Redactor | None = None,
     ) -> Record:
         """Create the record and its ``incident.opened`` event; refuse if it exists."""
-        rec = cls(root, incident_id, clock=clock)
+        rec = cls(root, incident_id, clock=clock, redactor=redactor)
         rec.root.mkdir(parents=True, exist_ok=True)
         try:
             rec.path.mkdir()
@@ -344,13 +376,19 @@ class Record:
             "detected_at": rfc3339(detected_at) if detected_at else None,
         }
         opened.update(data or {})
-        rec.append("incident.opened", opened, actor=actor)
+        try:
+            rec.append("incident.opened", opened, actor=actor)
+        except BaseException:
+            shutil.rmtree(rec.path, ignore_errors=True)  # no half-made record blocks the id
+            raise
         return rec
 
     @classmethod
-    def open(cls, root: str | Path, incident_id: str, *, clock: Clock = utcnow) -> Record:
+    def open(
+        cls, root: str | Path, incident_id: str, *, clock: Clock = utcnow, redactor: Redactor | None = None
+    ) -> Record:
         """Open an existing record."""
-        rec = cls(root, incident_id, clock=clock)
+        rec = cls(root, incident_id, clock=clock, redactor=redactor)
         if not rec.events_path.is_file():
             raise IncidentNotFound(f"no incident {rec.id} under {rec.root}")
         return rec
@@ -397,8 +435,8 @@ class Record:
         return cached if cached["head"].get("size") == size else None
 
     def state(self) -> dict[str, Any]:
-        """The current derived state: the cache when it matches the log, else rebuilt from events."""
-        return self._cached_state() or self._fold(_scan_events(self._read_raw()))
+        """The current state, folded from the events themselves (``incident.json`` is never trusted)."""
+        return self._fold(_scan_events(self._read_raw()))
 
     def rebuild_state(self) -> dict[str, Any]:
         """Recompute ``incident.json`` from the events (it is only a cache)."""
@@ -435,21 +473,73 @@ class Record:
         data = dict(data or {})
         canonical_json(data)  # fail before writing on anything that cannot be serialized
         with self._locked():
-            state = self._cached_state()
-            if state is None:
-                raw = self._read_raw()
-                scan = _scan_events(raw)
-                if scan.problem:
-                    raise RecordError(f"record {self.id} does not verify, refusing to append: {scan.problem}")
-                if scan.torn:
-                    self._quarantine_torn(scan)
-                state = self._fold(scan)
-                if scan.torn:
-                    note = self._quarantine_torn(scan)
-                    self._write_event(state, "record.repaired", note, "irkit")
+            state = self._state_for_append()
             if check is not None:
                 data.update(check(state) or {})
+            if self.redactor is not None:
+                data = dict(self.redactor.data(data))
             return self._write_event(state, type, data, actor)
+
+    def _state_for_append(self) -> dict[str, Any]:
+        """The state to append to (caller holds the lock): the cache if its head is the log's last event.
+
+        Otherwise the log is rescanned: a broken chain or events missing from the end (the cache saw
+        a later head) refuse the append; a torn tail is quarantined and the repair recorded.
+        """
+        cached = self._cached_state()
+        if cached is not None and self._last_event_matches(cached["head"]):
+            return cached
+        scan = _scan_events(self._read_raw())
+        if scan.problem:
+            raise RecordError(f"record {self.id} does not verify, refusing to append: {scan.problem}")
+        stale = self._cache_head_seq()
+        if stale is not None and stale > len(scan.events):
+            raise RecordError(
+                f"record {self.id}: events.jsonl ends at event {len(scan.events)} but incident.json saw event "
+                f"{stale}: events were removed from the end; refusing to append"
+            )
+        state = self._fold(scan)
+        if scan.torn:
+            self._write_event(state, "record.repaired", self._quarantine_torn(scan), "irkit")
+        return state
+
+    def _last_event_matches(self, head: Mapping[str, Any]) -> bool:
+        """Whether the last line of the log is, intact, the event the cache calls its head.
+
+        Appends trust the cache only this far: changes to earlier lines are found by :meth:`verify`.
+        """
+        if head.get("seq", 0) == 0:
+            return head.get("size") == 0
+        try:
+            with self.events_path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                chunk = 4096
+                while True:
+                    start = max(0, size - chunk)
+                    fh.seek(start)
+                    tail = fh.read(size - start)
+                    cut = tail.rstrip(b"\n").rfind(b"\n")
+                    if cut >= 0 or start == 0:
+                        break
+                    chunk *= 4
+            last = json.loads(tail[cut + 1 :])
+        except (OSError, ValueError):
+            return False
+        if not isinstance(last, dict) or last.get("hash") != head.get("hash") or last.get("seq") != head.get("seq"):
+            return False
+        # The last line must also still hash to itself; earlier lines are left to verify().
+        try:
+            return set(last) == set(EVENT_KEYS) and event_hash(last["prev"], last) == last["hash"]
+        except (TypeError, ValueError, KeyError):
+            return False
+
+    def _cache_head_seq(self) -> int | None:
+        try:
+            cached = json.loads(self.state_path.read_bytes())
+            seq = cached["head"]["seq"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+        return seq if isinstance(seq, int) else None
 
     def _quarantine_torn(self, scan: _Scan) -> dict[str, Any]:
         """Move a torn tail aside (kept for forensics) and truncate the log to its last full line."""
@@ -532,12 +622,23 @@ class Record:
 
     # ---- verification
 
-    def verify(self) -> VerifyReport:
-        """Recompute the chain and every sealed artifact's hash; list unsealed working copies."""
+    def verify(self, *, expect_head: str | None = None) -> VerifyReport:
+        """Recompute the chain and every sealed artifact's hash; list unsealed working copies.
+
+        The chain proves that no event was changed, removed or reordered *relative to the head*.
+        Someone able to rewrite the whole file could recompute every hash, so the head hash is
+        reported: kept elsewhere (a ticket, a chat message) and passed back as ``expect_head``, it
+        pins the whole history.
+        """
         report = VerifyReport(self.id)
         raw = self._read_raw()
         scan = _scan_events(raw)
         report.events = len(scan.events)
+        report.head = scan.events[-1]["hash"] if scan.events else GENESIS
+        if expect_head and not scan.problem:
+            matches = [e["seq"] for e in scan.events if e["hash"] == expect_head.lower()]
+            if not matches:
+                report.problems.append(f"expected head {expect_head[:16]}… is not an event of this record's chain")
         if not raw:
             report.problems.append("events.jsonl is missing or empty")
             return report
@@ -562,6 +663,9 @@ class Record:
                 f"events.jsonl ends at event {len(scan.events)} but incident.json recorded event "
                 f"{cached['head']['seq']}: events were removed from the end"
             )
+        problem = _replay_transitions(scan.events)
+        if problem and not scan.problem:
+            report.problems.append(problem)
         state = self._fold(scan)
         for rel, info in sorted(state["artifacts"].items()):
             report.artifacts += 1

@@ -10,11 +10,27 @@ would corrupt them.
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 BINARY_MIME_PREFIXES = ("image/", "application/pdf", "audio/", "video/")
+
+
+def escaped_forms(value: str) -> set[str]:
+    """``value`` as it appears raw, in ``repr``, JSON, HTML and papermill-injected Python literals."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        html.escape(value),
+        html.escape(value, quote=False),
+        value.encode("unicode_escape").decode("ascii").replace('"', '\\"'),
+    }
+    return {f for f in forms if f}
 
 
 class Redactor:
@@ -28,9 +44,10 @@ class Redactor:
         replacement: str = "[REDACTED]",
         min_secret_length: int = 6,
     ) -> None:
-        # Longest first, so a secret that contains another secret is replaced whole.
-        values = sorted({v for v in secret_values if v and len(v) >= min_secret_length}, key=len, reverse=True)
-        self._secrets = [re.compile(re.escape(v)) for v in values]
+        # Every form a secret takes when code prints it (repr, JSON, HTML, papermill's parameter
+        # literal), longest first so a secret that contains another is replaced whole.
+        needles = {form for v in secret_values if v and len(v) >= min_secret_length for form in escaped_forms(v)}
+        self._secrets = [re.compile(re.escape(v)) for v in sorted(needles, key=len, reverse=True)]
         self._patterns = [re.compile(p) for p in patterns]
         self.replacement = replacement
 

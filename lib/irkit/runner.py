@@ -15,6 +15,7 @@ the ``irkit`` papermill engine (:mod:`irkit.engine`).
 from __future__ import annotations
 
 import getpass
+import html
 import platform
 import shutil
 import subprocess
@@ -211,14 +212,13 @@ def _mark_failure(nb: Any, result: RunResult) -> None:
     if result.cell and 0 < result.cell <= len(nb.cells):
         nb.cells[result.cell - 1].metadata.setdefault("irkit", {})["outcome"] = result.outcome
         nb.cells[result.cell - 1].metadata.setdefault("tags", []).append("irkit-failed-cell")
+        result.cell += 1  # the banner inserted below shifts every cell down by one
     banner = nbformat.v4.new_markdown_cell(
         f'<span style="color:red;font-weight:bold">irkit: this run ended with outcome '
-        f"<code>{result.summary()}</code>. Cells after that point did not run.</span>"
+        f"<code>{html.escape(result.summary())}</code>. Cells after that point did not run.</span>"
     )
     banner.metadata["tags"] = ["irkit-outcome"]
     nb.cells.insert(0, banner)
-    if result.cell:
-        result.cell += 1  # the banner shifted every cell down by one
 
 
 # --------------------------------------------------------------------------- provenance
@@ -296,6 +296,9 @@ def run_runbook(
 ) -> RunResult:
     """Execute ``runbook`` for ``record`` and seal the executed copy; never raises for a failed run.
 
+    The kernel rebuilds its settings from ``config_path`` and its environment, which is ``environ``:
+    pass the same environment the entry point built ``settings`` from.
+
     Returns the :class:`RunResult`; the caller decides whether a non-ok outcome is an error.
     """
     import nbformat
@@ -359,30 +362,34 @@ def run_runbook(
     duration = time.monotonic() - t0
     try:
         nb = nbformat.read(str(out), as_version=4) if out.is_file() else None
-        if nb is None:
-            nb = nbformat.read(str(source), as_version=4)
-        outcome, cell, ename, evalue = classify_exception(exc, nb)
-        result = RunResult(rb.name, rel, outcome, None, cell, ename, evalue, duration)
-        _mark_failure(nb, result)
-        nb.metadata["irkit"] = {
-            "irkit_version": __version__,
-            "runbook": rb.name,
-            "source": str(source),
-            "source_sha256": sha256_file(source),
-            "git_commit": git_commit(source.parent),
-            "parameters": safe_params,
-            "actor": actor,
-            "host": platform.node(),
-            "batch": batch,
-            "started_at": rfc3339(started_at),
-            "finished_at": rfc3339(utcnow()),
-            "outcome": result.outcome,
-            "outcome_summary": result.summary(),
-        }
-        clean = nbformat.from_dict(redactor.notebook(nb))
-        dest = record.resolve_artifact(rel)
-        atomic_write_bytes(dest, nbformat.writes(clean).encode())
-        result.sha256 = sha256_file(dest)
+        if nb is None or (exc is not None and _running_cell(nb) is None):
+            # Nothing ran (no kernel, papermill refused the notebook): there is no executed copy to seal.
+            _, _, ename, evalue = classify_exception(exc, None)
+            result = RunResult(rb.name, rel, OUTCOME_ERROR, None, None, ename, redactor.text(evalue or ""), duration)
+        else:
+            outcome, cell, ename, evalue = classify_exception(exc, nb)
+            evalue = redactor.text(evalue) if evalue else evalue
+            result = RunResult(rb.name, rel, outcome, None, cell, ename, evalue, duration)
+            _mark_failure(nb, result)
+            nb.metadata["irkit"] = {
+                "irkit_version": __version__,
+                "runbook": rb.name,
+                "source": str(source),
+                "source_sha256": sha256_file(source),
+                "git_commit": git_commit(source.parent),
+                "parameters": safe_params,
+                "actor": actor,
+                "host": platform.node(),
+                "batch": batch,
+                "started_at": rfc3339(started_at),
+                "finished_at": rfc3339(utcnow()),
+                "outcome": result.outcome,
+                "outcome_summary": result.summary(),
+            }
+            clean = nbformat.from_dict(redactor.notebook(nb))
+            dest = record.resolve_artifact(rel)
+            atomic_write_bytes(dest, nbformat.writes(clean).encode())
+            result.sha256 = sha256_file(dest)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     record.append("notebook.finished", redactor.data(result.as_event()), actor=actor)
@@ -421,12 +428,15 @@ def prepare_runbook(
         "config_path": str(Path(cfg).resolve()),
         **(parameters or {}),
     }
-    rel = _reserve(
-        record, rb, "notebook.prepared", {"parameters": Redactor.from_settings(settings, environ).data(full)}, actor
-    )
-    papermill.execute_notebook(
-        str(source), str(record.resolve_artifact(rel)), parameters=full, prepare_only=True, progress_bar=False
-    )
+    redactor = Redactor.from_settings(settings, environ)
+    rel = _reserve(record, rb, "notebook.prepared", {"parameters": redactor.data(full)}, actor)
+    import nbformat
+
+    dest = record.resolve_artifact(rel)
+    papermill.execute_notebook(str(source), str(dest), parameters=full, prepare_only=True, progress_bar=False)
+    # Even an unsealed working copy must not hold a secret passed by mistake as a parameter.
+    nb = nbformat.read(str(dest), as_version=4)
+    atomic_write_bytes(dest, nbformat.writes(nbformat.from_dict(redactor.notebook(nb))).encode())
     return rel
 
 

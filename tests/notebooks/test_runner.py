@@ -17,7 +17,7 @@ from irkit.runner import Runbook, RunbookRegistry, prepare_runbook, run_runbook,
 from support import CONTRACT_PARAMETERS, write_notebook
 
 ID = "INC-RUN-1"
-CANARY = "canary-7f3c9d2e-s3cr3t"
+CANARY = 'canary-7f3c"9d2e\\s3cr3t<&>'  # quotes, a backslash and HTML metacharacters: escaped forms too
 
 
 @pytest.fixture
@@ -95,12 +95,16 @@ def test_reruns_get_r2_r3(rec: Record, book: RunbookRegistry) -> None:
 
 
 def test_raising_cell_is_failed_at_cell_n(rec: Record, book: RunbookRegistry) -> None:
-    add(book, "boom", ["x = 1", "1 / 0", "print('never')"])
+    add(book, "boom", ["x = 1", "raise ValueError('</code><img src=x onerror=alert(1)>')", "print('never')"])
     res = run(rec, book, "boom")
-    assert res.outcome == "failed" and res.ename == "ZeroDivisionError"
+    assert res.outcome == "failed" and res.ename == "ValueError"
     nb = executed(rec, res.path)
-    assert "1 / 0" in nb.cells[res.cell - 1].source
-    assert res.summary().startswith(f"failed at cell {res.cell} (ZeroDivisionError")
+    assert "raise ValueError" in nb.cells[res.cell - 1].source
+    assert "irkit-failed-cell" in nb.cells[res.cell - 1].metadata["tags"]
+    banner = nb.cells[0].source
+    assert f"failed at cell {res.cell} " in banner  # the banner names the same cell as the event
+    assert "<img" not in banner and "&lt;img" in banner
+    assert res.summary().startswith(f"failed at cell {res.cell} (ValueError")
     assert nb.metadata["irkit"]["outcome"] == "failed"
     assert rec.verify().ok
 
@@ -136,8 +140,9 @@ def test_canary_secret_never_lands_in_the_record(rec: Record, book: RunbookRegis
         [
             "import os, hashlib\nsecret = os.environ['IRKIT_TEST_CANARY']\n"
             "print('digest', hashlib.sha256(secret.encode()).hexdigest())",
-            "print('leaking', secret)",
-            "token",
+            "print('leaking', secret)\nprint(repr(secret))\nprint({'dsn': secret})",
+            "import json\nprint(json.dumps(secret))\ntoken",
+            "from IPython.display import HTML\nimport html\nHTML('<b>' + html.escape(secret) + '</b>')",
             "raise RuntimeError('failed with ' + secret)",
         ],
         extra_params='token: str = ""\n',
@@ -152,6 +157,7 @@ def test_canary_secret_never_lands_in_the_record(rec: Record, book: RunbookRegis
         registry=book,
     )
     assert res.outcome == "failed"  # the traceback with the secret is in the notebook, redacted
+    assert "canary" not in res.summary()
     raw = (rec.path / res.path).read_text()
     digest = hashlib.sha256(CANARY.encode()).hexdigest()
     assert f"digest {digest}" in raw  # the secret reached the kernel through its environment …
@@ -159,7 +165,7 @@ def test_canary_secret_never_lands_in_the_record(rec: Record, book: RunbookRegis
     assert "[REDACTED]" in raw
     for f in rec.path.rglob("*"):
         if f.is_file():
-            assert CANARY.encode() not in f.read_bytes(), f
+            assert b"7f3c" not in f.read_bytes(), f  # no form of the secret, escaped or not
 
 
 def test_hostile_parameter_string_is_data(rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
@@ -207,3 +213,28 @@ def test_prepare_then_seal(rec: Record, book: RunbookRegistry, tmp_path: Path) -
     assert "abcdefghijklmnop" not in (rec.path / rel).read_text()
     (rec.path / rel).write_text((rec.path / rel).read_text().replace("step", "STEP"))
     assert not rec.verify().ok
+
+
+def test_kernel_that_cannot_start_seals_nothing(rec: Record, book: RunbookRegistry) -> None:
+    add(book, "hello", ["1"])
+    settings = load_config(None, {"IRKIT_RUNNER__KERNEL_NAME": "no-such-kernel"})
+    res = run_runbook(rec, "hello", settings=settings, environ={}, actor="tester", registry=book)
+    assert res.outcome == "error" and res.sha256 is None and res.ename == "NoSuchKernel"
+    assert not (rec.path / res.path).exists()
+    assert rec.verify().ok
+
+
+def test_prepared_working_copy_holds_no_secret(rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
+    add(book, "leaky", ["token"], extra_params='token: str = ""\n')
+    settings = load_config(None, {"IRKIT_SECRETS": "[IRKIT_TEST_CANARY]"})
+    rel = prepare_runbook(
+        rec,
+        "leaky",
+        {"token": CANARY},
+        settings=settings,
+        environ={"IRKIT_TEST_CANARY": CANARY},
+        actor="tester",
+        registry=book,
+    )
+    assert b"7f3c" not in (rec.path / rel).read_bytes()
+    assert b"7f3c" not in rec.events_path.read_bytes()
