@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from irkit.config import Settings, load_config
-from irkit.errors import BadInputError, IrkitError, RunbookFailed, VerificationFailed
-from irkit.record import Record, list_incidents, utcnow, validate_incident_id
+from irkit.errors import BadInputError, IrkitError, RunbookFailed, SourceUnavailable, VerificationFailed
+from irkit.record import Record, list_incidents, parse_ts, utcnow, validate_incident_id
 from irkit.severity import Level
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +42,10 @@ class Ctx:
         return default_actor(self.environ)
 
     def record(self, incident_id: str) -> Record:
-        return Record.open(self.records, validate_incident_id(incident_id))
+        from irkit.redact import Redactor
+
+        redactor = Redactor.from_settings(self.settings, self.environ)
+        return Record.open(self.records, validate_incident_id(incident_id), redactor=redactor)
 
 
 def common(fn: F) -> F:
@@ -78,13 +82,27 @@ def fail(exc: IrkitError) -> None:
 
 
 class IrkitGroup(click.Group):
-    """Maps :class:`IrkitError` to its one-line message and exit code for every subcommand."""
+    """Maps :class:`IrkitError` and usage errors to one line on stderr and their exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except IrkitError as exc:
             fail(exc)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            cmd = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+            click.echo(f"irkit{cmd}: {exc.format_message()} (see irkit{cmd} --help)", err=True)
+            sys.exit(2)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("irkit: aborted", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=IrkitGroup)
@@ -211,6 +229,8 @@ def run_cmd(
         batch=batch,
     )
     click.echo(f"{runbook}: {result.summary()} ({result.duration_s:.1f}s) → {rec.path / result.path}")
+    if result.outcome == "error" and result.sha256 is None:
+        raise SourceUnavailable(f"{runbook} could not run: {result.summary()}")
     if not result.ok:
         raise RunbookFailed(f"{runbook} {result.summary()}; the executed copy is {rec.path / result.path}")
 
@@ -275,6 +295,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     state = rec.state()
     clocks = compute_clocks(state, c.settings.severity, utcnow())
     events = rec.events()
+    recent = events[-n_events:] if n_events > 0 else []
     if as_json:
         out = _row(state) | {
             "clocks": {name: {"at": when, "state": st} for name, when, st in clocks.rows()},
@@ -284,7 +305,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
                 "update": clocks.update_overdue,
             },
             "working_copies": sorted(state["working_copies"]),
-            "events": events[-n_events:] if n_events else [],
+            "events": recent,
         }
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -298,19 +319,22 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     if state["working_copies"]:
         click.echo(f"  working copies (unsealed): {', '.join(sorted(state['working_copies']))}")
     click.echo(f"events ({len(events)}):")
-    for ev in events[-n_events:]:
+    for ev in recent:
         click.echo(f"  {ev['seq']:>4} {ev['ts']} {ev['type']:<18} {ev['actor']:<14} {describe_event(ev)[:90]}")
 
 
 @main.command("verify")
 @click.argument("incident_ids", nargs=-1, required=True)
+@click.option("--expect-head", metavar="HASH", help="Also require this head hash (one kept outside the record).")
 @common
-def verify_cmd(incident_ids: tuple[str, ...], records: str | None, config: str | None) -> None:
+def verify_cmd(incident_ids: tuple[str, ...], expect_head: str | None, records: str | None, config: str | None) -> None:
     """Recompute the hash chain and every sealed artifact's hash; name the first break."""
     c = build(records, config)
+    if expect_head and len(incident_ids) != 1:
+        raise BadInputError("--expect-head checks one incident at a time")
     failed = []
     for iid in incident_ids:
-        report = c.record(iid).verify()
+        report = c.record(iid).verify(expect_head=expect_head)
         click.echo(report.summary())
         for extra in report.problems[1:]:
             click.echo(f"  also: {extra}")
@@ -338,6 +362,94 @@ def status_cmd(incident_id: str, to: str, reason: str, records: str | None, conf
         raise BadInputError(f"unknown status {to!r}; one of: {', '.join(s.value for s in Status)}") from None
     ev = c.record(incident_id).set_status(status, actor=c.actor, reason=reason)
     click.echo(f"{incident_id}: {ev['data']['from']} → {ev['data']['to']}")
+
+
+# --------------------------------------------------------------------------- metrics
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``30s``, ``15m``, ``2h``, ``7d``, ``1w``."""
+    m = DURATION.fullmatch(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise BadInputError(f"bad duration {text!r}: use e.g. 15m, 1h, 7d")
+    return timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+
+
+def parse_time(text: str | None) -> datetime:
+    if not text:
+        return utcnow()
+    try:
+        return parse_ts(text)
+    except ValueError:
+        raise BadInputError(f"bad time {text!r}: use RFC 3339, e.g. 2025-11-20T14:40:00Z") from None
+
+
+@main.command("assess")
+@click.option("--service", help="Service label value (default from settings).")
+@click.option("--at", "at", help="Assess at this time (RFC 3339; default now).")
+@click.option("--window", default="15m", show_default=True, help="Evaluation window ending at --at.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def assess_cmd(
+    service: str | None, at: str | None, window: str, as_json: bool, records: str | None, config: str | None
+) -> None:
+    """Severity from live Prometheus signals, per the plan's thresholds, with every reason."""
+    from irkit.metrics import read_metrics
+    from irkit.prom import PrometheusSource
+
+    c = build(records, config)
+    settings = c.settings
+    if service:
+        settings = settings.model_copy(update={"service": settings.service.model_copy(update={"name": service})})
+    when, span = parse_time(at), parse_duration(window)
+    m = read_metrics(
+        PrometheusSource(settings, c.environ),
+        start=when - span,
+        end=when,
+        eval_end=when,
+        baseline_offset=settings.baseline_offset,
+        evaluation=span,
+    )
+    a = m.assess(settings.severity.metric_rules)
+    if as_json:
+        table = m.table().reset_index()
+        click.echo(
+            json.dumps(
+                {
+                    "service": settings.service.name,
+                    "at": when.isoformat(),
+                    "window_s": span.total_seconds(),
+                    "level": a.level.value if a.level else None,
+                    "summary": a.summary(),
+                    "reasons": [
+                        {
+                            "signal": r.signal,
+                            "value": r.value,
+                            "threshold": r.threshold,
+                            "level": r.level.value,
+                            "text": r.text,
+                        }
+                        for r in a.reasons
+                    ],
+                    "unavailable": a.unavailable,
+                    "signals": json.loads(table.to_json(orient="records")),
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"{settings.service.name} at {when.isoformat()} (worst over the last {window}):")
+        click.echo(m.table().to_string(na_rep="—", float_format=lambda v: f"{v:.4g}"))
+        click.echo(f"level: {a.level.value if a.level else 'none'}")
+        for r in a.reasons:
+            click.echo(f"  {r.level.value}  {r.text}")
+        for name, why in a.unavailable.items():
+            click.echo(f"  could not check {name}: {why}")
+    if a.level is None and m.unavailable and not m.series:
+        raise SourceUnavailable(f"could not assess: {next(iter(m.unavailable.values()))}")
 
 
 # --------------------------------------------------------------------------- demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -152,7 +153,19 @@ class Settings(_Model):
     redaction: RedactionSettings = RedactionSettings()
     runner: RunnerSettings = RunnerSettings()
     severity: SeverityPolicy = SeverityPolicy()
+    baseline_offset: timedelta = Field(
+        timedelta(days=7), description="'Normal' is the same window this long earlier (seconds or ISO 8601)"
+    )
     source_path: str | None = Field(None, description="The file these settings came from (set by the loader)")
+
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _signals_extend_defaults(cls, v: object) -> object:
+        # Naming a few signals keeps the others; `name: null` removes a default signal.
+        if isinstance(v, Mapping):
+            merged = {**DEFAULT_SIGNALS, **v}
+            return {k: val for k, val in merged.items() if val is not None}
+        return v
 
     def secret_env_names(self) -> tuple[str, ...]:
         """Every env var name that holds a secret: the list plus those referenced by other settings."""

@@ -15,9 +15,12 @@ from irkit.config import Settings
 from irkit.errors import IncidentExists
 from irkit.record import Record, VerifyReport
 from irkit.runner import RunbookRegistry, RunResult, default_registry, run_runbook
+from irkit.sources import RecordedSource, copy_recording
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios" / "pool-exhaustion"
 DEMO_RUNBOOKS = ("triage", "investigation", "mitigation", "resolution", "postmortem")
+# Runbooks read the record's recorded snapshots instead of live servers.
+RECORDED_PARAMETERS: dict[str, dict[str, object]] = {"triage": {"metrics_source": "recorded"}}
 
 
 @dataclass
@@ -62,6 +65,8 @@ def run_demo(
             continue
     assert rec is not None
     say(f"opened {rec.id} from the recorded Alertmanager notification ({note.title})")
+    n = copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor=actor)
+    say(f"imported {n} recorded signal series (what Prometheus returned during the incident)")
     result = DemoResult(rec.id, rec.path)
     available = set(registry.names())
     for name in DEMO_RUNBOOKS:
@@ -71,6 +76,7 @@ def run_demo(
         run = run_runbook(
             rec,
             name,
+            RECORDED_PARAMETERS.get(name),
             settings=settings,
             environ=environ,
             actor=actor,

@@ -14,11 +14,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from irkit.config import Settings, load_config
-from irkit.record import Clock, Event, Record, Status, parse_ts, rfc3339, utcnow
-from irkit.severity import Level, SeverityPolicy
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.metrics import EVALUATION, IncidentMetrics, read_metrics
+from irkit.record import Clock, Event, Record, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
+from irkit.severity import Assessment, Level, SeverityPolicy
+from irkit.sources import SIGNALS_DIR, RecordedSource, SignalSource, snapshot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from irkit.plots import Marker
 
 
 @dataclass(frozen=True)
@@ -124,14 +132,41 @@ def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: dateti
     )
 
 
+RETROSPECTIVE_AFTER = timedelta(hours=1)
+
+
+def live_window(
+    detected: datetime, now: datetime, lookback: timedelta = timedelta(hours=1)
+) -> tuple[datetime, datetime, datetime]:
+    """(start, end, evaluate-at) for reading live metrics about an incident.
+
+    While the incident is young (under an hour) the window runs to now and severity is judged on the
+    last 15 minutes. Later — a retrospective read — it covers two hours from detection and severity
+    is judged on the first 15 minutes after detection, as triage would have seen it.
+    """
+    if now - detected <= RETROSPECTIVE_AFTER:
+        return min(detected - lookback, now - lookback), now, now
+    return detected - lookback, min(now, detected + timedelta(hours=2)), detected + EVALUATION
+
+
 class Session:
     """One incident as a runbook sees it."""
 
-    def __init__(self, record: Record, settings: Settings, *, actor: str, batch: bool, clock: Clock = utcnow):
+    def __init__(
+        self,
+        record: Record,
+        settings: Settings,
+        *,
+        actor: str,
+        batch: bool,
+        environ: Mapping[str, str] | None = None,
+        clock: Clock = utcnow,
+    ):
         self.record = record
         self.settings = settings
         self.actor = actor
         self.batch = batch
+        self.environ = dict(environ or {})
         self.clock = clock
 
     @classmethod
@@ -148,7 +183,7 @@ class Session:
         env = dict(os.environ if environ is None else environ)
         settings = load_config(config_path, env)
         record = Record.open(records_dir, incident_id)
-        return cls(record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1")
+        return cls(record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1", environ=env)
 
     # ---- reading
 
@@ -281,6 +316,145 @@ class Session:
         self.record.note(text, actor=self.actor)
         return "noted"
 
+    # ---- metrics (plan 1.3 "assess severity", 2 "check metrics")
+
+    def signal_source(self, kind: str) -> SignalSource:
+        """``live`` (Prometheus from config) or ``recorded`` (this record's snapshots)."""
+        if kind == "live":
+            from irkit.prom import PrometheusSource
+
+            return PrometheusSource(self.settings, self.environ)
+        if kind == "recorded":
+            return RecordedSource(self.record.path / SIGNALS_DIR)
+        raise BadInputError(f"metrics source must be 'live' or 'recorded', not {kind!r}")
+
+    def metrics(self, source: str = "live", *, lookback: timedelta = timedelta(hours=1)) -> IncidentMetrics:
+        """Read the golden signals and their baseline; live readings are snapshotted into the record."""
+        detected = parse_ts(self.state()["detected_at"])
+        try:
+            src = self.signal_source(source)
+        except SourceUnavailable as exc:
+            return IncidentMetrics(
+                source,
+                detected - lookback,
+                detected,
+                detected,
+                detected,
+                self.settings.baseline_offset,
+                unavailable={"all": str(exc)},
+            )
+        if isinstance(src, RecordedSource):
+            try:
+                start, end = src.window()
+            except SourceUnavailable as exc:
+                return IncidentMetrics(
+                    source,
+                    detected - lookback,
+                    detected,
+                    detected,
+                    detected,
+                    self.settings.baseline_offset,
+                    unavailable={"all": str(exc)},
+                )
+            at = min(end, detected + EVALUATION)
+        else:
+            start, end, at = live_window(detected, self.clock(), lookback)
+        m = read_metrics(src, start=start, end=end, eval_end=at, baseline_offset=self.settings.baseline_offset)
+        if not isinstance(src, RecordedSource):
+            for series in [*m.series.values(), *m.baseline.values()]:
+                snapshot(self.record, series, actor=self.actor)
+        self.record.append("metrics.read", m.describe(), actor=self.actor)
+        return m
+
+    def assess(self, metrics: IncidentMetrics) -> Assessed:
+        """Classify severity from the metrics; record it, and raise (never lower) the incident's severity."""
+        st = self.state()
+        a = metrics.assess(self.settings.severity.metric_rules)
+        label = st.get("alert_severity_label")
+        self.record.append(
+            "severity.assessed",
+            {
+                "level": a.level.value if a.level else None,
+                "summary": a.summary(),
+                "reasons": [
+                    {"signal": r.signal, "value": r.value, "threshold": r.threshold, "level": r.level.value}
+                    for r in a.reasons
+                ],
+                "unavailable": a.unavailable,
+                "alert_severity_label": label,
+                "source": metrics.source,
+            },
+            actor=self.actor,
+        )
+        current = st.get("severity")
+        changed = None
+        if a.level is not None and (current is None or a.level.rank < Level(current).rank):
+            self.record.set_severity(a.level, actor=self.actor, reason=f"metrics: {a.summary()}")
+            changed = f"severity raised {current or 'unassessed'} → {a.level.value}"
+        return Assessed(a, label, current, changed)
+
+    def markers(self) -> list[Marker]:
+        """Event markers for plots: the alert, mitigation, restoration, resolution."""
+        from irkit.plots import Marker
+
+        out: list[Marker] = []
+        seen_alerts: set[str] = set()
+        for ev in self.record.events():
+            d = ev["data"]
+            if ev["type"] == "alert.firing" and d.get("fingerprint") not in seen_alerts:
+                seen_alerts.add(d.get("fingerprint", ""))
+                out.append(Marker(parse_ts(d["starts_at"]), f"alert {d.get('alertname', '')}", "alert"))
+            elif ev["type"] == "status.changed" and d.get("to") in ("mitigating", "monitoring", "resolved"):
+                kind = {"mitigating": "mitigation", "monitoring": "resolved", "resolved": "resolved"}[d["to"]]
+                out.append(Marker(parse_ts(ev["ts"]), d["to"], kind))
+            elif ev["type"] == "deploy.observed":
+                out.append(Marker(parse_ts(d["at"]), f"deploy {d.get('revision', '')}".strip(), "deploy"))
+        return out
+
+    def _incident_window(self, metrics: IncidentMetrics) -> tuple[datetime, datetime]:
+        st = self.state()
+        resolved = st["status_times"].get("resolved")
+        end = parse_ts(resolved) if resolved else metrics.end
+        return parse_ts(st["detected_at"]), min(end, metrics.end)
+
+    def _figure(self, fig: Figure, name: str) -> Any:
+        from IPython.display import Image
+
+        from irkit.plots import png_bytes
+
+        data = png_bytes(fig)
+        rel = f"figures/{name}.png"
+        atomic_write_bytes(self.record.resolve_artifact(rel), data)
+        self.record.add_artifact(rel, actor=self.actor, kind="figure")
+        return Image(data=data, format="png")
+
+    def plot_golden_signals(self, metrics: IncidentMetrics) -> Any:
+        """All golden signals with the incident shaded and events marked; saved to figures/."""
+        from irkit.plots import golden_signals_figure
+
+        fig = golden_signals_figure(
+            metrics,
+            service=self.state()["service"] or self.settings.service.name,
+            window=self._incident_window(metrics),
+            markers=self.markers(),
+            rules=self.settings.severity.metric_rules,
+        )
+        return self._figure(fig, "golden-signals")
+
+    def plot_signal(self, metrics: IncidentMetrics, signal: str) -> Any:
+        """One signal with the plan's thresholds; saved to figures/<signal>.png."""
+        from irkit.plots import signal_figure
+
+        fig = signal_figure(
+            metrics,
+            signal,
+            service=self.state()["service"] or self.settings.service.name,
+            window=self._incident_window(metrics),
+            markers=self.markers(),
+            rules=self.settings.severity.metric_rules,
+        )
+        return self._figure(fig, signal)
+
     def glue(self) -> dict[str, Any]:
         """The facts other runbooks and reports need, as scrapbook scraps."""
         import scrapbook as sb
@@ -298,6 +472,43 @@ class Session:
         for name, value in facts.items():
             sb.glue(name, value)
         return facts
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """A severity assessment as a runbook shows it: level, reasons, and what changed."""
+
+    assessment: Assessment
+    alert_label: str | None
+    previous: str | None
+    changed: str | None
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = [
+            {"signal": r.signal, "value": r.value, "threshold": r.threshold, "implies": r.level.value, "reason": r.text}
+            for r in self.assessment.reasons
+        ]
+        rows += [
+            {"signal": k, "value": None, "threshold": None, "implies": None, "reason": f"could not check: {v}"}
+            for k, v in self.assessment.unavailable.items()
+        ]
+        return pd.DataFrame(rows, columns=["signal", "value", "threshold", "implies", "reason"])
+
+    def lines(self) -> list[str]:
+        out = [f"metrics say: {self.assessment.summary()}", f"alert's own severity label: {self.alert_label or 'none'}"]
+        out.append(self.changed or f"incident severity stays {self.previous or 'unassessed'}")
+        return out
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head = "".join(f"<p>{escape(line)}</p>" for line in self.lines())
+        return head + str(self.table().to_html(index=False, na_rep="—"))
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
 
 
 def describe_event(ev: Event) -> str:

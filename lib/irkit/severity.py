@@ -9,6 +9,8 @@ same in the CLI, the runbooks and the post-mortem.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -140,12 +142,52 @@ DEFAULT_LEVELS: dict[Level, LevelPolicy] = {
 }
 
 
+class Rule(BaseModel):
+    """``value > threshold`` (or ``>=`` when inclusive) means at least ``level``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Level
+    threshold: float
+    inclusive: bool = True
+
+    def matches(self, value: float) -> bool:
+        # Rounded so a ratio computed as 0.049999999999 by PromQL still counts as the plan's 5%.
+        v = round(value, 9)
+        return v >= self.threshold if self.inclusive else v > self.threshold
+
+    @property
+    def text(self) -> str:
+        return f"{'≥' if self.inclusive else '>'} {self.threshold:g}"
+
+
+class MetricRules(BaseModel):
+    """The plan's metric examples as rules: "Error rate > 10%" is P1, "5-10%" P2, "1-5%" P3, …"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error_ratio: tuple[Rule, ...] = (
+        Rule(level=Level.P1, threshold=0.10, inclusive=False),
+        Rule(level=Level.P2, threshold=0.05),
+        Rule(level=Level.P3, threshold=0.01),
+    )
+    latency_ratio: tuple[Rule, ...] = (
+        Rule(level=Level.P1, threshold=10.0, inclusive=False),
+        Rule(level=Level.P2, threshold=3.0),
+        Rule(level=Level.P3, threshold=2.0),
+    )
+    unavailable_at_or_below: float = Field(
+        0.0, description="availability (share of healthy targets) at or below this is a complete outage: P0"
+    )
+
+
 class SeverityPolicy(BaseModel):
     """The whole P0–P4 table; every level must be present."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     levels: dict[Level, LevelPolicy] = Field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    metric_rules: MetricRules = MetricRules()
 
     @model_validator(mode="before")
     @classmethod
@@ -199,3 +241,104 @@ class SeverityPolicy(BaseModel):
 def most_severe(levels: list[Level]) -> Level:
     """The most severe of several levels (P0 beats P1)."""
     return min(levels, key=lambda lv: lv.rank)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One piece of evidence and the level it implies."""
+
+    signal: str
+    value: float
+    threshold: str
+    level: Level
+    text: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the signals showed (worst values over the evaluation window); None = could not read."""
+
+    error_ratio: float | None = None
+    latency_p99: float | None = None
+    latency_baseline: float | None = None
+    availability: float | None = None
+    health_ok: bool | None = None  # False = the health endpoint failed everywhere
+    unavailable: dict[str, str] = dataclass_field(default_factory=dict)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        if self.latency_p99 is None or not self.latency_baseline:
+            return None
+        return self.latency_p99 / self.latency_baseline
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A severity level with every reason that decided it, and what could not be checked."""
+
+    level: Level | None
+    reasons: tuple[Reason, ...]
+    unavailable: dict[str, str]
+    alert_label: str | None = None
+
+    def summary(self) -> str:
+        if self.level is None:
+            if self.unavailable and not self.reasons:
+                return "could not assess from metrics: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            return "no metric evidence of impact (all signals below the plan's thresholds)"
+        deciding = [r.text for r in self.reasons if r.level == self.level]
+        return f"{self.level.value}: " + "; ".join(deciding)
+
+
+def classify(evidence: Evidence, rules: MetricRules | None = None) -> Assessment:
+    """The most severe level the evidence supports, with every reason (signal, value, threshold)."""
+    rules = rules or MetricRules()
+    reasons: list[Reason] = []
+    unavailable = dict(evidence.unavailable)
+    if evidence.availability is not None and evidence.availability <= rules.unavailable_at_or_below:
+        reasons.append(
+            Reason(
+                "availability",
+                evidence.availability,
+                f"≤ {rules.unavailable_at_or_below:g}",
+                Level.P0,
+                f"no healthy targets (availability {evidence.availability:.0%}): service completely unavailable",
+            )
+        )
+    if evidence.health_ok is False:
+        reasons.append(Reason("health", 0.0, "failing everywhere", Level.P0, "health check failing everywhere"))
+    if evidence.error_ratio is not None:
+        for rule in rules.error_ratio:
+            if rule.matches(evidence.error_ratio):
+                reasons.append(
+                    Reason(
+                        "error_ratio",
+                        evidence.error_ratio,
+                        rule.text,
+                        rule.level,
+                        f"error ratio {evidence.error_ratio:.1%} {rule.text.split()[0]} {rule.threshold:.0%}",
+                    )
+                )
+                break
+    ratio = evidence.latency_ratio
+    if ratio is not None:
+        for rule in rules.latency_ratio:
+            if rule.matches(ratio):
+                reasons.append(
+                    Reason(
+                        "latency_ratio",
+                        ratio,
+                        rule.text,
+                        rule.level,
+                        f"p99 latency {ratio:.1f}x normal {rule.text.split()[0]} {rule.threshold:g}x "
+                        f"({evidence.latency_p99:.3g}s vs {evidence.latency_baseline:.3g}s)",
+                    )
+                )
+                break
+    elif evidence.latency_p99 is not None and "latency_baseline" not in unavailable:
+        unavailable["latency_baseline"] = "no baseline data for the same window a week earlier"
+    level = most_severe([r.level for r in reasons]) if reasons else None
+    return Assessment(level, tuple(sorted(reasons, key=lambda r: r.level.rank)), unavailable)

@@ -555,3 +555,31 @@ def redis_server() -> Iterator[RedisServer]:
                     _redis_command(port, "SHUTDOWN", "NOSAVE")
             process.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Prometheus holding irkit's scenarios (through irkit's own backfill helper)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def incident_prometheus() -> Iterator[str]:
+    """Prometheus serving the bundled pool-exhaustion incident (and its baseline week); yields its URL."""
+    from irkit.scenarios.pool_exhaustion import render_openmetrics
+    from irkit.scenarios.tsdb import serve
+
+    _require_binary("prometheus", "prometheus")
+    with serve(render_openmetrics()) as served:
+        yield served.url
+
+
+@pytest.fixture(scope="session")
+def boundary_prometheus() -> Iterator[str]:
+    """Prometheus serving one service per plan severity boundary; yields its URL."""
+    from boundaries import render
+
+    from irkit.scenarios.tsdb import serve
+
+    _require_binary("prometheus", "prometheus")
+    with serve(render()) as served:
+        yield served.url

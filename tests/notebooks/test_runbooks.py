@@ -13,7 +13,7 @@ from irkit.config import load_config
 from irkit.demo import SCENARIO_DIR
 from irkit.record import Record
 from irkit.runner import LIFECYCLE, default_registry, run_runbook
-from support import REPO
+from support import CONTRACT_PARAMETERS, REPO, write_notebook
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -111,3 +111,27 @@ def test_cli_open_run_show_and_failed_run_exit_codes(cli, tmp_path: Path) -> Non
     assert sealed.exit_code == 0 and "sealed notebooks/01-triage.r2.ipynb" in sealed.stdout
     status = cli("status", iid, "resolved", "--records", str(records))
     assert status.exit_code == 2 and "cannot change status from investigating to resolved" in status.stderr
+
+
+def test_failed_run_exits_1_and_keeps_its_record(cli, tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    write_notebook(books / "triage.ipynb", CONTRACT_PARAMETERS, ["1 / 0"])
+    cfg = tmp_path / "irkit.yaml"
+    cfg.write_text(f"runner:\n  notebooks_dir: {books}\n")
+    records = tmp_path / "r"
+    iid = cli("open", "--records", str(records), "--config", str(cfg)).stdout.strip()
+    res = cli("run", iid, "triage", "--no-progress", "--records", str(records), "--config", str(cfg))
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and "failed at cell" in res.stderr and "ZeroDivisionError" in res.stderr
+    assert (records / iid / "notebooks" / "01-triage.ipynb").is_file()
+    assert cli("verify", iid, "--records", str(records)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args", [["verify"], ["open", "--severity", "P9"], ["run", "INC-X-1"], ["no-such-verb"]], ids=str
+)
+def test_usage_errors_are_one_line_exit_2(cli, args: list[str]) -> None:
+    res = cli(*args)
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("irkit")

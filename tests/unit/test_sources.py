@@ -1,0 +1,85 @@
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from irkit.errors import BadInputError
+from irkit.prom import result_to_frame
+from irkit.session import live_window
+from irkit.severity import Evidence, Level, classify
+from irkit.sources import PROMETHEUS_MAX_POINTS, choose_step, chunk_window, render_query
+
+T = datetime(2025, 11, 20, 14, 32, tzinfo=UTC)
+
+
+def test_choose_step_keeps_plots_under_a_thousand_points() -> None:
+    assert choose_step(T, T + timedelta(hours=2)) == 15
+    step = choose_step(T, T + timedelta(days=7))
+    assert step % 15 == 0 and (7 * 86400) / step <= 999
+    assert choose_step(T, T + timedelta(days=30), max_points=PROMETHEUS_MAX_POINTS) <= 240
+
+
+def test_thirty_days_at_15s_is_chunked_under_the_point_limit() -> None:
+    chunks = chunk_window(T, T + timedelta(days=30), 15)
+    assert len(chunks) == 16
+    assert chunks[0][0] == T and chunks[-1][1] == T + timedelta(days=30)
+    for (s, e), (s2, _) in itertools.pairwise(chunks):
+        assert (e - s).total_seconds() / 15 + 1 <= PROMETHEUS_MAX_POINTS
+        assert s2 == e + timedelta(seconds=15)  # contiguous, no overlap
+
+
+@pytest.mark.parametrize("bad", ['x"}) or vector(1) #', "a b", "", "x{y}"])
+def test_label_values_cannot_inject_promql(bad: str) -> None:
+    with pytest.raises(BadInputError, match="plain label value"):
+        render_query('up{{service="{service}"}}', service=bad, namespace="ns")
+
+
+def test_render_query() -> None:
+    q = render_query('rate(x{{service="{service}",namespace="{namespace}"}}[5m])', service="svc", namespace="ns")
+    assert q == 'rate(x{service="svc",namespace="ns"}[5m])'
+
+
+def test_result_to_frame_is_wide_with_utc_index() -> None:
+    result = [
+        {"metric": {"code": "500"}, "values": [[1763649000, "1.5"], [1763649015, "2"]]},
+        {"metric": {"code": "200"}, "values": [[1763649000, "10"]]},
+    ]
+    f = result_to_frame(result)
+    assert str(f.index.tz) == "UTC" and f.index.name == "ts"
+    assert list(f.columns) == ['{code="200"}', '{code="500"}']
+    assert f.loc[pd.Timestamp(1763649015, unit="s", tz="UTC"), '{code="500"}'] == 2.0
+    assert result_to_frame([{"metric": {}, "value": [1763649000, "0.5"]}]).columns.tolist() == ["value"]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "level"), [(0.009, None), (0.01, Level.P3), (0.05, Level.P2), (0.10, Level.P2), (0.101, Level.P1)]
+)
+def test_error_ratio_boundaries(ratio: float, level: Level | None) -> None:
+    assert classify(Evidence(error_ratio=ratio)).level == level
+
+
+@pytest.mark.parametrize(
+    ("x", "level"), [(1.9, None), (2.0, Level.P3), (3.0, Level.P2), (10.0, Level.P2), (10.1, Level.P1)]
+)
+def test_latency_boundaries(x: float, level: Level | None) -> None:
+    assert classify(Evidence(latency_p99=x * 0.2, latency_baseline=0.2)).level == level
+
+
+def test_most_severe_evidence_wins_and_every_reason_is_kept() -> None:
+    a = classify(Evidence(error_ratio=0.03, latency_p99=2.5, latency_baseline=0.2, availability=0.0))
+    assert a.level is Level.P0
+    assert [r.level for r in a.reasons] == [Level.P0, Level.P1, Level.P3]
+    assert a.summary().startswith("P0: no healthy targets")
+
+
+def test_missing_baseline_is_could_not_check_not_normal() -> None:
+    a = classify(Evidence(latency_p99=5.0, latency_baseline=None))
+    assert a.level is None and "latency_baseline" in a.unavailable
+
+
+def test_live_window_young_and_retrospective() -> None:
+    start, end, at = live_window(T, T + timedelta(minutes=10))
+    assert end == at == T + timedelta(minutes=10) and start == T - timedelta(hours=1)
+    start, end, at = live_window(T, T + timedelta(days=3))
+    assert (start, end, at) == (T - timedelta(hours=1), T + timedelta(hours=2), T + timedelta(minutes=15))
