@@ -452,6 +452,34 @@ def assess_cmd(
         raise SourceUnavailable(f"could not assess: {next(iter(m.unavailable.values()))}")
 
 
+@main.command("check")
+@click.argument("incident_id")
+@click.option("--cluster-source", type=click.Choice(["live", "recorded"]), default="live", show_default=True)
+@click.option("--metrics-source", type=click.Choice(["live", "recorded"]), default="live", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def check_cmd(
+    incident_id: str, cluster_source: str, metrics_source: str, as_json: bool, records: str | None, config: str | None
+) -> None:
+    """Run the investigation checklist's automated checks, record them, print the checklist."""
+    from irkit.checklist import checklist_rows
+    from irkit.session import Session
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    session = Session(rec, c.settings, actor=c.actor, batch=False, environ=c.environ)
+    session.run_checklist(cluster_source, metrics_source)
+    rows = checklist_rows(rec.events())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        status = r["status"]
+        color = {"ok": "green", "problem found": "red", "could not check": "yellow"}.get(status)
+        shown = click.style(f"{status:<16}", fg=color) if color else f"{status:<16}"
+        click.echo(f"{r['#']:>2}. {r['item']:<48} {shown} {r['evidence'][:110]}")
+
+
 # --------------------------------------------------------------------------- demo
 
 

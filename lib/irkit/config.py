@@ -81,6 +81,10 @@ DEFAULT_SIGNALS: dict[str, str] = {
         ' / sum(kube_pod_container_resource_limits{{namespace="{namespace}",container="{service}",resource="memory"}})'
     ),
     "availability": 'avg(up{{namespace="{namespace}",job="{service}"}})',
+    "error_ratio_by_route": (
+        'sum by (route) (rate(http_requests_total{{namespace="{namespace}",service="{service}",code=~"5.."}}[5m]))'
+        ' / sum by (route) (rate(http_requests_total{{namespace="{namespace}",service="{service}"}}[5m]))'
+    ),
 }
 
 
@@ -93,6 +97,9 @@ class KubernetesSettings(_Model):
     namespace: str | None = Field(None, description="Defaults to service.namespace")
     deployment: str | None = Field(None, description="Defaults to service.name")
     label_selector: str | None = Field(None, description="Defaults to app=<service.name>")
+    helm_release: str | None = Field(None, description="Defaults to service.name")
+    log_tail_lines: int = Field(500, ge=1, le=100_000)
+    log_patterns: tuple[str, ...] | None = Field(None, description="Regexes of error lines (default: built in)")
 
 
 class Dependency(_Model):
@@ -103,7 +110,29 @@ class Dependency(_Model):
     url: str | None = Field(None, description="Non-secret address (http(s)://, tcp://host:port, …)")
     url_env: EnvName | None = Field(None, description="Env var holding a secret address (DSN with password)")
     bucket: str | None = None
+    region: str = "us-east-1"
+    access_key_env: EnvName | None = Field(None, description="S3: env var holding the access key id")
+    secret_key_env: EnvName | None = Field(None, description="S3: env var holding the secret access key")
     timeout_s: float = Field(5.0, gt=0, le=120)
+    slow_query_s: float = Field(30.0, gt=0, description="PostgreSQL: queries running longer than this are a problem")
+
+
+class SentrySettings(_Model):
+    """Sentry's HTTP API, for the checklist's "review related Sentry errors"."""
+
+    url: str = "https://sentry.io"
+    org: str
+    project: str
+    token_env: EnvName
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class SecurityQuery(_Model):
+    """A PromQL query whose value above ``threshold`` means security events worth a look."""
+
+    query: str
+    threshold: float = 0.0
+    description: str = "security events"
 
 
 class RedactionSettings(_Model):
@@ -149,6 +178,8 @@ class Settings(_Model):
     signals: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SIGNALS))
     kubernetes: KubernetesSettings = KubernetesSettings()
     dependencies: tuple[Dependency, ...] = ()
+    sentry: SentrySettings | None = None
+    security_query: SecurityQuery | None = None
     secrets: tuple[EnvName, ...] = Field((), description="Env var names whose values must never be saved")
     redaction: RedactionSettings = RedactionSettings()
     runner: RunnerSettings = RunnerSettings()
@@ -175,7 +206,10 @@ class Settings(_Model):
             names.append(auth.bearer_token_env)
         if auth.basic:
             names.append(auth.basic.password_env)
-        names += [d.url_env for d in self.dependencies if d.url_env]
+        for d in self.dependencies:
+            names += [n for n in (d.url_env, d.access_key_env, d.secret_key_env) if n]
+        if self.sentry and self.sentry.token_env:
+            names.append(self.sentry.token_env)
         return tuple(dict.fromkeys(names))
 
     def secret_values(self, environ: Mapping[str, str]) -> list[str]:

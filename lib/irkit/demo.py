@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from irkit.alerts import incident_id_for, load_notification_file, open_from_notification
+from irkit.cluster import RecordedCluster, capture
+from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings
 from irkit.errors import IncidentExists
 from irkit.record import Record, VerifyReport
@@ -20,7 +22,21 @@ from irkit.sources import RecordedSource, copy_recording
 SCENARIO_DIR = Path(__file__).parent / "scenarios" / "pool-exhaustion"
 DEMO_RUNBOOKS = ("triage", "investigation", "mitigation", "resolution", "postmortem")
 # Runbooks read the record's recorded snapshots instead of live servers.
-RECORDED_PARAMETERS: dict[str, dict[str, object]] = {"triage": {"metrics_source": "recorded"}}
+RECORDED: dict[str, object] = {"metrics_source": "recorded", "cluster_source": "recorded"}
+RECORDED_PARAMETERS: dict[str, dict[str, object]] = {
+    "triage": RECORDED,
+    "investigation": {
+        **RECORDED,
+        # What the on-call engineer answered by hand in the recorded incident.
+        "answers": {
+            "sentry": [
+                "problem found",
+                "Sentry SR-1432: psycopg ConnectionTimeout in POST /subjects, first seen 14:27",
+            ],
+            "security": ["ok", "no auth anomalies in the gateway logs 13:30-14:40; no security alerts"],
+        },
+    },
+}
 
 
 @dataclass
@@ -67,6 +83,8 @@ def run_demo(
     say(f"opened {rec.id} from the recorded Alertmanager notification ({note.title})")
     n = copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor=actor)
     say(f"imported {n} recorded signal series (what Prometheus returned during the incident)")
+    cluster_snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor=actor)
+    say("imported the recorded cluster snapshot (pods, rollouts, Helm releases, events, logs)")
     result = DemoResult(rec.id, rec.path)
     available = set(registry.names())
     for name in DEMO_RUNBOOKS:

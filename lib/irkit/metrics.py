@@ -79,7 +79,8 @@ class IncidentMetrics:
         import pandas as pd
 
         rows: list[dict[str, Any]] = []
-        for sig in sorted(set(self.series) | set(self.unavailable), key=_order):
+        shown = (set(self.series) | set(self.unavailable)) & set(GOLDEN_SIGNALS)
+        for sig in sorted(shown, key=_order):
             if sig in self.unavailable and sig not in self.series:
                 rows.append(
                     {
@@ -148,3 +149,41 @@ def read_metrics(
         if isinstance(prev, SignalSeries):
             m.baseline[name] = prev
     return m
+
+
+BROKEN_ROUTE_RATIO = 0.05
+
+
+def impact(m: IncidentMetrics) -> pd.DataFrame:
+    """Plan 2 "assess impact": failed requests per minute, share of traffic affected, broken endpoints."""
+    import pandas as pd
+
+    rows: list[tuple[str, str]] = []
+    rate, ratio = m.series.get("request_rate"), m.series.get("error_ratio")
+    if rate is not None and ratio is not None:
+        failed = (rate.total() * ratio.total()).dropna()
+        window = failed[(failed.index >= m.eval_start) & (failed.index <= m.eval_end)]
+        if not window.empty:
+            rows.append(("failed requests per minute (peak)", f"{window.max() * 60:,.0f}"))
+            rows.append(("failed requests per minute (mean)", f"{window.mean() * 60:,.0f}"))
+        share = m.worst("error_ratio")
+        if share is not None:
+            rows.append(("share of traffic affected (peak)", f"{share:.1%}"))
+    else:
+        missing = [s for s in ("request_rate", "error_ratio") if s not in m.series]
+        rows.append(("failed requests", f"could not check: no {', '.join(missing)}"))
+    by_route = m.series.get("error_ratio_by_route")
+    if by_route is None:
+        rows.append(("broken endpoints", m.unavailable.get("error_ratio_by_route", "no per-route signal configured")))
+    else:
+        frame = by_route.frame[(by_route.frame.index >= m.eval_start) & (by_route.frame.index <= m.eval_end)]
+        peaks = frame.max().dropna().sort_values(ascending=False)
+        broken = [f"{_route(str(col))} ({v:.0%})" for col, v in peaks.items() if v >= BROKEN_ROUTE_RATIO]
+        rows.append(("broken endpoints (≥ 5% errors)", ", ".join(broken) or "none"))
+    rows.append(("evaluated", f"{m.eval_start:%H:%M}–{m.eval_end:%H:%M} UTC ({m.source})"))
+    return pd.DataFrame(rows, columns=["impact", "value"]).set_index("impact")
+
+
+def _route(column: str) -> str:
+    """``{route="/subjects"}`` → ``/subjects``."""
+    return column.split("=", 1)[-1].strip('{}"')

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from irkit.cluster import CLUSTER_DIR, OBJECTS, ClusterSource, ClusterView, RecordedCluster, capture
+from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings, load_config
 from irkit.errors import BadInputError, SourceUnavailable
-from irkit.metrics import EVALUATION, IncidentMetrics, read_metrics
+from irkit.metrics import EVALUATION, GOLDEN_SIGNALS, IncidentMetrics, read_metrics
 from irkit.record import Clock, Event, Record, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
 from irkit.severity import Assessment, Level, SeverityPolicy
 from irkit.sources import SIGNALS_DIR, RecordedSource, SignalSource, snapshot
@@ -359,7 +361,10 @@ class Session:
             at = min(end, detected + EVALUATION)
         else:
             start, end, at = live_window(detected, self.clock(), lookback)
-        m = read_metrics(src, start=start, end=end, eval_end=at, baseline_offset=self.settings.baseline_offset)
+        signals = tuple(s for s in (*GOLDEN_SIGNALS, "error_ratio_by_route") if s in self.settings.signals)
+        m = read_metrics(
+            src, signals=signals, start=start, end=end, eval_end=at, baseline_offset=self.settings.baseline_offset
+        )
         if not isinstance(src, RecordedSource):
             for series in [*m.series.values(), *m.baseline.values()]:
                 snapshot(self.record, series, actor=self.actor)
@@ -407,8 +412,13 @@ class Session:
             elif ev["type"] == "status.changed" and d.get("to") in ("mitigating", "monitoring", "resolved"):
                 kind = {"mitigating": "mitigation", "monitoring": "resolved", "resolved": "resolved"}[d["to"]]
                 out.append(Marker(parse_ts(ev["ts"]), d["to"], kind))
-            elif ev["type"] == "deploy.observed":
-                out.append(Marker(parse_ts(d["at"]), f"deploy {d.get('revision', '')}".strip(), "deploy"))
+        recorded = RecordedCluster(self.record.path / CLUSTER_DIR)
+        if (recorded.directory / "meta.json").is_file():
+            view = capture(recorded)
+            detected = parse_ts(self.state()["detected_at"])
+            for change in view.recent_changes(detected, timedelta(hours=6)):
+                if change.kind == "rollout":
+                    out.append(Marker(change.at, f"deploy rev {change.revision}", "deploy"))
         return out
 
     def _incident_window(self, metrics: IncidentMetrics) -> tuple[datetime, datetime]:
@@ -454,6 +464,122 @@ class Session:
             rules=self.settings.severity.metric_rules,
         )
         return self._figure(fig, signal)
+
+    def impact(self, metrics: IncidentMetrics) -> Any:
+        """Plan 2 "assess impact": failed requests/min, share of traffic, broken endpoints."""
+        from irkit.metrics import impact
+
+        return impact(metrics)
+
+    # ---- cluster and dependencies (plan 2 "quick health check", 4 "investigation")
+
+    def cluster(self, source: str = "live") -> ClusterView:
+        """Pods, deployment, rollouts, Helm history, events, logs, usage; live reads are snapshotted."""
+        if source == "recorded":
+            src: ClusterSource = RecordedCluster(self.record.path / CLUSTER_DIR)
+        elif source == "live":
+            from irkit.k8s import LiveCluster
+
+            try:
+                src = LiveCluster(self.settings)
+            except SourceUnavailable as exc:
+                view = ClusterView(source="kubernetes", taken_at=self.clock())
+                view.unavailable = {kind: str(exc) for kind in OBJECTS}
+                self.record.append(
+                    "cluster.read", {"source": "kubernetes", "unavailable": view.unavailable}, actor=self.actor
+                )
+                return view
+        else:
+            raise BadInputError(f"cluster source must be 'live' or 'recorded', not {source!r}")
+        view = capture(src, tail_lines=self.settings.kubernetes.log_tail_lines)
+        if source == "live":
+            cluster_snapshot(self.record, view, actor=self.actor)
+        self.record.append("cluster.read", {"source": view.source, "unavailable": view.unavailable}, actor=self.actor)
+        return view
+
+    def health(self, metrics_source: str = "live") -> Any:
+        """The service's health endpoint (plan 2 `curl …/health`); not probed when replaying a recording."""
+        import pandas as pd
+
+        url = self.settings.service.health_url
+        if metrics_source == "recorded":
+            return pd.DataFrame({"health": [f"not probed: replaying a recording (live: GET {url})"]})
+        from irkit.config import Dependency
+        from irkit.probes import probe_http
+
+        r = probe_http(Dependency(name="health", kind="http", url=url), self.environ)
+        self.record.append(
+            "check.recorded",
+            {"item": "health", "title": "Health endpoint", **r.as_dict(), "automated": True},
+            actor=self.actor,
+        )
+        return pd.DataFrame([r.as_dict()]).set_index("name")
+
+    def log_errors(self, view: ClusterView) -> Any:
+        """Error lines in pod log tails, grouped by message."""
+        import pandas as pd
+
+        if not view.logs:
+            reasons = {k: v for k, v in view.unavailable.items() if k.startswith("logs") or k == "pods"}
+            return pd.DataFrame({"could not check": [next(iter(reasons.values()), "no pod logs read")]})
+        patterns = self.settings.kubernetes.log_patterns
+        return (view.log_errors(patterns) if patterns else view.log_errors()).table()
+
+    def run_checklist(self, cluster_source: str = "live", metrics_source: str = "live") -> Any:
+        """Run every automated checklist item, record each result, and show the checklist."""
+        from irkit.checklist import Evidence, record_result, run_checklist
+        from irkit.probes import default_registry
+
+        view = self.cluster(cluster_source)
+        query = None
+        saturation: dict[str, float | None] = {}
+        if metrics_source == "live":
+            from irkit.prom import PrometheusSource
+
+            prom = PrometheusSource(self.settings, self.environ)
+
+            def query(promql: str) -> float | None:
+                frame = prom.query(promql)
+                return float(frame.iloc[0].sum()) if not frame.empty else None
+
+        ev = Evidence(
+            self.settings,
+            self.environ,
+            parse_ts(self.state()["detected_at"]),
+            view,
+            probes={},
+            saturation=saturation,
+            query=query,
+        )
+        for result in run_checklist(ev, default_registry()):
+            record_result(self.record, result, actor=self.actor, automated=True)
+        return self.checklist()
+
+    def answer(self, item: str, status: str, evidence: str) -> str:
+        """Record a responder's answer to a checklist item (it takes precedence over automation)."""
+        from irkit.checklist import ITEMS, record_result
+        from irkit.probes import CheckResult, CheckStatus
+
+        if item not in ITEMS:
+            raise BadInputError(f"no checklist item {item!r}; items: {', '.join(ITEMS)}")
+        try:
+            st = CheckStatus(status)
+        except ValueError:
+            raise BadInputError(f"status must be one of {[s.value for s in CheckStatus]}") from None
+        if not evidence.strip():
+            raise BadInputError("an answer needs evidence: what did you look at?")
+        record_result(self.record, CheckResult(item, st, evidence), actor=self.actor, automated=False)
+        return f"{ITEMS[item].title}: {st.value} ({self.actor})"
+
+    def record_answers(self, answers: Mapping[str, Any]) -> list[str]:
+        """``{"sentry": ["ok", "checked the Sentry project: nothing new"]}`` → one answer each."""
+        return [self.answer(item, str(v[0]), str(v[1])) for item, v in answers.items()]
+
+    def checklist(self) -> Any:
+        """The investigation checklist as it stands (latest answer per item; unanswered items say so)."""
+        from irkit.checklist import checklist_table
+
+        return checklist_table(self.record.events())
 
     def glue(self) -> dict[str, Any]:
         """The facts other runbooks and reports need, as scrapbook scraps."""
