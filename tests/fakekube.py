@@ -39,7 +39,12 @@ class FakeKube:
     forbidden: bool = False
     metrics_api: bool = True
     requests: list[Request] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
     url: str = ""
+
+    def mutating(self) -> list[Request]:
+        """PATCHes that changed something (not server-side dry runs)."""
+        return [r for r in self.requests if r.method != "GET" and r.query.get("dryRun") != ["All"]]
 
     def kubeconfig(self, directory: Path) -> Path:
         path = directory / "kubeconfig"
@@ -138,7 +143,64 @@ def _handler(state: FakeKube) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, text.encode(), "text/plain")
             return self._status(404, "NotFound", f"{url.path} not found")
 
+        def do_PATCH(self) -> None:
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"null")
+            state.requests.append(Request("PATCH", url.path, query, body))
+            state.content_types.append(self.headers.get("Content-Type", ""))
+            if state.forbidden:
+                return self._status(403, "Forbidden", "patch is forbidden")
+            dep = state.objects["deployment"]
+            base = f"/apis/apps/v1/namespaces/{ns}/deployments/{dep['metadata']['name']}"
+            dry = query.get("dryRun") == ["All"]
+            if url.path == base:
+                merged = strategic_merge(dep, body)
+                if not dry:
+                    merged["metadata"]["generation"] = dep["metadata"].get("generation", 1) + 1
+                    state.objects["deployment"] = merged
+                return self._send(200, merged)
+            if url.path == base + "/scale":
+                replicas = body["spec"]["replicas"]
+                if not dry:
+                    dep["spec"]["replicas"] = replicas
+                return self._send(
+                    200,
+                    {
+                        "apiVersion": "autoscaling/v1",
+                        "kind": "Scale",
+                        "metadata": {"name": dep["metadata"]["name"], "namespace": ns},
+                        "spec": {"replicas": replicas},
+                        "status": {"replicas": replicas},
+                    },
+                )
+            return self._status(404, "NotFound", f"{url.path} not found")
+
     return Handler
+
+
+def strategic_merge(obj: Any, patch: Any) -> Any:
+    """Enough of strategic merge patch for Deployments: maps merge, lists of named items merge by name."""
+    if isinstance(obj, dict) and isinstance(patch, dict):
+        out = dict(obj)
+        for k, v in patch.items():
+            out[k] = strategic_merge(obj[k], v) if k in obj else v
+        return out
+    if (
+        isinstance(obj, list)
+        and isinstance(patch, list)
+        and all(isinstance(i, dict) and "name" in i for i in obj + patch)
+    ):
+        out_list = [dict(i) for i in obj]
+        for item in patch:
+            idx = next((n for n, o in enumerate(out_list) if o["name"] == item["name"]), None)
+            if idx is None:
+                out_list.append(item)
+            else:
+                out_list[idx] = strategic_merge(out_list[idx], item)
+        return out_list
+    return patch
 
 
 @contextmanager

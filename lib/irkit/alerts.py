@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from irkit.errors import BadInputError
 from irkit.record import Clock, Record, rfc3339, utcnow
@@ -32,8 +32,8 @@ class Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: AwareDatetime
+    endsAt: AwareDatetime | None = None
     generatorURL: str = ""
     fingerprint: str = ""
 
@@ -110,6 +110,7 @@ def open_from_notification(
     actor: str,
     incident_id: str | None = None,
     clock: Clock = utcnow,
+    replay: bool = False,
 ) -> Record:
     """Open a new incident for a notification and record each alert as ``alert.firing``/``resolved``."""
     rec = Record.create(
@@ -126,6 +127,7 @@ def open_from_notification(
             "receiver": note.receiver,
             "alert_severity_label": note.commonLabels.get("severity"),
             "external_url": note.externalURL,
+            **({"replay": True} if replay else {}),
         },
         clock=clock,
     )

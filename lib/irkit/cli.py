@@ -293,7 +293,9 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     c = build(records, config)
     rec = c.record(incident_id)
     state = rec.state()
-    clocks = compute_clocks(state, c.settings.severity, utcnow())
+    # A replayed incident is judged at its own last moment, not against today's date.
+    now = parse_ts(state["last_event_at"]) if state.get("replay") and state.get("last_event_at") else utcnow()
+    clocks = compute_clocks(state, c.settings.severity, now)
     events = rec.events()
     recent = events[-n_events:] if n_events > 0 else []
     if as_json:

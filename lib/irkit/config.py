@@ -25,7 +25,7 @@ ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 EnvName = Annotated[str, Field(pattern=ENV_NAME.pattern, description="Name of an environment variable")]
 ENV_PREFIX = "IRKIT_"
 # IRKIT_ variables that steer a process rather than configure irkit; not settings overrides.
-RUNTIME_VARS = frozenset({"IRKIT_CONFIG", "IRKIT_ACTOR", "IRKIT_BATCH"})
+RUNTIME_VARS = frozenset({"IRKIT_CONFIG", "IRKIT_ACTOR", "IRKIT_BATCH", "IRKIT_CLOCK"})
 
 
 class _Model(BaseModel):
@@ -135,6 +135,28 @@ class SecurityQuery(_Model):
     description: str = "security events"
 
 
+class SmokeTest(_Model):
+    """An HTTP check the resolution runbook runs: the URL must answer ``expect_status``."""
+
+    name: str
+    url: str
+    expect_status: int = 200
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class ResolutionSettings(_Model):
+    """The plan's "verify metrics back to normal" criteria and smoke tests."""
+
+    error_ratio_below: float = Field(0.01, gt=0, le=1, description="Error rate < 1%")
+    latency_tolerance: float = Field(0.2, ge=0, description="p99 within baseline × (1 + tolerance)")
+    window: timedelta = Field(timedelta(minutes=5), description="Criteria hold over this window ending now")
+    smoke_tests: tuple[SmokeTest, ...] = ()
+    smoke_command: tuple[str, ...] = Field(
+        (), description="argv of a smoke-test command, e.g. [./scripts/smoke-test.sh, production]"
+    )
+    smoke_command_timeout_s: float = Field(300, gt=0)
+
+
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
@@ -178,6 +200,11 @@ class Settings(_Model):
     signals: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SIGNALS))
     kubernetes: KubernetesSettings = KubernetesSettings()
     dependencies: tuple[Dependency, ...] = ()
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager for 'no active alerts' (else Prometheus alerts)"
+    )
+    resolution: ResolutionSettings = ResolutionSettings()
+    maintenance_tables: tuple[str, ...] = Field((), description="Tables the db_maintenance action vacuums")
     sentry: SentrySettings | None = None
     security_query: SecurityQuery | None = None
     secrets: tuple[EnvName, ...] = Field((), description="Env var names whose values must never be saved")

@@ -1,42 +1,71 @@
-"""``irkit demo``: the incident lifecycle, as far as it exists, on the bundled recorded incident.
+"""``irkit demo``: the whole incident lifecycle, replayed from the bundled recorded incident.
 
-No servers are needed: the incident is opened from a recorded Alertmanager notification and every
-runbook reads the record (and, as they are added, recorded metric and cluster snapshots).
+No servers are needed. The incident is opened from a recorded Alertmanager notification, the
+recorded metric series and cluster snapshot are imported into the record, and every runbook runs
+against them. The record is a *replay*: its events are stamped on the recorded incident's own clock
+(alert 14:32, acknowledged 14:33, mitigation 14:40, …), which only a record opened as a replay
+accepts, so the post-mortem's timeline reads like the real incident's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from irkit.alerts import incident_id_for, load_notification_file, open_from_notification
+from irkit.alerts import incident_id_for, load_notification_file, open_from_notification, record_alerts
 from irkit.cluster import RecordedCluster, capture
 from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings
 from irkit.errors import IncidentExists
-from irkit.record import Record, VerifyReport
+from irkit.record import Record, ReplayClock, VerifyReport
 from irkit.runner import RunbookRegistry, RunResult, default_registry, run_runbook
+from irkit.scenarios.pool_exhaustion import TIMELINE
 from irkit.sources import RecordedSource, copy_recording
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios" / "pool-exhaustion"
-DEMO_RUNBOOKS = ("triage", "investigation", "mitigation", "resolution", "postmortem")
-# Runbooks read the record's recorded snapshots instead of live servers.
-RECORDED: dict[str, object] = {"metrics_source": "recorded", "cluster_source": "recorded"}
-RECORDED_PARAMETERS: dict[str, dict[str, object]] = {
-    "triage": RECORDED,
-    "investigation": {
-        **RECORDED,
-        # What the on-call engineer answered by hand in the recorded incident.
-        "answers": {
-            "sentry": [
-                "problem found",
-                "Sentry SR-1432: psycopg ConnectionTimeout in POST /subjects, first seen 14:27",
-            ],
-            "security": ["ok", "no auth anomalies in the gateway logs 13:30-14:40; no security alerts"],
+RECORDED: dict[str, Any] = {"metrics_source": "recorded", "cluster_source": "recorded"}
+RESOLVED_AT = TIMELINE["stable"] + timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A runbook run in the replay, at the moment of the recorded incident it happened."""
+
+    runbook: str
+    at: datetime
+    parameters: dict[str, Any]
+
+
+STEPS = (
+    Step("triage", TIMELINE["acknowledged"], RECORDED),
+    Step(
+        "investigation",
+        TIMELINE["acknowledged"] + timedelta(minutes=2),
+        {
+            **RECORDED,
+            # What the on-call engineer answered by hand during the recorded incident.
+            "answers": {
+                "sentry": [
+                    "problem found",
+                    "Sentry SR-1432: psycopg ConnectionTimeout in POST /subjects, first seen 14:27",
+                ],
+                "security": ["ok", "no auth anomalies in the gateway logs 13:30-14:40; no security alerts"],
+            },
         },
-    },
-}
+    ),
+    # Batch-safe: planned and dry-run only; the recorded cluster cannot be changed.
+    Step("mitigation", TIMELINE["mitigation"], {"action": "rollback", "cluster_source": "recorded"}),
+    Step(
+        # Stable for 30 minutes once the 5-minute rates have settled (~14:46).
+        "resolution",
+        RESOLVED_AT,
+        {"metrics_source": "recorded", "as_of": RESOLVED_AT.isoformat(), "watch_minutes": 30},
+    ),
+    Step("postmortem", TIMELINE["stable"] + timedelta(hours=20), {"metrics_source": "recorded"}),
+)
 
 
 @dataclass
@@ -51,6 +80,25 @@ class DemoResult:
         return all(r.ok for r in self.runs) and self.verify is not None and self.verify.ok
 
 
+def _open(records_root: str | Path, settings: Settings, actor: str) -> Record:
+    note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
+    base = incident_id_for(note)
+    for n in range(1, 1000):
+        try:
+            return open_from_notification(
+                records_root,
+                note,
+                service=settings.service.name,
+                actor="alertmanager",
+                incident_id=base if n == 1 else f"{base}-{n}",
+                clock=ReplayClock(TIMELINE["alert"]),
+                replay=True,
+            )
+        except IncidentExists:
+            continue
+    raise IncidentExists(f"no free id for {base} under {records_root}")
+
+
 def run_demo(
     records_root: str | Path,
     *,
@@ -62,39 +110,31 @@ def run_demo(
     progress: bool = False,
     say: Callable[[str], None] = lambda _msg: None,
 ) -> DemoResult:
-    """Open the bundled incident in ``records_root`` and run every runbook that exists, in order."""
+    """Replay the bundled incident into ``records_root``, running every runbook that exists, in order."""
     registry = registry or default_registry(settings)
-    note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
-    base = incident_id_for(note)
-    rec: Record | None = None
-    for n in range(1, 1000):
-        try:
-            rec = open_from_notification(
-                records_root,
-                note,
-                service=settings.service.name,
-                actor=actor,
-                incident_id=base if n == 1 else f"{base}-{n}",
-            )
-            break
-        except IncidentExists:
-            continue
-    assert rec is not None
-    say(f"opened {rec.id} from the recorded Alertmanager notification ({note.title})")
-    n = copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor=actor)
-    say(f"imported {n} recorded signal series (what Prometheus returned during the incident)")
-    cluster_snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor=actor)
-    say("imported the recorded cluster snapshot (pods, rollouts, Helm releases, events, logs)")
+    rec = _open(records_root, settings, actor)
+    say(
+        f"opened {rec.id} from the recorded Alertmanager notification (replayed from {TIMELINE['alert']:%Y-%m-%d %H:%M} UTC)"
+    )
+    n = copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor="irkit-demo")
+    cluster_snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="irkit-demo")
+    say(f"imported {n} recorded signal series and the recorded cluster snapshot")
     result = DemoResult(rec.id, rec.path)
     available = set(registry.names())
-    for name in DEMO_RUNBOOKS:
-        if name not in available:
+    for step in STEPS:
+        if step.runbook == "resolution":
+            rec.clock = ReplayClock(TIMELINE["restored"] + timedelta(minutes=2))
+            resolved = load_notification_file(SCENARIO_DIR / "alertmanager-resolved.json")
+            record_alerts(rec, resolved, actor="alertmanager")
+            say("alert resolved at 14:47 (recorded notification)")
+        if step.runbook not in available:
             continue
-        say(f"running {name} …")
+        rec.clock = ReplayClock(step.at)
+        say(f"{step.at:%H:%M} {step.runbook} …")
         run = run_runbook(
             rec,
-            name,
-            RECORDED_PARAMETERS.get(name),
+            step.runbook,
+            step.parameters,
             settings=settings,
             environ=environ,
             actor=actor,
@@ -103,7 +143,7 @@ def run_demo(
             progress=progress,
         )
         result.runs.append(run)
-        say(f"  {name}: {run.summary()} → {rec.path / run.path}")
+        say(f"      {step.runbook}: {run.summary()} → {rec.path / run.path}")
         if not run.ok:
             break
     result.verify = rec.verify()

@@ -99,3 +99,31 @@ class LiveCluster:
         )
         text: str = resp.data.decode("utf-8", errors="replace")
         return text
+
+    # ---- writes (only ever called by irkit.mitigate, after a recorded approval)
+
+    def patch_deployment(self, body: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
+        """Strategic-merge PATCH of the Deployment; ``dry_run`` asks the server to validate only."""
+        resp = self._call(
+            f"patch deployment {self.deployment}{' (dry run)' if dry_run else ''}",
+            self.apps.patch_namespaced_deployment,
+            self.deployment,
+            self.namespace,
+            body,
+            dry_run="All" if dry_run else None,
+        )
+        data: dict[str, Any] = json.loads(resp.data)
+        return data
+
+    def patch_scale(self, replicas: int, *, dry_run: bool) -> dict[str, Any]:
+        """PATCH the Deployment's scale subresource, as ``kubectl scale`` does."""
+        resp = self._call(
+            f"scale deployment {self.deployment}{' (dry run)' if dry_run else ''}",
+            self.apps.patch_namespaced_deployment_scale,
+            self.deployment,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
+            dry_run="All" if dry_run else None,
+        )
+        data: dict[str, Any] = json.loads(resp.data)
+        return data

@@ -146,3 +146,19 @@ class PrometheusSource:
         step = step_s or choose_step(start, end, max_points=PLOT_MAX_POINTS)
         frame = self.query_range(query, start, end, step)
         return SignalSeries(signal, query, start, end, step, frame, role, self.name)
+
+    def active_alerts(self, service: str) -> list[dict[str, Any]]:
+        """Firing alerts whose ``service`` label is ``service`` (Prometheus ``/api/v1/alerts``)."""
+        url = f"{self.cfg.url.rstrip('/')}/api/v1/alerts"
+        resp = self._call(
+            "alerts",
+            self.client._session.get,
+            url,
+            headers=self.client.headers,
+            auth=self.client.auth,
+            timeout=self.cfg.timeout_s,
+        )
+        if resp.status_code != 200:
+            raise SourceUnavailable(f"Prometheus alerts API answered HTTP {resp.status_code}")
+        alerts = resp.json().get("data", {}).get("alerts", [])
+        return [a for a in alerts if a.get("state") == "firing" and a.get("labels", {}).get("service") == service]

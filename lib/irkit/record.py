@@ -26,9 +26,10 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class ReplayClock:
+    """A clock that starts at a recorded moment and runs at real speed: for replaying an incident.
+
+    Only a record opened as a replay (``incident.opened`` with ``replay: true``) accepts events
+    stamped by it, so a live incident's audit trail can never be backdated.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("naive datetime: irkit keeps every time in UTC")
+        self.start = start.astimezone(UTC)
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self._t0)
+
+
 def rfc3339(dt: datetime) -> str:
     """RFC 3339 in UTC with a Z suffix."""
     if dt.tzinfo is None:
@@ -165,6 +183,7 @@ def initial_state() -> dict[str, Any]:
         "severity": None,
         "severity_reason": None,
         "alert_severity_label": None,
+        "replay": False,
         "status": None,
         "opened_at": None,
         "detected_at": None,
@@ -176,6 +195,7 @@ def initial_state() -> dict[str, Any]:
         "artifacts": {},
         "working_copies": {},
         "reserved": [],
+        "actions": [],
         "event_counts": {},
         "last_event_at": None,
         "head": {"seq": 0, "hash": GENESIS, "size": 0},
@@ -198,6 +218,7 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
             opened_at=ts,
             detected_at=d.get("detected_at") or ts,
             alert_severity_label=d.get("alert_severity_label"),
+            replay=bool(d.get("replay")),
         )
         state["status_times"][Status.DETECTED.value] = state["detected_at"]
     elif t == "severity.set":
@@ -206,6 +227,8 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
     elif t == "status.changed":
         state["status"] = d["to"]
         state["status_times"].setdefault(d["to"], ts)
+    elif t in ("action.approved", "action.executed", "action.failed"):
+        state["actions"].append({"key": d.get("key"), "action": d.get("action"), "event": t, "ts": ts})
     elif t == "comms.sent":
         state["last_update_at"] = ts
     elif t in ("alert.firing", "alert.resolved"):
@@ -474,6 +497,8 @@ class Record:
         canonical_json(data)  # fail before writing on anything that cannot be serialized
         with self._locked():
             state = self._state_for_append()
+            if self.clock is not utcnow and not (state["replay"] or (type == "incident.opened" and data.get("replay"))):
+                raise RecordError(f"record {self.id} is not a replay: its events are stamped with the real time")
             if check is not None:
                 data.update(check(state) or {})
             if self.redactor is not None:

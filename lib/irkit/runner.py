@@ -31,7 +31,7 @@ import yaml
 from irkit import __version__
 from irkit.config import Settings
 from irkit.errors import ParameterError, RecordError, UnknownRunbook
-from irkit.record import Record, atomic_write_bytes, rfc3339, sha256_file, utcnow
+from irkit.record import Record, ReplayClock, atomic_write_bytes, rfc3339, sha256_file, utcnow
 from irkit.redact import Redactor
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
@@ -336,6 +336,8 @@ def run_runbook(
     kernel_env = dict(environ)
     kernel_env["IRKIT_ACTOR"] = actor
     kernel_env["IRKIT_BATCH"] = "1" if batch else "0"
+    if isinstance(record.clock, ReplayClock):  # a replayed incident: the kernel continues the replay's time
+        kernel_env["IRKIT_CLOCK"] = rfc3339(record.clock())
     kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
     tmpdir = Path(tempfile.mkdtemp(prefix="irkit-run-"))

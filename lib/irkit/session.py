@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from irkit.cluster import CLUSTER_DIR, OBJECTS, ClusterSource, ClusterView, RecordedCluster, capture
 from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings, load_config
-from irkit.errors import BadInputError, SourceUnavailable
+from irkit.errors import BadInputError, SourceUnavailable, TransitionError
 from irkit.metrics import EVALUATION, GOLDEN_SIGNALS, IncidentMetrics, read_metrics
-from irkit.record import Clock, Event, Record, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
+from irkit.record import Clock, Event, Record, ReplayClock, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
 from irkit.severity import Assessment, Level, SeverityPolicy
 from irkit.sources import SIGNALS_DIR, RecordedSource, SignalSource, snapshot
 
@@ -180,12 +180,16 @@ class Session:
         environ: Mapping[str, str] | None = None,
     ) -> Session:
         """Build from a runbook's papermill parameters and the kernel's environment."""
+        from irkit.redact import Redactor
         from irkit.runner import default_actor
 
         env = dict(os.environ if environ is None else environ)
         settings = load_config(config_path, env)
-        record = Record.open(records_dir, incident_id)
-        return cls(record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1", environ=env)
+        clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"])) if env.get("IRKIT_CLOCK") else utcnow
+        record = Record.open(records_dir, incident_id, clock=clock, redactor=Redactor.from_settings(settings, env))
+        return cls(
+            record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1", environ=env, clock=clock
+        )
 
     # ---- reading
 
@@ -581,6 +585,159 @@ class Session:
 
         return checklist_table(self.record.events())
 
+    # ---- mitigation (plan 4 "common mitigation actions")
+
+    def mitigate(
+        self,
+        action: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        approve: bool = False,
+        actor: str = "",
+        cluster_source: str = "live",
+        window_minutes: float = 10,
+    ) -> MitigationView:
+        """Plan, dry-run and — only with ``approve`` and a named ``actor`` — execute one mitigation."""
+        from irkit.mitigate import Context, Outcome, Plan, default_actions, run_action
+
+        act = default_actions().get(action)
+        ctx = Context(self.settings, self.environ, now=self.clock())
+        if action in ("rollback", "scale", "restart", "set_env"):
+            if cluster_source == "live":
+                from irkit.k8s import LiveCluster
+
+                try:
+                    ctx.cluster = LiveCluster(self.settings)
+                    ctx.view = capture(ctx.cluster, tail_lines=1)
+                except SourceUnavailable as exc:
+                    ctx.view = ClusterView("kubernetes", self.clock(), unavailable={"all": str(exc)})
+            elif cluster_source == "recorded":
+                ctx.view = capture(RecordedCluster(self.record.path / CLUSTER_DIR), tail_lines=1)
+            else:
+                raise BadInputError(f"cluster source must be 'live' or 'recorded', not {cluster_source!r}")
+        try:
+            outcome = run_action(
+                self.record,
+                act,
+                arguments or {},
+                ctx,
+                approve=approve,
+                approver=actor.strip(),
+                actor=self.actor,
+                batch=self.batch,
+                window=timedelta(minutes=window_minutes),
+            )
+        except SourceUnavailable as exc:
+            plan = Plan(action, dict(arguments or {}), "?", act.title, {}, {}, "")
+            self.record.append(
+                "action.failed",
+                {"key": plan.key, "action": action, "error": f"could not plan: {exc}"},
+                actor=self.actor,
+            )
+            return MitigationView(Outcome(plan, "could not plan", "", reason=str(exc)))
+        return MitigationView(outcome)
+
+    # ---- resolution (plan 5)
+
+    def resolve(
+        self,
+        metrics_source: str = "live",
+        *,
+        as_of: str = "",
+        watch_minutes: float = 0,
+        force_reason: str = "",
+    ) -> Any:
+        """Check the plan's criteria, then move to monitoring or resolved — or refuse, with the reasons."""
+        import time
+
+        from irkit.resolve import (
+            alertmanager_alerts,
+            alerts_criterion,
+            decide,
+            metric_criteria,
+            recorded_alerts,
+            smoke_criteria,
+        )
+
+        res = self.settings.resolution
+        watch = timedelta(minutes=watch_minutes)
+        live = metrics_source == "live"
+        if as_of:
+            at = parse_ts(as_of)
+        elif live:
+            if watch:  # watch the live signals for the period before judging it
+                time.sleep(watch.total_seconds())
+            at = self.clock()
+        else:
+            at = self.signal_source("recorded").window()[1]  # type: ignore[attr-defined]
+        start = at - max(res.window, watch)
+        src = self.signal_source(metrics_source)
+        m = read_metrics(
+            src,
+            signals=("error_ratio", "latency_p99"),
+            start=start,
+            end=at,
+            eval_end=at,
+            baseline_offset=self.settings.baseline_offset,
+            evaluation=max(res.window, watch),
+        )
+        criteria = metric_criteria(m, self.settings, start, at)
+        if live:
+            try:
+                service = self.state()["service"] or self.settings.service.name
+                if self.settings.alertmanager_url:
+                    active = alertmanager_alerts(self.settings.alertmanager_url, service)
+                else:
+                    from irkit.prom import PrometheusSource
+
+                    active = PrometheusSource(self.settings, self.environ).active_alerts(service)
+                criteria.append(alerts_criterion(active))
+            except SourceUnavailable as exc:
+                criteria.append(alerts_criterion(None, str(exc)))
+            criteria += smoke_criteria(self.settings, self.environ)
+        else:
+            criteria.append(alerts_criterion(recorded_alerts(self.state())))
+        decision = decide(
+            criteria, watched=watch, watch_required=watch if watch else timedelta(0), force_reason=force_reason
+        )
+        self.record.append(
+            "resolution.checked",
+            {
+                "as_of": rfc3339(at),
+                "source": metrics_source,
+                "watch_minutes": watch_minutes,
+                "criteria": [{"name": c.name, "result": c.state, "evidence": c.evidence} for c in criteria],
+                "decision": decision.moved_to or "refused",
+                "refused": decision.refused,
+                "forced": decision.forced,
+            },
+            actor=self.actor,
+        )
+        if decision.moved_to:
+            self._advance_to(decision.moved_to, decision)
+        return decision
+
+    def _advance_to(self, target: str, decision: Any) -> None:
+        reason = "criteria passed" + (f" and held for {decision.watched}" if target == "resolved" else "")
+        if decision.forced:
+            reason = f"FORCED: {decision.forced}"
+        order = [Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MONITORING, Status.RESOLVED]
+        current = self.state()["status"]
+        if current == Status.MITIGATING.value:
+            order = [Status.MONITORING, Status.RESOLVED]
+        for step in order:
+            st = self.state()["status"]
+            if st == target or Status(st) in (Status.RESOLVED, Status.REVIEWED):
+                break
+            if step.value in (st,):
+                continue
+            try:
+                self.record.set_status(step, actor=self.actor, reason=reason)
+            except TransitionError:
+                continue
+            if step.value == target:
+                break
+
     def glue(self) -> dict[str, Any]:
         """The facts other runbooks and reports need, as scrapbook scraps."""
         import scrapbook as sb
@@ -598,6 +755,59 @@ class Session:
         for name, value in facts.items():
             sb.glue(name, value)
         return facts
+
+
+NEXT_STEPS = {
+    "rollback": "See docs/runbooks/operations/rollback.md.",
+    "scale": "See docs/runbooks/operations/scaling.md.",
+}
+
+
+@dataclass
+class MitigationView:
+    """A mitigation as the runbook shows it: plan, dry run, outcome, post-state, next steps."""
+
+    outcome: Any  # irkit.mitigate.Outcome
+
+    def next_steps(self) -> list[str]:
+        steps = []
+        if self.outcome.plan.action in NEXT_STEPS:
+            steps.append(NEXT_STEPS[self.outcome.plan.action])
+        if self.outcome.status == "executed":
+            steps += [
+                "Run the resolution runbook: error rate < 1%, latency at baseline, no active alerts, smoke tests.",
+                "Monitor for stability (30–60 minutes); watch the dashboards for regressions.",
+            ]
+        elif self.outcome.status == "planned":
+            steps.append("To execute: re-run with approve=True and actor=<your name> (recorded as the approver).")
+        return steps
+
+    def plan_table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.outcome.plan.diff() or [{"field": "(no change)", "before": None, "after": None}])
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        o = self.outcome
+        parts = [
+            f"<h4>{escape(o.plan.action)} → {escape(o.plan.target)}</h4>",
+            f"<p>{escape(o.plan.description)}<br><i>cost:</i> {escape(o.plan.cost)}</p>",
+            str(self.plan_table().to_html(index=False)),
+            f"<p><b>dry run:</b> {escape(o.dry_run or '—')}</p>",
+            f"<p><b>outcome:</b> {escape(o.status)}{(' — ' + escape(o.reason)) if o.reason else ''}</p>",
+        ]
+        if o.post_state:
+            parts.append(f"<p><b>post-state:</b> {escape(o.post_state)} (verified: {o.verified})</p>")
+        parts.append(
+            "<p><b>next steps:</b></p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in self.next_steps()) + "</ul>"
+        )
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        o = self.outcome
+        return f"{o.plan.action}: {o.status} {o.reason}".strip()
 
 
 @dataclass(frozen=True)

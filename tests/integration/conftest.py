@@ -583,3 +583,60 @@ def boundary_prometheus() -> Iterator[str]:
     _require_binary("prometheus", "prometheus")
     with serve(render()) as served:
         yield served.url
+
+
+# --------------------------------------------------------------------------
+# Alertmanager
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertmanagerServer:
+    """A real Alertmanager on a free loopback port (clustering off, storage in a temp dir)."""
+
+    url: str
+    port: int
+    directory: Path
+
+
+ALERTMANAGER_CONFIG = """\
+route:
+  receiver: blackhole
+  group_by: [alertname, service]
+  group_wait: 1s
+  group_interval: 1s
+receivers:
+  - name: blackhole
+"""
+
+
+@pytest.fixture(scope="session")
+def alertmanager_server() -> Iterator[AlertmanagerServer]:
+    """Alertmanager with a do-nothing receiver, for the API that lists active alerts."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        pytest.fail("'prometheus-alertmanager' not found: apt-get install prometheus-alertmanager", pytrace=False)
+    tmp = Path(tempfile.mkdtemp(prefix="irkit-alertmanager-"))
+    process: ServerProcess | None = None
+    try:
+        (tmp / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG)
+        port = free_port()
+        process = ServerProcess(
+            "alertmanager",
+            [
+                binary,
+                f"--config.file={tmp / 'alertmanager.yml'}",
+                f"--storage.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            tmp / "alertmanager.log",
+            cwd=tmp,
+        )
+        process.wait_until(lambda: _http_ok(port, "/-/ready"), "ready on /-/ready")
+        yield AlertmanagerServer(f"http://127.0.0.1:{port}", port, tmp)
+    finally:
+        if process is not None:
+            process.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -344,3 +344,25 @@ def test_append_refuses_a_broken_chain(records: Path) -> None:
     rec.events_path.write_bytes(raw)  # the cache is left as it was: its head no longer matches the log
     with pytest.raises(RecordError, match="does not verify"):
         rec.note("more", actor="a")
+
+
+def test_a_replay_clock_cannot_backdate_a_live_record(records: Path) -> None:
+    from datetime import UTC, datetime
+
+    from irkit.record import ReplayClock
+
+    live = new(records)
+    backdated = Record.open(records, live.id, clock=ReplayClock(datetime(2025, 1, 1, tzinfo=UTC)))
+    with pytest.raises(RecordError, match="not a replay"):
+        backdated.note("pretend this happened last year", actor="mallory")
+    replay = Record.create(
+        records,
+        "INC-REPLAY-2",
+        title="t",
+        service="s",
+        actor="demo",
+        clock=ReplayClock(datetime(2025, 11, 20, 14, 32, tzinfo=UTC)),
+        data={"replay": True},
+    )
+    ev = replay.note("replayed", actor="demo")
+    assert ev["ts"].startswith("2025-11-20T14:32")

@@ -75,7 +75,8 @@ def _incident_curve(t: datetime, base: float, peak: float) -> float:
         return _ramp(t, tl["errors_start"], tl["errors_start"] + timedelta(minutes=2), base, peak)
     if t < tl["mitigation"]:
         return peak
-    return _ramp(t, tl["mitigation"], tl["restored"], peak, base)
+    # The rollback replaces the pods within a minute; 5-minute rates are back to normal by ~14:46.
+    return _ramp(t, tl["mitigation"], tl["mitigation"] + timedelta(minutes=1), peak, base)
 
 
 @dataclass(frozen=True)
