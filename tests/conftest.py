@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -43,3 +44,15 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., CliRes
         return CliResult(res.exit_code, res.stdout, res.stderr)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One full ``irkit demo`` replay, shared by the tests that read its record (copy before changing it)."""
+    from irkit.demo import run_demo
+
+    root = tmp_path_factory.mktemp("demo") / "reports"
+    settings = load_config(None, {})
+    result = run_demo(root, settings=settings, environ={"IRKIT_ACTOR": "tester"}, actor="tester")
+    assert result.ok, [r.summary() for r in result.runs]
+    return result

@@ -482,6 +482,61 @@ def check_cmd(
         click.echo(f"{r['#']:>2}. {r['item']:<48} {shown} {r['evidence'][:110]}")
 
 
+@main.command("postmortem")
+@click.argument("incident_id")
+@click.option("--root-cause", default="", help="The root cause as the team states it.")
+@click.option(
+    "--action-items",
+    "action_items",
+    type=click.Path(dir_okay=False, exists=True),
+    help="YAML list of {item, owner, due, priority}.",
+)
+@click.option("--title", default="", help="Title of the review.")
+@click.option("--progress/--no-progress", default=True)
+@common
+def postmortem_cmd(
+    incident_id: str,
+    root_cause: str,
+    action_items: str | None,
+    title: str,
+    progress: bool,
+    records: str | None,
+    config: str | None,
+) -> None:
+    """Run the post-mortem runbook: postmortem.md and postmortem.html from the record alone."""
+    from irkit.runner import run_runbook
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    params: dict[str, Any] = {"root_cause": root_cause, "title": title}
+    if action_items:
+        params["action_items_file"] = str(Path(action_items).resolve())
+    result = run_runbook(
+        rec,
+        "postmortem",
+        params,
+        settings=c.settings,
+        environ=c.environ,
+        actor=c.actor,
+        config_path=c.config_path,
+        progress=progress,
+    )
+    if not result.ok:
+        raise RunbookFailed(f"postmortem {result.summary()}; the executed copy is {rec.path / result.path}")
+    click.echo(rec.path / "postmortem.md")
+    click.echo(rec.path / "postmortem.html")
+
+
+@main.command("index")
+@common
+def index_cmd(records: str | None, config: str | None) -> None:
+    """Write <records>/index.html: every incident, its notebooks (as HTML) and post-mortem."""
+    from irkit.index import build_index
+
+    c = build(records, config)
+    click.echo(build_index(c.records, c.settings))
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -507,6 +562,10 @@ def demo_cmd(progress: bool, records: str | None, config: str | None) -> None:
     if result.verify is not None:
         click.echo(result.verify.summary(), err=True)
     click.echo(f"incident {result.incident_id} — record {result.path} ({secs:.1f}s)", err=True)
+    if result.postmortem:
+        click.echo(f"post-mortem: {result.postmortem}", err=True)
+    if result.index:
+        click.echo(f"index:       {result.index}", err=True)
     click.echo(result.incident_id)
     if not result.ok:
         failed = next((r for r in result.runs if not r.ok), None)

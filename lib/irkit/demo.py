@@ -64,7 +64,40 @@ STEPS = (
         RESOLVED_AT,
         {"metrics_source": "recorded", "as_of": RESOLVED_AT.isoformat(), "watch_minutes": 30},
     ),
-    Step("postmortem", TIMELINE["stable"] + timedelta(hours=20), {"metrics_source": "recorded"}),
+    Step(
+        "postmortem",
+        TIMELINE["stable"] + timedelta(hours=20),
+        {
+            "root_cause": "Release 1.8.0 (Helm 2.4.0, deployed 14:24) cut the database connection pool from 20 to 5; "
+            "under normal afternoon load requests waited for a connection and timed out.",
+            "contributing": [
+                "No alert on connection-pool saturation; the first signal was the 5xx ratio",
+                "The pool size changed inside a refactor, not as a reviewed config change",
+            ],
+            "action_items": [
+                {
+                    "item": "Add database connection pool monitoring",
+                    "owner": "@sre-team",
+                    "due": "2025-12-01",
+                    "priority": "P0",
+                },
+                {"item": "Update rollback runbook", "owner": "@ops-team", "due": "2025-11-30", "priority": "P1"},
+                {
+                    "item": "Implement auto-scaling for connection pool",
+                    "owner": "@eng-team",
+                    "due": "2025-12-15",
+                    "priority": "P1",
+                },
+                {
+                    "item": "Add circuit breaker for database",
+                    "owner": "@eng-team",
+                    "due": "2026-01-15",
+                    "priority": "P2",
+                },
+            ],
+            "lessons": ["Pool sizes are capacity settings: review them like capacity changes"],
+        },
+    ),
 )
 
 
@@ -74,6 +107,8 @@ class DemoResult:
     path: Path
     runs: list[RunResult] = field(default_factory=list)
     verify: VerifyReport | None = None
+    postmortem: Path | None = None
+    index: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -147,4 +182,9 @@ def run_demo(
         if not run.ok:
             break
     result.verify = rec.verify()
+    if (rec.path / "postmortem.html").is_file():
+        result.postmortem = rec.path / "postmortem.html"
+    from irkit.index import build_index
+
+    result.index = build_index(records_root, settings)
     return result

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irkit.cluster import CLUSTER_DIR, OBJECTS, ClusterSource, ClusterView, RecordedCluster, capture
@@ -738,6 +739,47 @@ class Session:
             if step.value == target:
                 break
 
+    # ---- post-incident review (plan 7)
+
+    def postmortem(
+        self,
+        *,
+        root_cause: str = "",
+        action_items: list[dict[str, Any]] | None = None,
+        action_items_file: str = "",
+        contributing: list[str] | None = None,
+        lessons: list[str] | None = None,
+        title: str = "",
+    ) -> Any:
+        """Build, plot and render the post-mortem from the record; returns the report with its sections."""
+        from irkit import postmortem as pmod
+
+        items = list(action_items or [])
+        if action_items_file:
+            items += load_action_items(Path(action_items_file))
+        pm = pmod.build(
+            self.record,
+            self.settings,
+            root_cause=root_cause,
+            action_items=items,
+            contributing=contributing,
+            lessons=lessons,
+            title=title,
+        )
+        pm.figures = pmod.figures(self.record, pm, self.settings)
+        md, html = pmod.render(self.record, pm, actor=self.actor)
+        self.record.append(
+            "postmortem.rendered",
+            {
+                "markdown": "postmortem.md",
+                "html": "postmortem.html",
+                "root_cause_given": bool(root_cause),
+                "action_items": len(items),
+            },
+            actor=self.actor,
+        )
+        return PostMortemReport(pm, md, html)
+
     def glue(self) -> dict[str, Any]:
         """The facts other runbooks and reports need, as scrapbook scraps."""
         import scrapbook as sb
@@ -845,6 +887,66 @@ class Assessed:
 
     def __repr__(self) -> str:
         return "\n".join(self.lines())
+
+
+ACTION_ITEM_KEYS = ("item", "owner", "due", "priority")
+
+
+def load_action_items(path: Path) -> list[dict[str, Any]]:
+    """Action items from YAML: a list of {item, owner, due, priority}."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInputError(f"{path}: cannot read action items: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise BadInputError(f"{path}: expected a list of {{item, owner, due, priority}}")
+    for d in data:
+        unknown = set(d) - set(ACTION_ITEM_KEYS)
+        if unknown or "item" not in d:
+            raise BadInputError(f"{path}: action item {d!r}: needs 'item'; allowed keys {ACTION_ITEM_KEYS}")
+    return [{k: str(v) for k, v in d.items()} for d in data]
+
+
+@dataclass
+class PostMortemReport:
+    """The rendered post-mortem and its sections as tables, for the runbook."""
+
+    pm: Any  # irkit.postmortem.PostMortem
+    markdown: Path
+    html: Path
+
+    def timeline(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([e.row(self.pm.start) for e in self.pm.timeline])
+
+    def impact(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(list(self.pm.impact.items()), columns=["measure", "value"]).set_index("measure")
+
+    def verdicts(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(
+            [{"measure": v.measure, "value": v.value, "target": v.target, "verdict": v.mark} for v in self.pm.verdicts]
+        )
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        pm = self.pm
+        lis = "".join(f"<li>{escape(c)}</li>" for c in pm.candidates) or "<li>none found</li>"
+        return (
+            f"<p><b>{escape(pm.title)}</b> — {escape(pm.severity or '?')}, {escape(pm.duration)}</p>"
+            f"<p>{escape(pm.summary)}</p><p><b>Root-cause candidates:</b></p><ul>{lis}</ul>"
+            f"<p>Written: <code>{escape(str(self.markdown))}</code>, <code>{escape(str(self.html))}</code></p>"
+        )
+
+    def __repr__(self) -> str:
+        return f"post-mortem: {self.markdown} {self.html}"
 
 
 def describe_event(ev: Event) -> str:

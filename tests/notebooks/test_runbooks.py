@@ -85,8 +85,11 @@ def test_demo_then_verify_then_tamper(cli, tmp_path: Path) -> None:
     bad = cli("verify", incident_id, "--records", str(records))
     assert bad.exit_code == 1
     assert "event 1 (incident.opened)" in bad.stdout
-    again = cli("demo", "--records", str(records), "--no-progress")  # a second demo gets its own id
-    assert again.exit_code == 0 and again.stdout.strip().endswith(f"{incident_id}-2")
+    assert "post-mortem: " in res.stderr and "index: " in res.stderr
+    from irkit.demo import _open
+
+    again = _open(records, load_config(None, {}), "tester")  # a second demo gets its own id
+    assert again.id == f"{incident_id}-2"
 
 
 def test_cli_open_run_show_and_failed_run_exit_codes(cli, tmp_path: Path) -> None:

@@ -1,0 +1,141 @@
+"""``reports/index.html``: every incident at a glance, with its notebooks and post-mortem one click away.
+
+Each incident row carries id, title, severity, status, start, duration, time to acknowledge, time to
+resolve and whether the response and resolution targets were met. Executed notebooks are rendered to
+HTML next to the record (``html/``, sanitized: incident text in outputs cannot run script) so the
+links open in any browser. Two small charts: incidents by severity, and MTTA/MTTR over time.
+"""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from irkit.config import Settings
+from irkit.postmortem import human
+from irkit.record import Record, atomic_write_bytes, list_incidents, parse_ts, utcnow
+from irkit.session import compute_clocks
+
+
+@dataclass
+class Row:
+    id: str
+    title: str
+    severity: str
+    status: str
+    started: datetime
+    duration: timedelta | None
+    tta: timedelta | None
+    ttr: timedelta | None
+    response_met: bool | None
+    resolution_met: bool | None
+    notebooks: list[tuple[str, str]]  # (label, relative href)
+    postmortem: str | None
+
+    def verdict(self, ok: bool | None) -> str:
+        return {True: "met", False: "missed", None: "—"}[ok]
+
+
+def render_notebook(src: Path, dest: Path) -> None:
+    """A sanitized, standalone HTML rendering of an executed notebook (only when stale)."""
+    if dest.is_file() and dest.stat().st_mtime >= src.stat().st_mtime:
+        return
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", sanitize_html=True, embed_images=True)
+    with warnings.catch_warnings():  # scrapbook's scrap mimetypes have no HTML form, by design
+        warnings.filterwarnings("ignore", message=".*is not able to be represented", category=UserWarning)
+        body, _ = exporter.from_notebook_node(nbformat.read(str(src), as_version=4))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest, body.encode(), durable=False)
+
+
+def _row(root: Path, incident_id: str, settings: Settings) -> Row:
+    rec = Record.open(root, incident_id)
+    st = rec.state()
+    now = parse_ts(st["last_event_at"]) if st.get("replay") and st.get("last_event_at") else utcnow()
+    clocks = compute_clocks(st, settings.severity, now)
+    detected = clocks.detected_at
+    tta = clocks.acknowledged_at - detected if clocks.acknowledged_at else None
+    ttr = clocks.resolved_at - detected if clocks.resolved_at else None
+    notebooks = []
+    for nb in sorted((rec.path / "notebooks").glob("*.ipynb")):
+        html = rec.path / "html" / f"{nb.stem}.html"
+        render_notebook(nb, html)
+        notebooks.append((nb.stem, f"{incident_id}/html/{html.name}"))
+    pm = rec.path / "postmortem.html"
+    return Row(
+        id=incident_id,
+        title=st["title"] or "",
+        severity=st["severity"] or "—",
+        status=st["status"],
+        started=detected,
+        duration=ttr,
+        tta=tta,
+        ttr=ttr,
+        response_met=None
+        if clocks.response_due is None or (tta is None and not clocks.response_overdue)
+        else not clocks.response_overdue,
+        resolution_met=None
+        if clocks.resolution_due is None or (ttr is None and not clocks.resolution_overdue)
+        else not clocks.resolution_overdue,
+        notebooks=notebooks,
+        postmortem=f"{incident_id}/postmortem.html" if pm.is_file() else None,
+    )
+
+
+def _charts(rows: list[Row]) -> dict[str, str]:
+    from matplotlib.dates import DateFormatter, date2num
+    from matplotlib.figure import Figure
+
+    from irkit.plots import png_bytes
+
+    charts = {}
+    fig = Figure(figsize=(4.2, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    levels = ["P0", "P1", "P2", "P3", "P4", "—"]
+    counts = [sum(1 for r in rows if r.severity == lv) for lv in levels]
+    ax.bar(levels, counts, color=["#7f0000", "#c62828", "#ef6c00", "#f9a825", "#9e9e9e", "#cfd8dc"])
+    ax.set_title("Incidents by severity", fontsize=10)
+    ax.tick_params(labelsize=8)
+    charts["severity"] = base64.b64encode(png_bytes(fig)).decode()
+    fig = Figure(figsize=(6, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    for label, attr, color in (("MTTA", "tta", "tab:blue"), ("MTTR", "ttr", "tab:red")):
+        pts = [(r.started, getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
+        if pts:
+            ax.plot(
+                [date2num(p[0]) for p in pts], [p[1].total_seconds() / 60 for p in pts], "o-", label=label, color=color
+            )
+    ax.set_ylabel("minutes", fontsize=8)
+    ax.set_title("Time to acknowledge / resolve, by incident start", fontsize=10)
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d", tz="UTC"))
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    charts["times"] = base64.b64encode(png_bytes(fig)).decode()
+    return charts
+
+
+def build_index(root: str | Path, settings: Settings) -> Path:
+    """Write ``<root>/index.html`` and return its path."""
+    from jinja2 import Environment, PackageLoader
+
+    base = Path(root)
+    rows = [_row(base, iid, settings) for iid in list_incidents(base)]
+    rows.sort(key=lambda r: r.started, reverse=True)
+    env = Environment(loader=PackageLoader("irkit", "templates"), autoescape=True)
+    ctx: dict[str, Any] = {
+        "rows": rows,
+        "human": human,
+        "charts": _charts(rows),
+        "generated": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    html = env.get_template("index.html.j2").render(**ctx)
+    out = base / "index.html"
+    atomic_write_bytes(out, html.encode(), durable=False)
+    return out
