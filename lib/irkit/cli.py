@@ -299,7 +299,10 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     events = rec.events()
     recent = events[-n_events:] if n_events > 0 else []
     if as_json:
+        from irkit.oncall import ladder as _ladder
+
         out = _row(state) | {
+            "escalations": [s.row() for s in _ladder(c.settings.escalation, c.settings.rotation, state, events, now)],
             "clocks": {name: {"at": when, "state": st} for name, when, st in clocks.rows()},
             "overdue": {
                 "response": clocks.response_overdue,
@@ -318,6 +321,11 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     for name, when, st in clocks.rows():
         flag = click.style(st, fg="red", bold=True) if st in ("OVERDUE", "missed") else st
         click.echo(f"  {name:<16} {when:<32} {flag}")
+    from irkit.oncall import ladder
+
+    for step in ladder(c.settings.escalation, c.settings.rotation, state, events, now):
+        flag = click.style(step.state, fg="red", bold=True) if step.state == "OVERDUE" else step.state
+        click.echo(f"  escalation  {step.role:<20} {step.who:<22} due {step.due_at:%H:%M:%S}  {flag}")
     if state["working_copies"]:
         click.echo(f"  working copies (unsealed): {', '.join(sorted(state['working_copies']))}")
     click.echo(f"events ({len(events)}):")
@@ -480,6 +488,83 @@ def check_cmd(
         color = {"ok": "green", "problem found": "red", "could not check": "yellow"}.get(status)
         shown = click.style(f"{status:<16}", fg=color) if color else f"{status:<16}"
         click.echo(f"{r['#']:>2}. {r['item']:<48} {shown} {r['evidence'][:110]}")
+
+
+@main.command("comms")
+@click.argument("incident_id")
+@click.argument("action", type=click.Choice(["render", "send"]))
+@click.argument("kind")
+@click.option("--root-cause", default="", help="For resolution messages.")
+@common
+def comms_cmd(
+    incident_id: str, action: str, kind: str, root_cause: str, records: str | None, config: str | None
+) -> None:
+    """Render or send a message: KIND is one of the plan's messages, 'initial', 'resolved' or 'page'."""
+    from irkit import comms
+
+    c = build(records, config)
+    rec = c.record(incident_id)
+    now = utcnow()
+    if kind == "page":
+        pager = comms.sender_for("pagerduty", c.settings, c.environ)
+        if action != "send" or not isinstance(pager, comms.PagerDutySender):
+            raise BadInputError("page: use `send page` with comms.pagerduty configured")
+        st = rec.state()
+        res = pager.event(
+            "trigger",
+            rec.id,
+            f"[{st.get('severity')}] {st.get('title')}",
+            st.get("severity"),
+            c.settings.service.component,
+        )
+        rec.append(
+            "comms.sent" if res.ok else "comms.failed",
+            {"kind": "page", "channel": "pagerduty", "response_id": res.response_id, "error": res.error},
+            actor=c.actor,
+        )
+        click.echo(f"page: {'sent ' + str(res.response_id) if res.ok else 'FAILED ' + str(res.error)}")
+        if not res.ok:
+            raise SourceUnavailable(f"page failed: {res.error}")
+        return
+    kinds = {"initial": comms.INITIAL, "resolved": comms.RESOLVED}.get(kind, (kind,))
+    level = rec.state().get("severity")
+    failed = []
+    for k in kinds:
+        if not comms.applicable(k, level):
+            click.echo(f"{k}: not applicable to {level or 'unassessed'} incidents")
+            continue
+        msg = comms.render(rec, c.settings, k, now=now, actor=c.actor, root_cause=root_cause)
+        if action == "render":
+            click.echo(f"--- {k} → {rec.path / msg.path}\n{msg.text}")
+            continue
+        res = comms.deliver(rec, c.settings, c.environ, msg, actor=c.actor)
+        click.echo(f"{k}: " + (f"sent via {res.channel} ({res.response_id})" if res.ok else f"NOT sent: {res.error}"))
+        if not res.ok:
+            failed.append(k)
+    if failed:
+        raise SourceUnavailable(f"not delivered: {', '.join(failed)} (recorded as comms.failed)")
+
+
+@main.command("oncall")
+@click.option("--at", "at", help="RFC 3339 time (default now).")
+@click.option("--weeks", default=4, show_default=True)
+@common
+def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | None) -> None:
+    """Who is on call, and the next handovers."""
+    from irkit.oncall import handovers, on_call
+
+    c = build(records, config)
+    when = parse_time(at)
+    oc = on_call(c.settings.rotation, when)
+    click.echo(
+        f"on call at {when:%Y-%m-%d %H:%M} UTC: primary {oc.primary}, secondary {oc.secondary} "
+        f"(shift {oc.shift_start:%a %Y-%m-%d %H:%M %Z} → {oc.shift_end:%a %Y-%m-%d %H:%M %Z})"
+    )
+    for t, frm, to in handovers(c.settings.rotation, when, when + timedelta(weeks=weeks)):
+        click.echo(
+            f"  handover {t:%a %Y-%m-%d %H:%M %Z} ({t.astimezone().strftime('%H:%M')} local UTC offset "
+            f"{t.utcoffset()}): {frm} → {to}"
+        )
 
 
 @main.command("postmortem")

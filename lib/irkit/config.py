@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from irkit.errors import ConfigError
+from irkit.oncall import EscalationSettings, RotationSettings
 from irkit.severity import SeverityPolicy
 
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -157,6 +158,55 @@ class ResolutionSettings(_Model):
     smoke_command_timeout_s: float = Field(300, gt=0)
 
 
+class SlackSettings(_Model):
+    webhook_url_env: EnvName
+    channel: str = "#incidents"
+
+
+class SmtpSettings(_Model):
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password_env: EnvName | None = None
+    sender: str = "irkit@example.com"
+    to: tuple[str, ...] = ("oncall-schema-registry@example.com",)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class PagerDutySettings(_Model):
+    routing_key_env: EnvName
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+class StatuspageSettings(_Model):
+    page_id: str
+    api_key_env: EnvName
+    url: str = "https://api.statuspage.io/v1"
+
+
+class JiraSettings(_Model):
+    url: str
+    project: str
+    email: str
+    token_env: EnvName
+    issue_type: str = "Incident"
+
+
+class CommsSettings(_Model):
+    """Where messages go. Every sender is optional; secrets are named by env var."""
+
+    slack: SlackSettings | None = None
+    smtp: SmtpSettings | None = None
+    pagerduty: PagerDutySettings | None = None
+    statuspage: StatuspageSettings | None = None
+    jira: JiraSettings | None = None
+    ticket_url: str | None = Field(None, description="Ticket link for messages when Jira is not configured")
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    retries: int = Field(3, ge=1, le=10)
+    backoff_s: float = Field(0.5, ge=0, le=30)
+
+
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
@@ -204,6 +254,9 @@ class Settings(_Model):
         None, description="Alertmanager for 'no active alerts' (else Prometheus alerts)"
     )
     resolution: ResolutionSettings = ResolutionSettings()
+    comms: CommsSettings = CommsSettings()
+    rotation: RotationSettings = RotationSettings()
+    escalation: EscalationSettings = EscalationSettings()
     maintenance_tables: tuple[str, ...] = Field((), description="Tables the db_maintenance action vacuums")
     sentry: SentrySettings | None = None
     security_query: SecurityQuery | None = None
@@ -237,6 +290,16 @@ class Settings(_Model):
             names += [n for n in (d.url_env, d.access_key_env, d.secret_key_env) if n]
         if self.sentry and self.sentry.token_env:
             names.append(self.sentry.token_env)
+        c = self.comms
+        for env in (
+            c.slack and c.slack.webhook_url_env,
+            c.smtp and c.smtp.password_env,
+            c.pagerduty and c.pagerduty.routing_key_env,
+            c.statuspage and c.statuspage.api_key_env,
+            c.jira and c.jira.token_env,
+        ):
+            if env:
+                names.append(env)
         return tuple(dict.fromkeys(names))
 
     def secret_values(self, environ: Mapping[str, str]) -> list[str]:

@@ -40,7 +40,7 @@ class Step:
 
 
 STEPS = (
-    Step("triage", TIMELINE["acknowledged"], RECORDED),
+    Step("triage", TIMELINE["acknowledged"], RECORDED),  # renders the P1 messages (no senders configured)
     Step(
         "investigation",
         TIMELINE["acknowledged"] + timedelta(minutes=2),
@@ -62,7 +62,12 @@ STEPS = (
         # Stable for 30 minutes once the 5-minute rates have settled (~14:46).
         "resolution",
         RESOLVED_AT,
-        {"metrics_source": "recorded", "as_of": RESOLVED_AT.isoformat(), "watch_minutes": 30},
+        {
+            "metrics_source": "recorded",
+            "as_of": RESOLVED_AT.isoformat(),
+            "watch_minutes": 30,
+            "root_cause": "database connection pool exhausted after release 1.8.0 reduced its size",
+        },
     ),
     Step(
         "postmortem",

@@ -387,7 +387,13 @@ class Session:
                 "level": a.level.value if a.level else None,
                 "summary": a.summary(),
                 "reasons": [
-                    {"signal": r.signal, "value": r.value, "threshold": r.threshold, "level": r.level.value}
+                    {
+                        "signal": r.signal,
+                        "value": r.value,
+                        "threshold": r.threshold,
+                        "level": r.level.value,
+                        "text": r.text,
+                    }
                     for r in a.reasons
                 ],
                 "unavailable": a.unavailable,
@@ -780,6 +786,106 @@ class Session:
         )
         return PostMortemReport(pm, md, html)
 
+    # ---- communication, escalation, on-call (plan 3, 6, escalation path, rotation)
+
+    def communicate(self, which: str = "initial", *, send: bool = False, root_cause: str = "") -> Any:
+        """Render the plan's messages (``initial`` or ``resolved``) into comms/; deliver them when ``send``."""
+        from irkit import comms
+
+        kinds = {"initial": comms.INITIAL, "resolved": comms.RESOLVED}.get(which)
+        if kinds is None:
+            raise BadInputError("which must be 'initial' or 'resolved'")
+        rendered = comms.render_set(
+            self.record, self.settings, kinds, now=self.clock(), actor=self.actor, root_cause=root_cause
+        )
+        results = (
+            [comms.deliver(self.record, self.settings, self.environ, r, actor=self.actor) for r in rendered]
+            if send
+            else []
+        )
+        return CommsView(rendered, results)
+
+    def escalation(self) -> Any:
+        """The escalation ladder now: who should be engaged, who is overdue."""
+        import pandas as pd
+
+        from irkit.oncall import ladder
+
+        steps = ladder(
+            self.settings.escalation, self.settings.rotation, self.state(), self.record.events(), self.clock()
+        )
+        if not steps:
+            return pd.DataFrame(
+                {"escalation": [f"no ladder for severity {self.state().get('severity') or 'unassessed'}"]}
+            )
+        return pd.DataFrame([s.row() for s in steps]).set_index("role")
+
+    def page_due_escalations(self) -> list[str]:
+        """Page every overdue ladder step through PagerDuty (when configured) and record it."""
+        from irkit.comms import PagerDutySender, sender_for
+        from irkit.oncall import ladder
+
+        pager = sender_for("pagerduty", self.settings, self.environ)
+        steps = ladder(
+            self.settings.escalation, self.settings.rotation, self.state(), self.record.events(), self.clock()
+        )
+        overdue = [s for s in steps if s.state == "OVERDUE" and s.role != "On-call SRE"]
+        if not overdue:
+            return ["no escalation due"]
+        if not isinstance(pager, PagerDutySender):
+            return [f"{s.role} ({s.who}) is due: no pager configured (comms.pagerduty)" for s in overdue]
+        st = self.state()
+        out = []
+        for s in overdue:
+            res = pager.event(
+                "trigger",
+                f"{self.record.id}-{s.role.lower().replace(' ', '-')}",
+                f"Escalation to {s.role}: [{st.get('severity')}] {st.get('title')}",
+                st.get("severity"),
+                self.settings.service.component,
+                {"incident": self.record.id, "who": s.who},
+            )
+            if res.ok:
+                self.record.append(
+                    "escalation.paged", {"role": s.role, "who": s.who, "response_id": res.response_id}, actor=self.actor
+                )
+                out.append(f"paged {s.role} ({s.who})")
+            else:
+                self.record.append(
+                    "comms.failed",
+                    {"kind": "escalation", "channel": "pagerduty", "role": s.role, "error": res.error},
+                    actor=self.actor,
+                )
+                out.append(f"could not page {s.role}: {res.error}")
+        return out
+
+    def on_call(self) -> Any:
+        """Who is on call now and the next handovers (plan: weekly primary, SRE lead secondary)."""
+        import pandas as pd
+
+        from irkit.oncall import handovers, on_call
+
+        now = self.clock()
+        oc = on_call(self.settings.rotation, now)
+        rows = [
+            {
+                "when": "now",
+                "primary": oc.primary,
+                "secondary": oc.secondary,
+                "shift": f"{oc.shift_start:%Y-%m-%d %H:%M %Z} → {oc.shift_end:%Y-%m-%d %H:%M %Z}",
+            }
+        ]
+        for at, frm, to in handovers(self.settings.rotation, now, now + timedelta(days=21)):
+            rows.append(
+                {
+                    "when": f"{at:%Y-%m-%d %H:%M %Z}",
+                    "primary": to,
+                    "secondary": oc.secondary,
+                    "shift": f"handover from {frm}",
+                }
+            )
+        return pd.DataFrame(rows).set_index("when")
+
     def glue(self) -> dict[str, Any]:
         """The facts other runbooks and reports need, as scrapbook scraps."""
         import scrapbook as sb
@@ -850,6 +956,34 @@ class MitigationView:
     def __repr__(self) -> str:
         o = self.outcome
         return f"{o.plan.action}: {o.status} {o.reason}".strip()
+
+
+@dataclass
+class CommsView:
+    """Rendered messages and, when sent, what each provider answered."""
+
+    rendered: list[Any]
+    results: list[Any]
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        parts = []
+        for i, r in enumerate(self.rendered):
+            res = self.results[i] if i < len(self.results) else None
+            sent = (
+                ""
+                if res is None
+                else (f" — sent via {res.channel} ({res.response_id})" if res.ok else f" — NOT sent: {res.error}")
+            )
+            parts.append(
+                f"<h4>{escape(r.kind)} <small>{escape(r.path)}{escape(sent)}</small></h4>"
+                f"<pre style='background:#f7f7f7;padding:.6em'>{escape(r.text)}</pre>"
+            )
+        return "".join(parts) or "<p>no messages apply</p>"
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"--- {r.kind} ({r.path})\n{r.text}" for r in self.rendered)
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,20 @@ def test_index_lists_every_incident_and_links_resolve(demo_run, tmp_path: Path) 
     assert 'class="missed"' in html  # the synthetic P0 missed its resolution target
     nb_html = (root / links[0]).read_text()
     assert "<script>alert" not in nb_html
+
+
+def test_demo_record_holds_the_plans_messages(demo_run) -> None:
+    names = sorted(p.name for p in (demo_run.path / "comms").iterdir())
+    assert names == [
+        "01-slack_initial.txt",
+        "02-statuspage_initial.txt",
+        "03-email_stakeholders.html",
+        "03-email_stakeholders.txt",
+        "04-slack_resolved.txt",
+        "05-statuspage_resolved.txt",
+    ]
+    initial = (demo_run.path / "comms" / "01-slack_initial.txt").read_text()
+    assert "Severity: P1" in initial and "Next Update: 15:02 UTC" in initial  # 30 min after detection (P1)
+    resolved = (demo_run.path / "comms" / "04-slack_resolved.txt").read_text()
+    assert "✅ INCIDENT RESOLVED" in resolved and "Duration: 44 minutes" in resolved
+    assert "Root Cause: database connection pool exhausted" in resolved
