@@ -567,6 +567,20 @@ def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | No
         )
 
 
+@main.command("serve")
+@click.option("--host", help="Listen address (default serve.host, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default serve.port, 9095).")
+@common
+def serve_cmd(host: str | None, port: int | None, records: str | None, config: str | None) -> None:
+    """Receive Alertmanager webhooks (POST /alerts), open incidents, run triage and investigation in batch."""
+    from irkit.serve import serve
+
+    c = build(records, config)
+    click.echo(f"irkit serve: http://{host or c.settings.serve.host}:{port or c.settings.serve.port}/alerts → "
+               f"{c.records}", err=True)
+    serve(c.settings, c.environ, c.records, host=host, port=port)
+
+
 @main.command("postmortem")
 @click.argument("incident_id")
 @click.option("--root-cause", default="", help="The root cause as the team states it.")
@@ -657,3 +671,7 @@ def demo_cmd(progress: bool, records: str | None, config: str | None) -> None:
         if failed is not None:
             raise RunbookFailed(f"demo: {failed.runbook} {failed.summary()}")
         raise VerificationFailed(f"demo: record {result.incident_id} did not verify")
+
+
+if __name__ == "__main__":
+    main()

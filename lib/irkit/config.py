@@ -207,6 +207,23 @@ class CommsSettings(_Model):
     backoff_s: float = Field(0.5, ge=0, le=30)
 
 
+class ServeSettings(_Model):
+    """``irkit serve``: the Alertmanager webhook receiver and its batch runner."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9095, ge=1, le=65535)
+    token_env: EnvName | None = Field(None, description="Bearer token (Alertmanager http_config.authorization)")
+    basic: BasicAuth | None = Field(None, description="Or basic auth (http_config.basic_auth)")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    workers: int | None = Field(None, ge=1, le=64, description="Concurrent runbook runs (default: CPU count)")
+    runbooks: tuple[str, ...] = ("triage", "investigation")
+    group_by: tuple[str, ...] | None = Field(None, description="Group alerts by these labels (default: groupKey)")
+    relink_window: timedelta = Field(
+        timedelta(minutes=30), description="Re-firing within this after resolution joins the same incident"
+    )
+    queue_path: str | None = Field(None, description="SQLite queue (default: <records>/.irkit/queue.sqlite)")
+
+
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
@@ -254,6 +271,7 @@ class Settings(_Model):
         None, description="Alertmanager for 'no active alerts' (else Prometheus alerts)"
     )
     resolution: ResolutionSettings = ResolutionSettings()
+    serve: ServeSettings = ServeSettings()
     comms: CommsSettings = CommsSettings()
     rotation: RotationSettings = RotationSettings()
     escalation: EscalationSettings = EscalationSettings()
@@ -290,6 +308,10 @@ class Settings(_Model):
             names += [n for n in (d.url_env, d.access_key_env, d.secret_key_env) if n]
         if self.sentry and self.sentry.token_env:
             names.append(self.sentry.token_env)
+        if self.serve.token_env:
+            names.append(self.serve.token_env)
+        if self.serve.basic:
+            names.append(self.serve.basic.password_env)
         c = self.comms
         for env in (
             c.slack and c.slack.webhook_url_env,

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,7 +292,7 @@ def run_runbook(
     registry: RunbookRegistry | None = None,
     progress: bool = False,
     batch: bool = False,
-    on_event: Callable[[str], None] | None = None,
+    tag: str | None = None,
 ) -> RunResult:
     """Execute ``runbook`` for ``record`` and seal the executed copy; never raises for a failed run.
 
@@ -330,7 +330,7 @@ def run_runbook(
         record,
         rb,
         "notebook.started",
-        {"parameters": safe_params, "batch": batch, "source": str(source)},
+        {"parameters": safe_params, "batch": batch, "source": str(source), **({"tag": tag} if tag else {})},
         actor,
     )
     kernel_env = dict(environ)
@@ -394,7 +394,10 @@ def run_runbook(
             result.sha256 = sha256_file(dest)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    record.append("notebook.finished", redactor.data(result.as_event()), actor=actor)
+    finished = redactor.data(result.as_event())
+    if tag:
+        finished["tag"] = tag  # lets a resumed job see that this run already completed
+    record.append("notebook.finished", finished, actor=actor)
     return result
 
 
