@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from irkit.errors import BadInputError
 from irkit.record import Clock, Record, rfc3339, utcnow
+from irkit.redact import Redactor
 from irkit.severity import Level
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -111,6 +112,7 @@ def open_from_notification(
     incident_id: str | None = None,
     clock: Clock = utcnow,
     replay: bool = False,
+    redactor: Redactor | None = None,
 ) -> Record:
     """Open a new incident for a notification and record each alert as ``alert.firing``/``resolved``."""
     rec = Record.create(
@@ -130,6 +132,7 @@ def open_from_notification(
             **({"replay": True} if replay else {}),
         },
         clock=clock,
+        redactor=redactor,
     )
     if note.severity is not None:
         rec.set_severity(note.severity, actor=actor, reason=f"alert severity label {note.severity.value}")

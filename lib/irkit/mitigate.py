@@ -21,10 +21,18 @@ from typing import Any, Protocol
 
 from irkit.cluster import ClusterView
 from irkit.config import Dependency, Settings
-from irkit.errors import BadInputError, RecordError, SourceUnavailable
+from irkit.errors import BadInputError, IrkitError, RecordError, SourceUnavailable
 from irkit.record import Record, Status, canonical_json, parse_ts, rfc3339
 
 DEFAULT_WINDOW = timedelta(minutes=10)
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "rollback": ("revision",),
+    "scale": ("replicas",),
+    "restart": (),
+    "set_env": ("name", "value", "container"),
+    "flush_cache": ("pattern", "dependency"),
+    "db_maintenance": ("tables", "dependency"),
+}
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
@@ -563,9 +571,17 @@ def run_action(
 ) -> Outcome:
     """Plan, dry-run and — only with approval by a named ``approver`` — execute and verify one action.
 
+    Unknown arguments are refused, so the duplicate guard's key cannot be dodged with extra ones.
+
     ``actor`` is who runs the runbook (every event is theirs); ``approver`` is the person who approves
     this change, recorded on ``action.approved`` and the events after it.
     """
+    unknown = set(args) - set(ARGUMENTS.get(action.name, ()))
+    if unknown:
+        raise BadInputError(
+            f"{action.name} takes {', '.join(ARGUMENTS.get(action.name, ())) or 'no arguments'}; "
+            f"not {', '.join(sorted(unknown))}"
+        )
     plan = action.plan(ctx, args)
     record.append("action.planned", {**plan.as_event(), "approve_requested": approve, "batch": batch}, actor=actor)
     try:
@@ -602,7 +618,8 @@ def run_action(
     _move_to_mitigating(record, approver)
     try:
         outcome.result = action.execute(ctx, plan)
-    except (SourceUnavailable, BadInputError) as exc:
+    except Exception as exc:  # whatever broke, the approved change ends on the record as failed
+        exc = SourceUnavailable(f"{type(exc).__name__}: {exc}") if not isinstance(exc, IrkitError) else exc
         record.append(
             "action.failed",
             {"key": plan.key, "action": plan.action, "error": str(exc), "before": plan.before},
@@ -612,7 +629,7 @@ def run_action(
         return outcome
     try:
         outcome.verified, outcome.post_state = action.verify(ctx, plan)
-    except (SourceUnavailable, BadInputError) as exc:
+    except Exception as exc:
         outcome.verified, outcome.post_state = None, f"could not verify: {exc}"
     record.append(
         "action.executed",

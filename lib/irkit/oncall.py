@@ -145,6 +145,7 @@ class StepState:
 
 
 OPEN_STATUSES = ("detected", "acknowledged", "investigating", "mitigating")
+RESPONSE_GRACE = timedelta(minutes=5)  # the plan's "On-Call SRE ◄── 0-5 minutes"
 
 
 def ladder(
@@ -169,13 +170,11 @@ def ladder(
         engaged = parse_ts(acked) if (step.who == "primary" and acked) else paged.get(step.role)
         if engaged is not None:
             state_text = "engaged" + (
-                " (late)"
-                if engaged > due + (timedelta(minutes=5) if step.after == timedelta(0) else timedelta(0))
-                else ""
+                " (late)" if engaged > due + (RESPONSE_GRACE if step.after == timedelta(0) else timedelta(0)) else ""
             )
         elif not open_now:
             state_text = "not needed (incident no longer open)" if due > _closed_at(state, now) else "missed"
-        elif now >= due:
+        elif now >= due + (RESPONSE_GRACE if step.after == timedelta(0) else timedelta(0)):
             state_text = "OVERDUE"
         else:
             state_text = "due later"

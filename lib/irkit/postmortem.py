@@ -103,18 +103,45 @@ class PostMortem:
 
 
 def _impact_window(m: IncidentMetrics, detected: datetime) -> tuple[datetime | None, datetime | None]:
-    """When the error ratio first rose above 1% around detection, and when it was back below it."""
+    """The contiguous stretch of error ratio ≥ 1% that the incident is about.
+
+    The stretch containing detection (or, failing that, the last one that began before detection, or
+    the first after it); a blip earlier in the window is not the incident. Ends at the first point
+    back below 1%.
+    """
     s = m.series.get("error_ratio")
     if s is None:
         return None, None
     ratio = s.total().dropna()
-    above = ratio[ratio >= IMPACT_RATIO]
-    if above.empty:
+    above = ratio >= IMPACT_RATIO
+    runs: list[tuple[Any, Any]] = []
+    start = None
+    for ts, flag in above.items():
+        if flag and start is None:
+            start = ts
+        elif not flag and start is not None:
+            runs.append((start, ts))
+            start = None
+    if start is not None:
+        runs.append((start, None))
+    if not runs:
         return None, None
-    near = above[above.index <= detected + timedelta(minutes=30)]
-    first = near.index[0] if not near.empty else above.index[0]
-    after = ratio[(ratio.index > first) & (ratio < IMPACT_RATIO)]
-    return first.to_pydatetime(), after.index[0].to_pydatetime() if not after.empty else None
+    det = detected
+    containing = [r for r in runs if r[0] <= det and (r[1] is None or r[1] > det)]
+    before = [r for r in runs if r[0] <= det]
+    chosen = (
+        containing[0]
+        if containing
+        else (
+            before[-1]
+            if before and (det - before[-1][0].to_pydatetime()) <= timedelta(minutes=30)
+            else runs[0]
+            if runs[0][0] > det
+            else before[-1]
+        )
+    )
+    first, end = chosen
+    return first.to_pydatetime(), end.to_pydatetime() if end is not None else None
 
 
 def affected_requests(m: IncidentMetrics, start: datetime, end: datetime) -> float | None:
@@ -309,15 +336,16 @@ def build(
                     ok,
                 )
             )
-        escalations = [e for e in events if e["type"] == "escalation.paged"]
-        verdicts.append(
-            Verdict(
-                "escalations",
-                f"{len(escalations)} paged" if escalations else "none recorded",
-                pol.escalation,
-                True if escalations else None,
+        from irkit.oncall import ladder
+
+        end = resolved or parse_ts(st["last_event_at"])
+        for step in ladder(settings.escalation, settings.rotation, st, events, end):
+            ok = (
+                True
+                if step.state.startswith("engaged") and "late" not in step.state
+                else (False if step.state in ("missed", "OVERDUE") or "late" in step.state else None)
             )
-        )
+            verdicts.append(Verdict(f"escalation: {step.role}", step.state, f"by {step.due_at:%H:%M} UTC", ok))
     sla = next((v for v in verdicts if v.measure.startswith("time to resolve")), None)
     impact["response target"] = next((v.mark for v in verdicts if v.measure.startswith("time to acknowledge")), "—")
     impact["resolution target (SLA)"] = "breached" if sla and sla.ok is False else ("met" if sla and sla.ok else "—")

@@ -359,7 +359,7 @@ class Record:
     ) -> None:
         self.redactor = redactor  # scrubs secrets from every event's data before it is written
         self.id = validate_incident_id(incident_id)
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # absolute: artifact paths are checked against it
         self.path = self.root / self.id
         self.events_path = self.path / "events.jsonl"
         self.state_path = self.path / "incident.json"

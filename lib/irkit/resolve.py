@@ -95,6 +95,11 @@ def alerts_criterion(active: list[dict[str, Any]] | None, error: str | None = No
     return Criterion("no active alerts", True, "none firing for the service")
 
 
+def _matcher_value(value: str) -> str:
+    """A label value as a quoted Alertmanager matcher value (backslash and quote escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def alertmanager_alerts(url: str, service: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """Active, unsilenced alerts with ``service=<service>`` from Alertmanager's v2 API."""
     import requests
@@ -102,7 +107,12 @@ def alertmanager_alerts(url: str, service: str, timeout_s: float = 10.0) -> list
     try:
         resp = requests.get(
             f"{url.rstrip('/')}/api/v2/alerts",
-            params={"active": "true", "silenced": "false", "inhibited": "false", "filter": f'service="{service}"'},
+            params={
+                "active": "true",
+                "silenced": "false",
+                "inhibited": "false",
+                "filter": f'service="{_matcher_value(service)}"',
+            },
             timeout=timeout_s,
         )
     except requests.exceptions.RequestException as exc:

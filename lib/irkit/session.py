@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from irkit.cluster import CLUSTER_DIR, OBJECTS, ClusterSource, ClusterView, RecordedCluster, capture
 from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings, load_config
-from irkit.errors import BadInputError, SourceUnavailable, TransitionError
+from irkit.errors import BadInputError, SourceUnavailable
 from irkit.metrics import EVALUATION, GOLDEN_SIGNALS, IncidentMetrics, read_metrics
 from irkit.record import Clock, Event, Record, ReplayClock, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
 from irkit.severity import Assessment, Level, SeverityPolicy
@@ -118,7 +118,9 @@ def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: dateti
     detected = parse_ts(state["detected_at"])
     times = state.get("status_times", {})
     acked = parse_ts(times["acknowledged"]) if times.get("acknowledged") else None
-    resolved = parse_ts(times["resolved"]) if times.get("resolved") else None
+    # A reopened incident (resolved → investigating) is not resolved, whatever it once was.
+    closed = state.get("status") in (Status.RESOLVED.value, Status.REVIEWED.value)
+    resolved = parse_ts(times["resolved"]) if times.get("resolved") and closed else None
     last_update = parse_ts(state["last_update_at"]) if state.get("last_update_at") else None
     if level is None:
         return Clocks(now, None, detected, acked, resolved, None, None, None, None)
@@ -725,25 +727,18 @@ class Session:
         return decision
 
     def _advance_to(self, target: str, decision: Any) -> None:
+        """Move forward along the plan's path to ``target`` (never back through investigating)."""
         reason = "criteria passed" + (f" and held for {decision.watched}" if target == "resolved" else "")
         if decision.forced:
             reason = f"FORCED: {decision.forced}"
-        order = [Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MONITORING, Status.RESOLVED]
-        current = self.state()["status"]
-        if current == Status.MITIGATING.value:
-            order = [Status.MONITORING, Status.RESOLVED]
-        for step in order:
-            st = self.state()["status"]
-            if st == target or Status(st) in (Status.RESOLVED, Status.REVIEWED):
-                break
-            if step.value in (st,):
-                continue
-            try:
-                self.record.set_status(step, actor=self.actor, reason=reason)
-            except TransitionError:
-                continue
-            if step.value == target:
-                break
+        path = [Status.DETECTED, Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MONITORING, Status.RESOLVED]
+        current = Status(self.state()["status"])
+        if current == Status.MITIGATING:
+            current = Status.INVESTIGATING  # mitigating → monitoring is the next forward step
+        if current not in path:
+            return
+        for step in path[path.index(current) + 1 : path.index(Status(target)) + 1]:
+            self.record.set_status(step, actor=self.actor, reason=reason)
 
     # ---- post-incident review (plan 7)
 

@@ -8,10 +8,13 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from irkit.config import load_config
 from irkit.index import build_index
 from irkit.postmortem import affected_requests, build, render
 from irkit.record import Record, ReplayClock, list_incidents
+from irkit.scenarios.pool_exhaustion import TIMELINE
 
 
 def test_demo_ran_every_runbook_and_printed_paths(demo_run) -> None:
@@ -118,7 +121,36 @@ def test_postmortem_without_any_snapshot_still_renders(records: Path) -> None:
     rec = _synthetic(records, "INC-BARE-1", "P3", timedelta(hours=5))
     pm = build(rec, load_config(None, {}))
     assert "no recorded metric series" in pm.impact["affected requests"]
-    assert affected_requests is not None and pm.timeline
+    assert "affected requests (failed)" not in pm.impact and pm.timeline
+
+
+def test_an_earlier_blip_is_not_the_incident() -> None:
+    import pandas as pd
+
+    from irkit.metrics import IncidentMetrics
+    from irkit.postmortem import _impact_window
+    from irkit.sources import SignalSeries
+
+    idx = pd.date_range("2025-11-20T13:30Z", "2025-11-20T15:00Z", freq="15s")
+    ratio = pd.Series(0.004, index=idx)
+    ratio[(idx >= "2025-11-20T13:40Z") & (idx < "2025-11-20T13:41Z")] = 0.02  # a one-minute blip
+    ratio[(idx >= "2025-11-20T14:28Z") & (idx < "2025-11-20T14:45Z")] = 0.15  # the incident
+    m = IncidentMetrics(
+        "recorded",
+        idx[0].to_pydatetime(),
+        idx[-1].to_pydatetime(),
+        idx[0].to_pydatetime(),
+        idx[-1].to_pydatetime(),
+        timedelta(days=7),
+    )
+    m.series["error_ratio"] = SignalSeries("error_ratio", "q", idx[0], idx[-1], 15, ratio.to_frame("value"))
+    m.series["request_rate"] = SignalSeries(
+        "request_rate", "q", idx[0], idx[-1], 15, pd.Series(100.0, index=idx).to_frame("value")
+    )
+    start, end = _impact_window(m, TIMELINE["alert"])
+    assert (start, end) == (datetime(2025, 11, 20, 14, 28, tzinfo=UTC), datetime(2025, 11, 20, 14, 45, tzinfo=UTC))
+    window = ratio[(idx >= start) & (idx <= end)]
+    assert affected_requests(m, start, end) == pytest.approx(float((window * 100 * 15).sum()))
 
 
 def test_index_lists_every_incident_and_links_resolve(demo_run, tmp_path: Path) -> None:

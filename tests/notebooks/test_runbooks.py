@@ -66,8 +66,8 @@ def test_triage_acknowledges_interactively_but_not_in_batch(records: Path) -> No
 
 
 def test_demo_then_verify_then_tamper(cli, tmp_path: Path) -> None:
-    records = tmp_path / "demo-records"
-    res = cli("demo", "--records", str(records), "--no-progress")
+    records = tmp_path / "demo-records"  # the cli fixture runs in tmp_path: pass it relative, as `make demo` does
+    res = cli("demo", "--records", "demo-records", "--no-progress")
     assert res.exit_code == 0, res.stderr
     incident_id = res.stdout.strip().splitlines()[-1]
     assert incident_id.startswith("INC-20251120-1432-")

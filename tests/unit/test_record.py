@@ -366,3 +366,14 @@ def test_a_replay_clock_cannot_backdate_a_live_record(records: Path) -> None:
     )
     ev = replay.note("replayed", actor="demo")
     assert ev["ts"].startswith("2025-11-20T14:32")
+
+
+def test_a_relative_records_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from irkit.cluster import RecordedCluster, capture, snapshot
+    from irkit.demo import SCENARIO_DIR
+
+    monkeypatch.chdir(tmp_path)
+    rec = Record.create("reports", "INC-REL-1", title="t", service="s", actor="a")
+    assert rec.path.is_absolute()
+    assert snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="a")
+    assert rec.verify().ok

@@ -1,0 +1,86 @@
+"""Status moves on resolution, reopened incidents' clocks, failed mitigations, refused arguments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from irkit.config import load_config
+from irkit.errors import BadInputError
+from irkit.mitigate import Context, Plan, run_action
+from irkit.record import Record
+from irkit.resolve import decide
+from irkit.session import Session, compute_clocks
+
+
+def session(records: Path, *statuses: str) -> Session:
+    rec = Record.create(records, "INC-LC-1", title="t", service="s", severity="P1", actor="a")
+    for s in statuses:
+        rec.set_status(s, actor="a")
+    return Session(rec, load_config(None, {}), actor="alice", batch=False)
+
+
+def test_resolution_from_monitoring_moves_forward_only(records: Path) -> None:
+    s = session(records, "acknowledged", "investigating", "monitoring")
+    s._advance_to(
+        "resolved", decide([], watched=timedelta(minutes=30), watch_required=timedelta(minutes=30), force_reason="")
+    )
+    moves = [(e["data"]["from"], e["data"]["to"]) for e in s.record.events() if e["type"] == "status.changed"]
+    assert moves[-1] == ("monitoring", "resolved") and ("monitoring", "investigating") not in moves
+
+
+def test_resolution_from_mitigating_goes_through_monitoring(records: Path) -> None:
+    s = session(records, "acknowledged", "investigating", "mitigating")
+    s._advance_to("resolved", decide([], watched=timedelta(0), watch_required=timedelta(0), force_reason="ok"))
+    moves = [(e["data"]["from"], e["data"]["to"]) for e in s.record.events() if e["type"] == "status.changed"]
+    assert moves[-2:] == [("mitigating", "monitoring"), ("monitoring", "resolved")]
+
+
+def test_a_reopened_incident_is_not_resolved(records: Path) -> None:
+    s = session(records, "acknowledged", "investigating", "monitoring", "resolved", "investigating")
+    clocks = compute_clocks(s.state(), s.settings.severity, datetime.now(UTC) + timedelta(hours=5))
+    assert clocks.resolved_at is None and clocks.resolution_overdue and clocks.review_due is None
+
+
+class Boom:
+    name, title = "restart", "a change whose client blows up"
+
+    def plan(self, ctx: Context, args: Any) -> Plan:
+        return Plan(self.name, dict(args), "x", "boom", {"a": 1}, {"a": 2}, "none")
+
+    def dry_run(self, ctx: Context, plan: Plan) -> str:
+        return "fine"
+
+    def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
+        raise RuntimeError("redis said no")
+
+    def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        return True, ""
+
+
+def test_an_unexpected_execute_error_is_recorded_as_failed(records: Path) -> None:
+    rec = Record.create(records, "INC-LC-2", title="t", service="s", actor="a")
+    out = run_action(
+        rec, Boom(), {}, Context(load_config(None, {}), {}), approve=True, approver="alice", actor="runner", batch=False
+    )
+    assert out.status == "failed" and "redis said no" in out.reason
+    assert [e["type"] for e in rec.events()][-1] == "action.failed"
+
+
+def test_unknown_arguments_are_refused(records: Path) -> None:
+    rec = Record.create(records, "INC-LC-3", title="t", service="s", actor="a")
+    with pytest.raises(BadInputError, match="restart takes no arguments"):
+        run_action(
+            rec,
+            Boom(),
+            {"why": "again"},
+            Context(load_config(None, {}), {}),
+            approve=True,
+            approver="alice",
+            actor="runner",
+            batch=False,
+        )
+    assert not any(e["type"].startswith("action.") for e in rec.events())
