@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -216,18 +216,29 @@ def run_cmd(
     rec = c.record(incident_id)
     reg = default_registry(c.settings)
     typed = coerce_cli_parameters(declared_parameters(reg.path(reg.get(runbook))), dict(params))
-    result = run_runbook(
-        rec,
-        runbook,
-        typed,
-        settings=c.settings,
-        environ=c.environ,
-        actor=c.actor,
-        config_path=c.config_path,
-        registry=reg,
-        progress=progress,
-        batch=batch,
-    )
+    pool = None
+    if c.settings.runner.warm_pool:  # one run gains little; configured for symmetry with serve and demo
+        from irkit.kernels import KernelPool
+
+        pool = KernelPool(1, kernel_name=c.settings.runner.kernel_name, env=c.environ)
+        pool.wait_ready(timeout=c.settings.runner.start_timeout_s)
+    try:
+        result = run_runbook(
+            rec,
+            runbook,
+            typed,
+            settings=c.settings,
+            environ=c.environ,
+            actor=c.actor,
+            config_path=c.config_path,
+            registry=reg,
+            progress=progress,
+            batch=batch,
+            pool=pool,
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
     click.echo(f"{runbook}: {result.summary()} ({result.duration_s:.1f}s) → {rec.path / result.path}")
     if result.outcome == "error" and result.sha256 is None:
         raise SourceUnavailable(f"{runbook} could not run: {result.summary()}")
@@ -542,7 +553,7 @@ def comms_cmd(
         if not res.ok:
             failed.append(k)
     if failed:
-        raise SourceUnavailable(f"not delivered: {', '.join(failed)} (recorded as comms.failed)")
+        raise SourceUnavailable(f"not delivered: {', '.join(failed)} (recorded in the incident's events)")
 
 
 @main.command("oncall")
@@ -561,10 +572,7 @@ def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | No
         f"(shift {oc.shift_start:%a %Y-%m-%d %H:%M %Z} → {oc.shift_end:%a %Y-%m-%d %H:%M %Z})"
     )
     for t, frm, to in handovers(c.settings.rotation, when, when + timedelta(weeks=weeks)):
-        click.echo(
-            f"  handover {t:%a %Y-%m-%d %H:%M %Z} ({t.astimezone().strftime('%H:%M')} local UTC offset "
-            f"{t.utcoffset()}): {frm} → {to}"
-        )
+        click.echo(f"  handover {t:%a %Y-%m-%d %H:%M %Z} ({t.astimezone(UTC):%H:%M} UTC): {frm} → {to}")
 
 
 @main.command("serve")
@@ -576,8 +584,10 @@ def serve_cmd(host: str | None, port: int | None, records: str | None, config: s
     from irkit.serve import serve
 
     c = build(records, config)
-    click.echo(f"irkit serve: http://{host or c.settings.serve.host}:{port or c.settings.serve.port}/alerts → "
-               f"{c.records}", err=True)
+    click.echo(
+        f"irkit serve: http://{host or c.settings.serve.host}:{port or c.settings.serve.port}/alerts → {c.records}",
+        err=True,
+    )
     serve(c.settings, c.environ, c.records, host=host, port=port)
 
 

@@ -216,6 +216,7 @@ class ServeSettings(_Model):
     basic: BasicAuth | None = Field(None, description="Or basic auth (http_config.basic_auth)")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     workers: int | None = Field(None, ge=1, le=64, description="Concurrent runbook runs (default: CPU count)")
+    warm_pool: bool = Field(True, description="Run on pre-started, pre-imported single-use kernels")
     runbooks: tuple[str, ...] = ("triage", "investigation")
     group_by: tuple[str, ...] | None = Field(None, description="Group alerts by these labels (default: groupKey)")
     relink_window: timedelta = Field(
@@ -256,6 +257,7 @@ class RunnerSettings(_Model):
     execution_timeout_s: float = Field(600, gt=0, description="Per-cell timeout")
     start_timeout_s: float = Field(60, gt=0)
     notebooks_dir: str | None = Field(None, description="Where runbook sources live; default: bundled")
+    warm_pool: int = Field(0, ge=0, le=32, description="Warm kernels for irkit run/demo (0: a fresh kernel per run)")
 
 
 class Settings(_Model):

@@ -152,6 +152,40 @@ def run_demo(
 ) -> DemoResult:
     """Replay the bundled incident into ``records_root``, running every runbook that exists, in order."""
     registry = registry or default_registry(settings)
+    pool = None
+    if settings.runner.warm_pool:
+        from irkit.kernels import KernelPool
+
+        pool = KernelPool(settings.runner.warm_pool, kernel_name=settings.runner.kernel_name, env=environ)
+    try:
+        return _replay(
+            records_root,
+            settings=settings,
+            environ=environ,
+            actor=actor,
+            config_path=config_path,
+            registry=registry,
+            progress=progress,
+            say=say,
+            pool=pool,
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _replay(
+    records_root: str | Path,
+    *,
+    settings: Settings,
+    environ: Mapping[str, str],
+    actor: str,
+    config_path: str | None,
+    registry: RunbookRegistry,
+    progress: bool,
+    say: Callable[[str], None],
+    pool: Any,
+) -> DemoResult:
     rec = _open(records_root, settings, actor)
     say(
         f"opened {rec.id} from the recorded Alertmanager notification (replayed from {TIMELINE['alert']:%Y-%m-%d %H:%M} UTC)"
@@ -181,6 +215,7 @@ def run_demo(
             config_path=config_path,
             registry=registry,
             progress=progress,
+            pool=pool,
         )
         result.runs.append(run)
         say(f"      {step.runbook}: {run.summary()} → {rec.path / run.path}")

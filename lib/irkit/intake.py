@@ -153,6 +153,7 @@ class Intake:
     queue: Queue
     run: Callable[..., Any]  # irkit.runner.run_runbook (or a test double with the same signature)
     actor: str = "irkit-serve"
+    pool: Any = None  # irkit.kernels.KernelPool, when runs use warm kernels
     on_event: Callable[[str, dict[str, Any]], None] = lambda _kind, _data: None
 
     # ---- notifications → records
@@ -164,8 +165,13 @@ class Intake:
         if known is not None:
             incident_id, resolved_at = known
             relink = self.settings.serve.relink_window
-            if resolved_at is None or note.status == "resolved" or utcnow() - parse_ts(resolved_at) <= relink:
-                rec = Record.open(self.records, incident_id)
+            rec = Record.open(self.records, incident_id, redactor=self._redactor())
+            st = rec.state()
+            recent = resolved_at is None or utcnow() - parse_ts(resolved_at) <= relink
+            closed_at = st["status_times"].get("resolved") if st["status"] in ("resolved", "reviewed") else None
+            if closed_at is not None and note.status == "firing" and utcnow() - parse_ts(closed_at) > relink:
+                recent = False  # a person closed it long ago: this firing is a new incident
+            if recent or note.status == "resolved":
                 record_alerts(rec, note, actor="alertmanager")
                 self._track(key, rec)
                 return incident_id
@@ -176,16 +182,26 @@ class Intake:
         )
         try:
             rec = open_from_notification(
-                self.records, note, service=self.settings.service.name, actor="alertmanager", incident_id=derived
+                self.records,
+                note,
+                service=self.settings.service.name,
+                actor="alertmanager",
+                incident_id=derived,
+                redactor=self._redactor(),
             )
         except IncidentExists:  # reprocessing after a crash, or the same group re-firing much later
-            rec = Record.open(self.records, derived)
+            rec = Record.open(self.records, derived, redactor=self._redactor())
             record_alerts(rec, note, actor="alertmanager")
         self._track(key, rec)
         if note.status == "firing":
             self.queue.enqueue(rec.id)
             self.on_event("incident_opened", {"incident": rec.id})
         return rec.id
+
+    def _redactor(self) -> Any:
+        from irkit.redact import Redactor
+
+        return Redactor.from_settings(self.settings, self.environ)
 
     def _track(self, key: str, rec: Record) -> None:
         st = rec.state()
@@ -219,8 +235,17 @@ class Intake:
                 outcomes.append(f"{runbook}: already {done[-1]['data'].get('outcome')}")
                 continue
             t0 = time.monotonic()
+            kw = {"pool": self.pool} if self.pool is not None else {}
             result = self.run(
-                rec, runbook, None, settings=self.settings, environ=self.environ, actor=self.actor, batch=True, tag=tag
+                rec,
+                runbook,
+                None,
+                settings=self.settings,
+                environ=self.environ,
+                actor=self.actor,
+                batch=True,
+                tag=tag,
+                **kw,
             )
             self.on_event(
                 "run_finished",

@@ -293,6 +293,7 @@ def run_runbook(
     progress: bool = False,
     batch: bool = False,
     tag: str | None = None,
+    pool: Any = None,
 ) -> RunResult:
     """Execute ``runbook`` for ``record`` and seal the executed copy; never raises for a failed run.
 
@@ -358,6 +359,7 @@ def run_runbook(
             kernel_env=kernel_env,
             kernel_cwd=str(record.path),
             ipc_dir=str(tmpdir),
+            kernel_pool=pool,
         )
     except Exception as e:  # every ending is classified below; nothing is lost
         exc = e

@@ -133,12 +133,20 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        pool = None
         if start_workers:
+            if settings.serve.warm_pool and settings.serve.runbooks:
+                from irkit.kernels import KernelPool
+
+                pool = KernelPool(workers.size, kernel_name=settings.runner.kernel_name, env=environ)
+                intake.pool = pool
             workers.start()
         try:
             yield
         finally:
             workers.stop()
+            if pool is not None:
+                pool.shutdown()
 
     app = Starlette(
         routes=[

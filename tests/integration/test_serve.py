@@ -506,3 +506,25 @@ def test_shipped_examples_pass_promtool_and_amtool() -> None:
         ["amtool", "check-config", str(REPO / "examples" / "alertmanager.yml")], capture_output=True, text=True
     )
     assert am.returncode == 0 and "SUCCESS" in am.stdout, am.stderr
+
+
+def test_secrets_in_alert_text_are_redacted_before_they_reach_the_record(settings, records: Path) -> None:
+    it, _ = intake(settings, records)
+    note = payload("leak", labels={"summary": f"token {TOKEN} and password=hunter2hunter2"})
+    iid = it.apply(parse_notification(json.dumps(note)))
+    raw = (records / iid / "events.jsonl").read_text()
+    assert TOKEN not in raw and "hunter2hunter2" not in raw and "[REDACTED]" in raw
+
+
+def test_a_firing_long_after_a_person_closed_the_incident_opens_a_new_one(settings, records: Path) -> None:
+    it, _ = intake(settings, records)
+    first = it.apply(parse_notification(json.dumps(payload("closed"))))
+    rec = Record.open(records, first)
+    for s in ("acknowledged", "investigating", "monitoring", "resolved"):
+        rec.set_status(s, actor="a")
+    assert it.apply(parse_notification(json.dumps(payload("closed")))) == first  # within the window: same one
+    # the relink window is measured from the person's resolution: with a zero window it has passed
+    settings2 = settings.model_copy(update={"serve": settings.serve.model_copy(update={"relink_window": timedelta(0)})})
+    it2 = Intake(settings2, ENV, records, it.queue, it.run)
+    later = it2.apply(parse_notification(json.dumps(payload("closed", starts="2025-11-21T09:00:00Z"))))
+    assert later != first
