@@ -28,9 +28,16 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 PRELOAD = """
-import irkit, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist
-import pandas, matplotlib, scrapbook
+import irkit, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
+import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem
+import pandas, matplotlib, scrapbook, jinja2
+import matplotlib_inline.backend_inline
 from matplotlib.figure import Figure
+# First uses are slow (font cache, Agg, HTML table rendering): pay for them before the incident does.
+_f = Figure(figsize=(2, 1), layout="constrained"); _ax = _f.add_subplot(); _ax.plot([0, 1], [0, 1])
+_ax.set_title("warm"); _ax.axvspan(0, 1, alpha=0.1); irkit.plots.png_bytes(_f)
+pandas.DataFrame({"a": [1.5]}).to_html()
+del _f, _ax
 """
 
 

@@ -122,7 +122,8 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         counts = queue.counts()
-        return JSONResponse({"ok": True, **counts})
+        pool = intake.pool
+        return JSONResponse({"ok": True, **counts, "warm_kernels": pool.ready() if pool is not None else 0})
 
     async def metrics_endpoint(request: Request) -> Response:
         counts = queue.counts()

@@ -1,0 +1,191 @@
+"""Runbook latency three ways, alert-to-record latency through irkit serve, and `import irkit` time.
+
+The same triage runbook on the bundled recorded incident (recorded metrics and cluster, no servers):
+1. the papermill CLI as a subprocess, 2. the papermill API with a fresh kernel, 3. irkit with the warm
+kernel pool (the pool refills between runs, as it does while serve waits for alerts). Prints median
+and p95 of each and the ratios (targets: warm ≥ 4x faster than the CLI, ≥ 2x faster than the API).
+Then the time from POSTing an Alertmanager notification to ``irkit serve`` until the triage notebook
+is sealed in the new record, and the time ``import irkit`` takes. Prints figures; asserts nothing.
+Run: ``.venv/bin/python bench/kernel_pool.py [--runs 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import papermill
+import requests
+
+from irkit.cluster import RecordedCluster, capture, snapshot
+from irkit.config import load_config
+from irkit.demo import SCENARIO_DIR, _open
+from irkit.kernels import KernelPool
+from irkit.record import Record, list_incidents
+from irkit.runner import default_notebooks_dir, run_runbook
+from irkit.scenarios.tsdb import free_port
+from irkit.sources import RecordedSource, copy_recording
+
+PARAMS = {"metrics_source": "recorded", "cluster_source": "recorded"}
+
+
+def stats(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+    return f"median {statistics.median(xs):5.2f} s, p95 {p95:5.2f} s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    env = dict(os.environ)
+    settings = load_config(None, {})
+    source = default_notebooks_dir() / "triage.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        records = Path(tmp) / "reports"
+        rec = _open(records, settings, "bench")
+        copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor="bench")
+        snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="bench")
+        base = {
+            "incident_id": rec.id,
+            "records_dir": str(records),
+            "config_path": str(Path(tmp) / "none.yaml"),
+            **PARAMS,
+        }
+        out = Path(tmp) / "out.ipynb"
+        cli, api, warm = [], [], []
+        for _ in range(args.runs):
+            argv = [
+                str(Path(sys.executable).parent / "papermill"),
+                str(source),
+                str(out),
+                "--no-progress-bar",
+                "-k",
+                "python3",
+                "--cwd",
+                str(rec.path),
+            ]
+            for k, v in base.items():
+                argv += ["-p", k, str(v)]
+            t = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            cli.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            papermill.execute_notebook(
+                str(source), str(out), parameters=base, kernel_name="python3", progress_bar=False, cwd=str(rec.path)
+            )
+            api.append(time.perf_counter() - t)
+        with KernelPool(1, env=env) as pool:
+            for _ in range(args.runs):
+                pool.wait_ready()
+                t = time.perf_counter()
+                result = run_runbook(
+                    Record.open(records, rec.id),
+                    "triage",
+                    PARAMS,
+                    settings=settings,
+                    environ=env,
+                    actor="bench",
+                    pool=pool,
+                )
+                warm.append(time.perf_counter() - t)
+                assert result.ok, result.summary()
+        print(f"triage on the bundled incident, {args.runs} runs each:")
+        print(f"  papermill CLI (subprocess)      {stats(cli)}")
+        print(f"  papermill API, fresh kernel     {stats(api)}")
+        print(f"  irkit, warm kernel pool         {stats(warm)}")
+        m_cli, m_api, m_warm = (statistics.median(x) for x in (cli, api, warm))
+        print(
+            f"  warm pool is {m_cli / m_warm:.1f}x faster than the CLI (target 4x) and "
+            f"{m_api / m_warm:.1f}x faster than the API (target 2x)"
+        )
+
+        # alert → sealed triage notebook through irkit serve
+        serve_records = Path(tmp) / "served"
+        cfg = Path(tmp) / "serve.yaml"
+        cfg.write_text(
+            json.dumps(
+                {
+                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": ["triage"], "workers": 1},
+                    "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
+                }
+            )
+        )
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "irkit.cli",
+                "serve",
+                "--records",
+                str(serve_records),
+                "--config",
+                str(cfg),
+                "--port",
+                str(port),
+            ],
+            env={**env, "BENCH_TOKEN": "bench-token-0123456789"},
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        latencies = []
+        try:
+            for i in range(3):
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:  # a warm kernel waiting, as in steady state
+                    try:
+                        if requests.get(f"{url}/healthz", timeout=1).json().get("warm_kernels", 0) >= 1:
+                            break
+                    except (requests.RequestException, ValueError):
+                        pass
+                    time.sleep(0.1)
+                note = json.loads((SCENARIO_DIR / "alertmanager.json").read_text())
+                note["groupKey"] = f"bench-{i}"
+                t = time.perf_counter()
+                requests.post(
+                    f"{url}/alerts", json=note, timeout=10, headers={"Authorization": "Bearer bench-token-0123456789"}
+                ).raise_for_status()
+                while True:
+                    ids = [x for x in list_incidents(serve_records)]
+                    done = [
+                        x
+                        for x in ids
+                        if any(e["type"] == "notebook.finished" for e in Record.open(serve_records, x).events())
+                    ]
+                    if len(done) > i:
+                        break
+                    time.sleep(0.02)
+                latencies.append(time.perf_counter() - t)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+        print(f"alert → sealed triage record through irkit serve (3 alerts): {stats(latencies)}")
+    imports = []
+    for _ in range(5):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import time; t = time.perf_counter(); import irkit; print(time.perf_counter() - t)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        imports.append(float(r.stdout))
+    print(f"import irkit: median {statistics.median(imports) * 1000:.0f} ms (target < 200 ms)")
+
+
+if __name__ == "__main__":
+    main()
