@@ -125,7 +125,7 @@ def build_index(root: str | Path, settings: Settings) -> Path:
     """Write ``<root>/index.html`` and return its path."""
     from jinja2 import Environment, PackageLoader
 
-    base = Path(root)
+    base = Path(root).resolve()
     rows = [_row(base, iid, settings) for iid in list_incidents(base)]
     rows.sort(key=lambda r: r.started, reverse=True)
     env = Environment(loader=PackageLoader("irkit", "templates"), autoescape=True)
