@@ -445,16 +445,7 @@ def assess_cmd(
                     "window_s": span.total_seconds(),
                     "level": a.level.value if a.level else None,
                     "summary": a.summary(),
-                    "reasons": [
-                        {
-                            "signal": r.signal,
-                            "value": r.value,
-                            "threshold": r.threshold,
-                            "level": r.level.value,
-                            "text": r.text,
-                        }
-                        for r in a.reasons
-                    ],
+                    "reasons": [r.as_dict() for r in a.reasons],
                     "unavailable": a.unavailable,
                     "signals": json.loads(table.to_json(orient="records")),
                 },

@@ -337,34 +337,30 @@ class Session:
             return RecordedSource(self.record.path / SIGNALS_DIR)
         raise BadInputError(f"metrics source must be 'live' or 'recorded', not {kind!r}")
 
+    def _no_metrics(self, source: str, detected: datetime, lookback: timedelta, exc: Exception) -> IncidentMetrics:
+        """An empty reading that says why nothing could be read (runbooks go on and show it)."""
+        return IncidentMetrics(
+            source,
+            detected - lookback,
+            detected,
+            detected,
+            detected,
+            self.settings.baseline_offset,
+            unavailable={"all": str(exc)},
+        )
+
     def metrics(self, source: str = "live", *, lookback: timedelta = timedelta(hours=1)) -> IncidentMetrics:
         """Read the golden signals and their baseline; live readings are snapshotted into the record."""
         detected = parse_ts(self.state()["detected_at"])
         try:
             src = self.signal_source(source)
         except SourceUnavailable as exc:
-            return IncidentMetrics(
-                source,
-                detected - lookback,
-                detected,
-                detected,
-                detected,
-                self.settings.baseline_offset,
-                unavailable={"all": str(exc)},
-            )
+            return self._no_metrics(source, detected, lookback, exc)
         if isinstance(src, RecordedSource):
             try:
                 start, end = src.window()
             except SourceUnavailable as exc:
-                return IncidentMetrics(
-                    source,
-                    detected - lookback,
-                    detected,
-                    detected,
-                    detected,
-                    self.settings.baseline_offset,
-                    unavailable={"all": str(exc)},
-                )
+                return self._no_metrics(source, detected, lookback, exc)
             at = min(end, detected + EVALUATION)
         else:
             start, end, at = live_window(detected, self.clock(), lookback)
@@ -388,16 +384,7 @@ class Session:
             {
                 "level": a.level.value if a.level else None,
                 "summary": a.summary(),
-                "reasons": [
-                    {
-                        "signal": r.signal,
-                        "value": r.value,
-                        "threshold": r.threshold,
-                        "level": r.level.value,
-                        "text": r.text,
-                    }
-                    for r in a.reasons
-                ],
+                "reasons": [r.as_dict() for r in a.reasons],
                 "unavailable": a.unavailable,
                 "alert_severity_label": label,
                 "source": metrics.source,

@@ -256,6 +256,15 @@ class Reason:
     level: Level
     text: str
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "signal": self.signal,
+            "value": self.value,
+            "threshold": self.threshold,
+            "level": self.level.value,
+            "text": self.text,
+        }
+
 
 @dataclass(frozen=True)
 class Evidence:
