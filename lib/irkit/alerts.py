@@ -140,10 +140,23 @@ def open_from_notification(
     return rec
 
 
-def record_alerts(rec: Record, note: Notification, *, actor: str) -> None:
-    """Append one event per alert in the notification."""
+def record_alerts(rec: Record, note: Notification, *, actor: str) -> int:
+    """Append an event per alert whose state changed; returns how many were appended.
+
+    Alertmanager re-sends a group's notification every group/repeat interval, and a crashed intake
+    may re-apply one: an alert already recorded in the same state (and with the same start) is not
+    recorded again, so the timeline shows changes, not repetitions.
+    """
+    known = rec.state()["alerts"]
+    n = 0
     for alert in note.alerts:
-        rec.append(f"alert.{alert.status}", alert.event_data(), actor=actor)
+        data = alert.event_data()
+        prev = known.get(data["fingerprint"] or data["alertname"])
+        if prev and prev["status"] == alert.status and prev.get("starts_at") == data["starts_at"]:
+            continue
+        rec.append(f"alert.{alert.status}", data, actor=actor)
+        n += 1
+    return n
 
 
 def load_notification_file(path: str | Path) -> Notification:

@@ -233,7 +233,12 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
         state["last_update_at"] = ts
     elif t in ("alert.firing", "alert.resolved"):
         fp = d.get("fingerprint") or d.get("alertname") or "alert"
-        state["alerts"][fp] = {"status": t.split(".")[1], "labels": d.get("labels", {}), "ts": ts}
+        state["alerts"][fp] = {
+            "status": t.split(".")[1],
+            "labels": d.get("labels", {}),
+            "ts": ts,
+            "starts_at": d.get("starts_at"),
+        }
         state["alerts_resolved"] = all(a["status"] == "resolved" for a in state["alerts"].values())
     elif t == "notebook.started":
         state["reserved"].append(d["path"])
