@@ -40,6 +40,63 @@ class Row:
         return {True: "met", False: "missed", None: "—"}[ok]
 
 
+OUTPUT_TAGS = frozenset(
+    {
+        "table",
+        "thead",
+        "tbody",
+        "tfoot",
+        "tr",
+        "th",
+        "td",
+        "caption",
+        "div",
+        "span",
+        "p",
+        "b",
+        "i",
+        "em",
+        "strong",
+        "code",
+        "pre",
+        "small",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "ul",
+        "ol",
+        "li",
+        "br",
+        "hr",
+        "a",
+        "img",
+    }
+)
+
+
+def clean_output_html(html: str) -> str:
+    """An output's HTML with only table/text markup kept: no script, style, handlers or javascript: links.
+
+    Incident text reaches outputs (alert summaries in tables); rendered for a browser it must stay text.
+    """
+    import re
+
+    import bleach
+
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", "", html)
+    return str(
+        bleach.clean(
+            html,
+            tags=OUTPUT_TAGS,
+            strip=True,
+            protocols={"http", "https", "data"},
+            attributes={"*": ["class"], "a": ["href", "title"], "img": ["src", "alt"]},
+        )
+    )
+
+
 def render_notebook(src: Path, dest: Path) -> None:
     """A sanitized, standalone HTML rendering of an executed notebook (only when stale)."""
     if dest.is_file() and dest.stat().st_mtime >= src.stat().st_mtime:
@@ -47,10 +104,17 @@ def render_notebook(src: Path, dest: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", sanitize_html=True, embed_images=True)
+    nb = nbformat.read(str(src), as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "text/html" in data:
+                data["text/html"] = clean_output_html(str(data["text/html"]))
+    # Outputs are cleaned above with an allowlist; markdown cells are the runbook's own (from the repo).
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
     with warnings.catch_warnings():  # scrapbook's scrap mimetypes have no HTML form, by design
         warnings.filterwarnings("ignore", message=".*is not able to be represented", category=UserWarning)
-        body, _ = exporter.from_notebook_node(nbformat.read(str(src), as_version=4))
+        body, _ = exporter.from_notebook_node(nb)
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, body.encode(), durable=False)
 
@@ -90,8 +154,9 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
 
 
 def _charts(rows: list[Row]) -> dict[str, str]:
-    from matplotlib.dates import DateFormatter, date2num
+    from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from irkit.plots import png_bytes
 
@@ -102,6 +167,7 @@ def _charts(rows: list[Row]) -> dict[str, str]:
     counts = [sum(1 for r in rows if r.severity == lv) for lv in levels]
     ax.bar(levels, counts, color=["#7f0000", "#c62828", "#ef6c00", "#f9a825", "#9e9e9e", "#cfd8dc"])
     ax.set_title("Incidents by severity", fontsize=10)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
     charts["severity"] = base64.b64encode(png_bytes(fig)).decode()
     fig = Figure(figsize=(6, 2.6), layout="constrained")
@@ -114,6 +180,10 @@ def _charts(rows: list[Row]) -> dict[str, str]:
             )
     ax.set_ylabel("minutes", fontsize=8)
     ax.set_title("Time to acknowledge / resolve, by incident start", fontsize=10)
+    starts = [r.started for r in rows]
+    if starts:  # a window around the incidents, not matplotlib's default decade for a single point
+        ax.set_xlim(date2num(min(starts) - timedelta(days=3)), date2num(max(starts) + timedelta(days=3)))
+    ax.xaxis.set_major_locator(AutoDateLocator(maxticks=6))
     ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)

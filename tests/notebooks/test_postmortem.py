@@ -170,6 +170,20 @@ def test_index_lists_every_incident_and_links_resolve(demo_run, tmp_path: Path) 
     assert 'class="missed"' in html  # the synthetic P0 missed its resolution target
     nb_html = (root / links[0]).read_text()
     assert "<script>alert" not in nb_html
+    assert "&lt;table" not in nb_html and "<table" in nb_html  # tables render as tables, not escaped text
+
+
+def test_output_html_keeps_tables_and_drops_scripts() -> None:
+    from irkit.index import clean_output_html
+
+    dirty = (
+        '<style scoped>.x{}</style><table class="dataframe"><tr><td onclick="alert(1)">a</td></tr></table>'
+        '<script>alert(1)</script><a href="javascript:alert(1)">x</a><img src=x onerror=alert(1)>'
+    )
+    clean = clean_output_html(dirty)
+    assert '<table class="dataframe"><tr><td>a</td></tr></table>' in clean
+    for bad in ("<script", "onclick", "onerror", "javascript:", "<style"):
+        assert bad not in clean
 
 
 def test_demo_record_holds_the_plans_messages(demo_run) -> None:
