@@ -181,7 +181,7 @@ def test_output_html_keeps_tables_and_drops_scripts() -> None:
         '<script>alert(1)</script><a href="javascript:alert(1)">x</a><img src=x onerror=alert(1)>'
     )
     clean = clean_output_html(dirty)
-    assert '<table class="dataframe"><tr><td>a</td></tr></table>' in clean
+    assert '<table class="dataframe">' in clean and "<td>a</td>" in clean
     for bad in ("<script", "onclick", "onerror", "javascript:", "<style"):
         assert bad not in clean
 
