@@ -108,15 +108,17 @@ class RecordedCluster:
         return "\n".join(lines[-tail_lines:]) + ("\n" if lines else "")
 
 
-def capture(source: ClusterSource, *, tail_lines: int = 500) -> ClusterView:
-    """Read every object kind and the logs of every pod; what cannot be read is noted, not fatal."""
+def capture(
+    source: ClusterSource, *, tail_lines: int = 500, kinds: tuple[str, ...] = OBJECTS, logs: bool = True
+) -> ClusterView:
+    """Read the object ``kinds`` and (with ``logs``) every pod's log tail; what cannot be read is noted."""
     view = ClusterView(source=source.name, taken_at=utcnow())
-    for kind in OBJECTS:
+    for kind in kinds:
         try:
             view.objects[kind] = source.read(kind)
         except SourceUnavailable as exc:
             view.unavailable[kind] = str(exc)
-    for pod in view.pod_names():
+    for pod in view.pod_names() if logs else []:
         try:
             view.logs[pod] = source.logs(pod, tail_lines)
         except SourceUnavailable as exc:

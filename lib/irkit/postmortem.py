@@ -93,6 +93,7 @@ class PostMortem:
     log_excerpts: list[tuple[str, int, str]]
     comms: list[dict[str, str]]
     figures: list[str] = field(default_factory=list)
+    metrics: IncidentMetrics | None = field(default=None, repr=False)  # the recorded series, read once
 
     @property
     def duration(self) -> str:
@@ -420,6 +421,7 @@ def build(
         review_due=review_text,
         log_excerpts=logs,
         comms=comms,
+        metrics=m,
     )
 
 
@@ -462,12 +464,10 @@ def figures(record: Record, pm: PostMortem, settings: Settings) -> list[str]:
     """Plots from the recorded series with the incident window shaded and events marked."""
     from irkit.plots import Marker, golden_signals_figure, png_bytes, signal_figure
 
-    src = RecordedSource(record.path / SIGNALS_DIR)
-    try:
-        start, end = src.window()
-    except Exception:
+    m = pm.metrics
+    if m is None or not m.series:
         return []
-    m = read_metrics(src, start=start, end=end, eval_end=end, baseline_offset=settings.baseline_offset)
+    end = m.end
     kinds = {
         "Alert fired": ("alert", "alert"),
         "Mitigation": ("mitigation", "mitigation"),

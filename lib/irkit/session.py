@@ -138,6 +138,7 @@ def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: dateti
 
 
 RETROSPECTIVE_AFTER = timedelta(hours=1)
+PLAN_KINDS = ("deployment", "replicasets", "helm-releases")  # what mitigations plan against (no logs)
 
 
 def live_window(
@@ -173,6 +174,7 @@ class Session:
         self.batch = batch
         self.environ = dict(environ or {})
         self.clock = clock
+        self._views: dict[str, ClusterView] = {}
 
     @classmethod
     def from_parameters(
@@ -414,7 +416,7 @@ class Session:
                 out.append(Marker(parse_ts(ev["ts"]), d["to"], kind))
         recorded = RecordedCluster(self.record.path / CLUSTER_DIR)
         if (recorded.directory / "meta.json").is_file():
-            view = capture(recorded)
+            view = capture(recorded, kinds=("replicasets",), logs=False)  # only rollouts become markers
             detected = parse_ts(self.state()["detected_at"])
             for change in view.recent_changes(detected, timedelta(hours=6)):
                 if change.kind == "rollout":
@@ -473,8 +475,18 @@ class Session:
 
     # ---- cluster and dependencies (plan 2 "quick health check", 4 "investigation")
 
-    def cluster(self, source: str = "live") -> ClusterView:
-        """Pods, deployment, rollouts, Helm history, events, logs, usage; live reads are snapshotted."""
+    def cluster(self, source: str = "live", *, refresh: bool = False) -> ClusterView:
+        """Pods, deployment, rollouts, Helm history, events, logs, usage; live reads are snapshotted.
+
+        Read once per runbook session (the checklist and the evidence cells share it) unless ``refresh``.
+        """
+        if not refresh and source in self._views:
+            return self._views[source]
+        view = self._read_cluster(source)
+        self._views[source] = view
+        return view
+
+    def _read_cluster(self, source: str) -> ClusterView:
         if source == "recorded":
             src: ClusterSource = RecordedCluster(self.record.path / CLUSTER_DIR)
         elif source == "live":
@@ -604,11 +616,11 @@ class Session:
 
                 try:
                     ctx.cluster = LiveCluster(self.settings)
-                    ctx.view = capture(ctx.cluster, tail_lines=1)
+                    ctx.view = capture(ctx.cluster, kinds=PLAN_KINDS, logs=False)
                 except SourceUnavailable as exc:
                     ctx.view = ClusterView("kubernetes", self.clock(), unavailable={"all": str(exc)})
             elif cluster_source == "recorded":
-                ctx.view = capture(RecordedCluster(self.record.path / CLUSTER_DIR), tail_lines=1)
+                ctx.view = capture(RecordedCluster(self.record.path / CLUSTER_DIR), kinds=PLAN_KINDS, logs=False)
             else:
                 raise BadInputError(f"cluster source must be 'live' or 'recorded', not {cluster_source!r}")
         try:
