@@ -623,8 +623,8 @@ def postmortem_cmd(
     )
     if not result.ok:
         raise RunbookFailed(f"postmortem {result.summary()}; the executed copy is {rec.path / result.path}")
-    click.echo(rec.path / "postmortem.md")
-    click.echo(rec.path / "postmortem.html")
+    for name in ("postmortem.md", "postmortem.html"):
+        click.echo(rec.path / (rec.latest_file(name) or name))
 
 
 @main.command("index")

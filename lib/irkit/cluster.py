@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from irkit.errors import SourceUnavailable
-from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, utcnow
+from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, utcnow, versioned_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,25 +51,29 @@ class ClusterSource(Protocol):
 # --------------------------------------------------------------------------- snapshots
 
 
-def write_snapshot(
-    directory: Path, objects: Mapping[str, Any], logs: Mapping[str, str], meta: Mapping[str, Any]
-) -> list[Path]:
-    """Write API objects, pod logs and metadata in the recorded-cluster layout; returns the files."""
-    (directory / "logs").mkdir(parents=True, exist_ok=True)
-    written = []
-    for kind, obj in objects.items():
-        path = directory / f"{kind}.json"
-        atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-        written.append(path)
+def snapshot_files(objects: Mapping[str, Any], logs: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, bytes]:
+    """API objects, pod logs and metadata in the recorded-cluster layout (path in the snapshot → bytes)."""
+    files = {
+        f"{kind}.json": (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode() for kind, obj in objects.items()
+    }
     for pod, text in logs.items():
         if not SAFE_NAME.fullmatch(pod):
             raise SourceUnavailable(f"refusing to store logs for pod name {pod[:80]!r}")
-        path = directory / "logs" / f"{pod}.log"
-        atomic_write_bytes(path, text.encode())
+        files[f"logs/{pod}.log"] = text.encode()
+    files["meta.json"] = (json.dumps(dict(meta), indent=1, sort_keys=True) + "\n").encode()
+    return files
+
+
+def write_snapshot(
+    directory: Path, objects: Mapping[str, Any], logs: Mapping[str, str], meta: Mapping[str, Any]
+) -> list[Path]:
+    """Write a snapshot directory outside any record (bundled scenarios, tests); returns the files."""
+    written = []
+    for name, data in snapshot_files(objects, logs, meta).items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
         written.append(path)
-    path = directory / "meta.json"
-    atomic_write_bytes(path, (json.dumps(dict(meta), indent=1, sort_keys=True) + "\n").encode())
-    written.append(path)
     return written
 
 
@@ -135,13 +139,13 @@ def capture(
 
 def snapshot(record: Record, view: ClusterView, *, actor: str) -> list[str]:
     """Save a captured view into the record's ``data/cluster`` and seal every file."""
-    directory = record.resolve_artifact(CLUSTER_DIR)
     meta = {"taken_at": rfc3339(view.taken_at), "source": view.source, "unavailable": view.unavailable}
-    paths = write_snapshot(directory, view.objects, view.logs, meta)
-    rels = [p.relative_to(record.path).as_posix() for p in paths]
-    for rel in rels:
-        record.add_artifact(rel, actor=actor, kind="cluster")
-    return rels
+    files = snapshot_files(view.objects, view.logs, meta)
+    return record.seal(
+        lambda n: {f"{versioned_dir(CLUSTER_DIR, n)}/{name}": data for name, data in files.items()},
+        actor=actor,
+        kind="cluster",
+    )
 
 
 # --------------------------------------------------------------------------- reading the state

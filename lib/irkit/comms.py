@@ -16,12 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, Protocol
 
 from irkit.config import Settings
 from irkit.errors import BadInputError
 from irkit.oncall import on_call
-from irkit.record import Record, atomic_write_bytes, parse_ts
+from irkit.record import Record, parse_ts
 from irkit.severity import Level
 
 UNKNOWN = "not yet assessed"
@@ -180,15 +181,20 @@ def render(
     ctx = context(record, settings, now=now, root_cause=root_cause)
     text = _env(False).get_template(f"{kind}.txt.j2").render(**ctx)
     html = _env(True).get_template(f"{kind}.html.j2").render(**ctx) if kind == "email_stakeholders" else None
-    n = 1 + sum(1 for e in record.events() if e["type"] == "comms.rendered")
-    rel = f"comms/{n:02d}-{kind}.txt"
-    atomic_write_bytes(record.resolve_artifact(rel), text.encode())
-    files = [rel]
-    if html is not None:
-        atomic_write_bytes(record.resolve_artifact(rel.replace(".txt", ".html")), html.encode())
-        files.append(rel.replace(".txt", ".html"))
-    for f in files:
-        record.add_artifact(f, actor=actor, kind="message")
+    taken = {Path(p).name.split("-", 1)[0] for p in record.state()["artifacts"] if p.startswith("comms/")}
+    first = len(taken)
+
+    def files_for(n: int) -> dict[str, bytes]:
+        # The number is the message's place in the incident's story; it is chosen under the record
+        # lock, so concurrent renders get distinct files instead of overwriting each other.
+        rel = f"comms/{first + n:02d}-{kind}.txt"
+        out = {rel: text.encode()}
+        if html is not None:
+            out[rel.replace(".txt", ".html")] = html.encode()
+        return out
+
+    files = record.seal(files_for, actor=actor, kind="message", reuse_identical=False)
+    rel = files[0]
     record.append("comms.rendered", {"kind": kind, "path": rel, "files": files}, actor=actor)
     return Rendered(kind, text, html, rel, ctx)
 

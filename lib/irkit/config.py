@@ -260,6 +260,13 @@ class RunnerSettings(_Model):
     warm_pool: int = Field(0, ge=0, le=32, description="Warm kernels for irkit run/demo (0: a fresh kernel per run)")
 
 
+class SigningSettings(_Model):
+    """The Ed25519 key that signs every event irkit writes (kept outside the record; see ``irkit keygen``)."""
+
+    key_file: str | None = Field(None, description="Private key file (PEM), readable by irkit only")
+    key_env: EnvName | None = Field(None, description="Env var holding the private key (PEM or base64)")
+
+
 class Settings(_Model):
     """Everything irkit needs to know, validated."""
 
@@ -283,6 +290,7 @@ class Settings(_Model):
     secrets: tuple[EnvName, ...] = Field((), description="Env var names whose values must never be saved")
     redaction: RedactionSettings = RedactionSettings()
     runner: RunnerSettings = RunnerSettings()
+    signing: SigningSettings = SigningSettings()
     severity: SeverityPolicy = SeverityPolicy()
     baseline_offset: timedelta = Field(
         timedelta(days=7), description="'Normal' is the same window this long earlier (seconds or ISO 8601)"
@@ -314,6 +322,8 @@ class Settings(_Model):
             names.append(self.serve.token_env)
         if self.serve.basic:
             names.append(self.serve.basic.password_env)
+        if self.signing.key_env:
+            names.append(self.signing.key_env)
         c = self.comms
         for env in (
             c.slack and c.slack.webhook_url_env,

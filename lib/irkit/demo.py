@@ -222,8 +222,9 @@ def _replay(
         if not run.ok:
             break
     result.verify = rec.verify()
-    if (rec.path / "postmortem.html").is_file():
-        result.postmortem = rec.path / "postmortem.html"
+    latest = rec.latest_file("postmortem.html")
+    if latest:
+        result.postmortem = rec.path / latest
     from irkit.index import build_index
 
     result.index = build_index(records_root, settings)

@@ -14,7 +14,9 @@ CLI exit code it maps to, so "bad input" (2), "the check/run/verification found 
     ├── RecordError              (exit 2) the incident record cannot be used as asked
     │   ├── IncidentNotFound
     │   ├── IncidentExists
-    │   └── TransitionError      an illegal status change (detected -> resolved, ...)
+    │   ├── TransitionError      an illegal status change (detected -> resolved, ...)
+    │   ├── RecordBroken         (exit 1) the chain does not verify: nothing more is appended
+    │   └── StorageError         (exit 1) the disk refused a write (full, read-only, gone)
     ├── VerificationFailed       (exit 1) the record's chain or an artifact does not verify
     ├── RunbookFailed            (exit 1) a runbook ended in any outcome but ok
     └── SourceUnavailable        (exit 3) we could not check: a server was unreachable or refused us
@@ -67,6 +69,18 @@ class IncidentExists(RecordError):
 
 class TransitionError(RecordError):
     """An illegal status transition was requested."""
+
+
+class RecordBroken(RecordError):
+    """The record's chain does not verify, so nothing may be appended to it."""
+
+    exit_code = 1
+
+
+class StorageError(RecordError):
+    """The file system refused a write (no space, read-only, permission): nothing half-written stays."""
+
+    exit_code = 1
 
 
 class VerificationFailed(IrkitError):

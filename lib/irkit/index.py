@@ -132,7 +132,7 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
         html = rec.path / "html" / f"{nb.stem}.html"
         render_notebook(nb, html)
         notebooks.append((nb.stem, f"{incident_id}/html/{html.name}"))
-    pm = rec.path / "postmortem.html"
+    pm = rec.latest_file("postmortem.html")
     return Row(
         id=incident_id,
         title=st["title"] or "",
@@ -149,7 +149,7 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
         if clocks.resolution_due is None or (ttr is None and not clocks.resolution_overdue)
         else not clocks.resolution_overdue,
         notebooks=notebooks,
-        postmortem=f"{incident_id}/postmortem.html" if pm.is_file() else None,
+        postmortem=f"{incident_id}/{pm}" if pm else None,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from irkit.cluster import CLUSTER_DIR, RecordedCluster, capture
 from irkit.config import Settings
 from irkit.metrics import IncidentMetrics, read_metrics
-from irkit.record import Event, Record, atomic_write_bytes, parse_ts, rfc3339
+from irkit.record import Event, Record, parse_ts, rfc3339, versioned
 from irkit.severity import Level
 from irkit.sources import SIGNALS_DIR, RecordedSource
 
@@ -246,7 +246,7 @@ def build(
     if mitigated is None and times.get("mitigating"):
         mitigated = parse_ts(times["mitigating"])
     resolved = parse_ts(times["resolved"]) if times.get("resolved") else None
-    src = RecordedSource(record.path / SIGNALS_DIR)
+    src = RecordedSource(record.latest_dir(SIGNALS_DIR))
     try:
         w_start, w_end = src.window()
         m = read_metrics(src, start=w_start, end=w_end, eval_end=w_end, baseline_offset=settings.baseline_offset)
@@ -261,11 +261,8 @@ def build(
             unavailable={"all": "no recorded metric series in this record"},
         )
     impact_start, impact_end = _impact_window(m, detected)
-    view = (
-        capture(RecordedCluster(record.path / CLUSTER_DIR))
-        if (record.path / CLUSTER_DIR / "meta.json").is_file()
-        else None
-    )
+    cluster_dir = record.latest_dir(CLUSTER_DIR)
+    view = capture(RecordedCluster(cluster_dir)) if (cluster_dir / "meta.json").is_file() else None
     marks = []
     if impact_start:
         marks.append((impact_start, "Error ratio above 1%: impact began", "metrics"))
@@ -460,8 +457,8 @@ def _env(html: bool) -> Any:
     return Environment(autoescape=False, finalize=md_escape, **common)  # noqa: S701
 
 
-def figures(record: Record, pm: PostMortem, settings: Settings) -> list[str]:
-    """Plots from the recorded series with the incident window shaded and events marked."""
+def figures(record: Record, pm: PostMortem, settings: Settings, *, actor: str) -> list[str]:
+    """Plots from the recorded series with the incident window shaded and events marked (sealed)."""
     from irkit.plots import Marker, golden_signals_figure, png_bytes, signal_figure
 
     m = pm.metrics
@@ -501,9 +498,7 @@ def figures(record: Record, pm: PostMortem, settings: Settings) -> list[str]:
             ),
         ),
     ):
-        rel = f"figures/{name}.png"
-        atomic_write_bytes(record.resolve_artifact(rel), png_bytes(fig))
-        out.append(rel)
+        out.append(record.seal_one(f"figures/{name}.png", png_bytes(fig), actor=actor, kind="figure"))
     return out
 
 
@@ -518,9 +513,8 @@ def render(record: Record, pm: PostMortem, *, actor: str) -> tuple[Path, Path]:
     }
     md = _env(False).get_template("postmortem.md.j2").render(**ctx)
     html = _env(True).get_template("postmortem.html.j2").render(**ctx)
-    md_path, html_path = record.path / "postmortem.md", record.path / "postmortem.html"
-    atomic_write_bytes(md_path, md.encode())
-    atomic_write_bytes(html_path, html.encode())
-    for rel in [*pm.figures, "postmortem.md", "postmortem.html"]:
-        record.add_artifact(rel, actor=actor, kind="postmortem")
-    return md_path, html_path
+    files = {"postmortem.md": md.encode(), "postmortem.html": html.encode()}
+    md_rel, html_rel = record.seal(
+        lambda n: {versioned(name, n): data for name, data in files.items()}, actor=actor, kind="postmortem"
+    )
+    return record.path / md_rel, record.path / html_rel

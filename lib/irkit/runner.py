@@ -30,8 +30,8 @@ import yaml
 
 from irkit import __version__
 from irkit.config import Settings
-from irkit.errors import ParameterError, RecordError, UnknownRunbook
-from irkit.record import Record, ReplayClock, atomic_write_bytes, rfc3339, sha256_file, utcnow
+from irkit.errors import BadInputError, ParameterError, RecordError, UnknownRunbook
+from irkit.record import Record, ReplayClock, rfc3339, sha256_file, utcnow
 from irkit.redact import Redactor
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
@@ -391,8 +391,7 @@ def run_runbook(
                 "outcome_summary": result.summary(),
             }
             clean = nbformat.from_dict(redactor.notebook(nb))
-            dest = record.resolve_artifact(rel)
-            atomic_write_bytes(dest, nbformat.writes(clean).encode())
+            dest = record.write_new(rel, nbformat.writes(clean).encode())
             result.sha256 = sha256_file(dest)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -439,11 +438,12 @@ def prepare_runbook(
     rel = _reserve(record, rb, "notebook.prepared", {"parameters": redactor.data(full)}, actor)
     import nbformat
 
-    dest = record.resolve_artifact(rel)
-    papermill.execute_notebook(str(source), str(dest), parameters=full, prepare_only=True, progress_bar=False)
-    # Even an unsealed working copy must not hold a secret passed by mistake as a parameter.
-    nb = nbformat.read(str(dest), as_version=4)
-    atomic_write_bytes(dest, nbformat.writes(nbformat.from_dict(redactor.notebook(nb))).encode())
+    with tempfile.TemporaryDirectory(prefix="irkit-prepare-") as tmp:
+        out = Path(tmp) / "prepared.ipynb"
+        papermill.execute_notebook(str(source), str(out), parameters=full, prepare_only=True, progress_bar=False)
+        # Even an unsealed working copy must not hold a secret passed by mistake as a parameter.
+        nb = nbformat.read(str(out), as_version=4)
+    record.write_new(rel, nbformat.writes(nbformat.from_dict(redactor.notebook(nb))).encode())
     return rel
 
 
@@ -455,9 +455,11 @@ def seal_notebook(record: Record, relpath: str, *, settings: Settings, environ: 
     if relpath not in state["working_copies"]:
         raise RecordError(f"{relpath} is not an unsealed working copy of {record.id}")
     full = record.resolve_artifact(relpath)
-    nb = nbformat.read(str(full), as_version=4)
+    if full.is_symlink():
+        raise BadInputError(f"{relpath} is a symlink; refusing to read through it")
+    try:
+        nb = nbformat.read(str(full), as_version=4)
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{relpath}: cannot read the working copy: {exc}") from None
     clean = nbformat.from_dict(Redactor.from_settings(settings, environ).notebook(nb))
-    atomic_write_bytes(full, nbformat.writes(clean).encode())
-    digest = sha256_file(full)
-    record.append("notebook.sealed", {"path": relpath, "sha256": digest}, actor=actor)
-    return digest
+    return record.seal_working_copy(relpath, nbformat.writes(clean).encode(), actor=actor)

@@ -22,7 +22,7 @@ from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings, load_config
 from irkit.errors import BadInputError, SourceUnavailable
 from irkit.metrics import EVALUATION, GOLDEN_SIGNALS, IncidentMetrics, read_metrics
-from irkit.record import Clock, Event, Record, ReplayClock, Status, atomic_write_bytes, parse_ts, rfc3339, utcnow
+from irkit.record import Clock, Event, Record, ReplayClock, Status, parse_ts, rfc3339, utcnow
 from irkit.severity import Assessment, Level, SeverityPolicy
 from irkit.sources import SIGNALS_DIR, RecordedSource, SignalSource, snapshot
 
@@ -336,7 +336,7 @@ class Session:
 
             return PrometheusSource(self.settings, self.environ)
         if kind == "recorded":
-            return RecordedSource(self.record.path / SIGNALS_DIR)
+            return RecordedSource(self.record.latest_dir(SIGNALS_DIR))
         raise BadInputError(f"metrics source must be 'live' or 'recorded', not {kind!r}")
 
     def _no_metrics(self, source: str, detected: datetime, lookback: timedelta, exc: Exception) -> IncidentMetrics:
@@ -371,8 +371,7 @@ class Session:
             src, signals=signals, start=start, end=end, eval_end=at, baseline_offset=self.settings.baseline_offset
         )
         if not isinstance(src, RecordedSource):
-            for series in [*m.series.values(), *m.baseline.values()]:
-                snapshot(self.record, series, actor=self.actor)
+            snapshot(self.record, [*m.series.values(), *m.baseline.values()], actor=self.actor)
         self.record.append("metrics.read", m.describe(), actor=self.actor)
         return m
 
@@ -414,7 +413,7 @@ class Session:
             elif ev["type"] == "status.changed" and d.get("to") in ("mitigating", "monitoring", "resolved"):
                 kind = {"mitigating": "mitigation", "monitoring": "resolved", "resolved": "resolved"}[d["to"]]
                 out.append(Marker(parse_ts(ev["ts"]), d["to"], kind))
-        recorded = RecordedCluster(self.record.path / CLUSTER_DIR)
+        recorded = RecordedCluster(self.record.latest_dir(CLUSTER_DIR))
         if (recorded.directory / "meta.json").is_file():
             view = capture(recorded, kinds=("replicasets",), logs=False)  # only rollouts become markers
             detected = parse_ts(self.state()["detected_at"])
@@ -435,9 +434,7 @@ class Session:
         from irkit.plots import png_bytes
 
         data = png_bytes(fig)
-        rel = f"figures/{name}.png"
-        atomic_write_bytes(self.record.resolve_artifact(rel), data)
-        self.record.add_artifact(rel, actor=self.actor, kind="figure")
+        self.record.seal_one(f"figures/{name}.png", data, actor=self.actor, kind="figure")
         return Image(data=data, format="png")
 
     def plot_golden_signals(self, metrics: IncidentMetrics) -> Any:
@@ -488,7 +485,7 @@ class Session:
 
     def _read_cluster(self, source: str) -> ClusterView:
         if source == "recorded":
-            src: ClusterSource = RecordedCluster(self.record.path / CLUSTER_DIR)
+            src: ClusterSource = RecordedCluster(self.record.latest_dir(CLUSTER_DIR))
         elif source == "live":
             from irkit.k8s import LiveCluster
 
@@ -620,7 +617,7 @@ class Session:
                 except SourceUnavailable as exc:
                     ctx.view = ClusterView("kubernetes", self.clock(), unavailable={"all": str(exc)})
             elif cluster_source == "recorded":
-                ctx.view = capture(RecordedCluster(self.record.path / CLUSTER_DIR), kinds=PLAN_KINDS, logs=False)
+                ctx.view = capture(RecordedCluster(self.record.latest_dir(CLUSTER_DIR)), kinds=PLAN_KINDS, logs=False)
             else:
                 raise BadInputError(f"cluster source must be 'live' or 'recorded', not {cluster_source!r}")
         try:
@@ -766,13 +763,13 @@ class Session:
             lessons=lessons,
             title=title,
         )
-        pm.figures = pmod.figures(self.record, pm, self.settings)
+        pm.figures = pmod.figures(self.record, pm, self.settings, actor=self.actor)
         md, html = pmod.render(self.record, pm, actor=self.actor)
         self.record.append(
             "postmortem.rendered",
             {
-                "markdown": "postmortem.md",
-                "html": "postmortem.html",
+                "markdown": md.relative_to(self.record.path).as_posix(),
+                "html": html.relative_to(self.record.path).as_posix(),
                 "root_cause_given": bool(root_cause),
                 "action_items": len(items),
             },

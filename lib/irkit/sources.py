@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from irkit.errors import BadInputError, ConfigError, SourceUnavailable
-from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339
+from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, versioned_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,22 +145,35 @@ def _csv_to_frame(data: str | Path) -> pd.DataFrame:
     return frame.astype("float64")
 
 
+def series_files(series: SignalSeries) -> dict[str, bytes]:
+    """``series`` as ``<signal>.<role>.csv`` plus its ``.json`` metadata (file name → bytes)."""
+    return {
+        f"{series.key}.csv": _frame_to_csv(series.frame),
+        f"{series.key}.json": (json.dumps(series.meta(), indent=2) + "\n").encode(),
+    }
+
+
 def write_series(directory: Path, series: SignalSeries) -> tuple[Path, Path]:
-    """Write ``series`` as ``<signal>.<role>.csv`` plus its ``.json`` metadata into ``directory``."""
+    """Write ``series`` into a recording directory outside any record (bundled scenarios, tests)."""
     directory.mkdir(parents=True, exist_ok=True)
-    csv_path, meta_path = directory / f"{series.key}.csv", directory / f"{series.key}.json"
-    atomic_write_bytes(csv_path, _frame_to_csv(series.frame))
-    atomic_write_bytes(meta_path, (json.dumps(series.meta(), indent=2) + "\n").encode())
-    return csv_path, meta_path
+    paths = []
+    for name, data in series_files(series).items():
+        atomic_write_bytes(directory / name, data)
+        paths.append(directory / name)
+    return paths[0], paths[1]
 
 
-def snapshot(record: Record, series: SignalSeries, *, actor: str) -> str:
-    """Write ``series`` into the record (CSV + JSON metadata), seal both, and return the CSV's path."""
-    base = f"{SIGNALS_DIR}/{series.key}"
-    write_series(record.resolve_artifact(SIGNALS_DIR), series)
-    record.add_artifact(f"{base}.json", actor=actor, kind="signal-meta")
-    record.add_artifact(f"{base}.csv", actor=actor, kind="signal", signal=series.signal, role=series.role)
-    return f"{base}.csv"
+def snapshot(record: Record, series: Sequence[SignalSeries], *, actor: str) -> str:
+    """Seal ``series`` into a new version of the record's ``data/signals`` (write-once); return its path."""
+    files = {name: data for s in series for name, data in series_files(s).items()}
+    if not files:
+        return SIGNALS_DIR
+    sealed = record.seal(
+        lambda n: {f"{versioned_dir(SIGNALS_DIR, n)}/{name}": data for name, data in files.items()},
+        actor=actor,
+        kind="signal",
+    )
+    return sealed[0].rsplit("/", 1)[0]
 
 
 class RecordedSource:
@@ -211,14 +224,13 @@ class RecordedSource:
 
 def copy_recording(src: RecordedSource, record: Record, *, actor: str, signals: Iterable[str] | None = None) -> int:
     """Import a recording (e.g. the bundled incident's) into a record's snapshots; returns how many series."""
-    n = 0
+    series = []
     for key in src.available():
         signal, role = key.rsplit(".", 1)
-        if signals is not None and signal not in signals:
-            continue
-        snapshot(record, src.load(signal, role), actor=actor)
-        n += 1
-    return n
+        if signals is None or signal in signals:
+            series.append(src.load(signal, role))
+    snapshot(record, series, actor=actor)
+    return len(series)
 
 
 def fetch_all(

@@ -99,8 +99,9 @@ def test_recorded_source_replays_exactly_what_live_returned(incident_prometheus:
     for signal in settings.signals:
         s = live.range(signal, scenario.WINDOW_START, scenario.WINDOW_END)
         assert not s.frame.empty, signal
-        snapshot(rec, s, actor="tester")
-        back = RecordedSource(rec.path / "data" / "signals").load(signal)
+        where = snapshot(rec, [s], actor="tester")
+        back = RecordedSource(rec.path / where).load(signal)
+        assert rec.latest_dir("data/signals") == rec.path / where  # each live read is a new sealed version
         pd.testing.assert_frame_equal(back.frame, s.frame, check_exact=True, check_freq=False)
         assert (back.query, back.start, back.end, back.step_s) == (s.query, s.start, s.end, s.step_s)
     assert rec.verify().ok
