@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +21,9 @@ from irkit.errors import BadInputError
 from irkit.record import Clock, Record, rfc3339, utcnow
 from irkit.redact import Redactor
 from irkit.severity import Level
+
+if TYPE_CHECKING:
+    from irkit.signing import Signer
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -113,6 +116,7 @@ def open_from_notification(
     clock: Clock = utcnow,
     replay: bool = False,
     redactor: Redactor | None = None,
+    signer: Signer | None = None,
 ) -> Record:
     """Open a new incident for a notification and record each alert as ``alert.firing``/``resolved``."""
     rec = Record.create(
@@ -133,6 +137,7 @@ def open_from_notification(
         },
         clock=clock,
         redactor=redactor,
+        signer=signer,
     )
     if note.severity is not None:
         rec.set_severity(note.severity, actor=actor, reason=f"alert severity label {note.severity.value}")

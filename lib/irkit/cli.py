@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from irkit.config import Settings, load_config
-from irkit.errors import BadInputError, IrkitError, RunbookFailed, SourceUnavailable, VerificationFailed
+from irkit.errors import BadInputError, IrkitError, RecordBroken, RunbookFailed, SourceUnavailable, VerificationFailed
 from irkit.record import Record, list_incidents, parse_ts, utcnow, validate_incident_id
 from irkit.severity import Level
 
@@ -42,10 +42,10 @@ class Ctx:
         return default_actor(self.environ)
 
     def record(self, incident_id: str) -> Record:
-        from irkit.redact import Redactor
-
-        redactor = Redactor.from_settings(self.settings, self.environ)
-        return Record.open(self.records, validate_incident_id(incident_id), redactor=redactor)
+        """Open a record for writing: redacted and, when a key is configured, signed."""
+        return Record.open(
+            self.records, validate_incident_id(incident_id), **self.settings.record_options(self.environ)
+        )
 
 
 def common(fn: F) -> F:
@@ -176,6 +176,7 @@ def open_incident(c: Ctx, *, service: str | None, title: str | None, severity: s
                 actor=c.actor,
                 detected_at=now,
                 data={"source": "cli"},
+                **c.settings.record_options(c.environ),
             )
             if severity:
                 rec.set_severity(severity, actor=c.actor, reason="set when opened")
@@ -281,7 +282,15 @@ def _row(state: dict[str, Any]) -> dict[str, Any]:
 def list_cmd(as_json: bool, records: str | None, config: str | None) -> None:
     """List every incident under the records root."""
     c = build(records, config)
-    rows = [_row(Record.open(c.records, i).state()) for i in list_incidents(c.records)]
+    rows = []
+    for iid in list_incidents(c.records):
+        try:  # one corrupt record never hides the others
+            rec = Record.open(c.records, iid)
+            problem = rec.broken()
+            row = _row(rec.state())
+        except IrkitError as exc:
+            problem, row = str(exc), {"id": iid}
+        rows.append(row | {"id": iid, "verifies": problem is None, "problem": problem})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -289,6 +298,9 @@ def list_cmd(as_json: bool, records: str | None, config: str | None) -> None:
         click.echo(f"no incidents under {c.records}")
         return
     for r in rows:
+        if not r["verifies"]:
+            click.echo(f"{r['id']:<32} DOES NOT VERIFY: {r['problem']}")
+            continue
         click.echo(f"{r['id']:<32} {r['severity'] or '--':<3} {r['status']:<13} {r['detected_at']}  {r['title']}")
 
 
@@ -303,7 +315,13 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
 
     c = build(records, config)
     rec = c.record(incident_id)
+    problem = rec.broken()
+    if problem:
+        click.echo(click.style(f"WARNING: {incident_id} does not verify: {problem}", fg="red", bold=True), err=True)
+        click.echo("the state below is folded from the events before the break only", err=True)
     state = rec.state()
+    if state["id"] is None:
+        raise RecordBroken(f"{incident_id} does not verify and has no intact first event: {problem}")
     # A replayed incident is judged at its own last moment, not against today's date.
     now = parse_ts(state["last_event_at"]) if state.get("replay") and state.get("last_event_at") else utcnow()
     clocks = compute_clocks(state, c.settings.severity, now)
@@ -347,15 +365,27 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
 @main.command("verify")
 @click.argument("incident_ids", nargs=-1, required=True)
 @click.option("--expect-head", metavar="HASH", help="Also require this head hash (one kept outside the record).")
+@click.option(
+    "--public-key", metavar="KEY", help="Require every event to be signed by this Ed25519 key (file or base64)."
+)
 @common
-def verify_cmd(incident_ids: tuple[str, ...], expect_head: str | None, records: str | None, config: str | None) -> None:
+def verify_cmd(
+    incident_ids: tuple[str, ...],
+    expect_head: str | None,
+    public_key: str | None,
+    records: str | None,
+    config: str | None,
+) -> None:
     """Recompute the hash chain and every sealed artifact's hash; name the first break."""
+    from irkit.signing import load_verifier
+
     c = build(records, config)
-    if expect_head and len(incident_ids) != 1:
+    if expect_head is not None and len(incident_ids) != 1:
         raise BadInputError("--expect-head checks one incident at a time")
+    verifier = load_verifier(public_key) if public_key is not None else None
     failed = []
     for iid in incident_ids:
-        report = c.record(iid).verify(expect_head=expect_head)
+        report = Record.open(c.records, validate_incident_id(iid)).verify(expect_head=expect_head, verifier=verifier)
         click.echo(report.summary())
         for extra in report.problems[1:]:
             click.echo(f"  also: {extra}")
@@ -365,6 +395,19 @@ def verify_cmd(incident_ids: tuple[str, ...], expect_head: str | None, records: 
             failed.append(iid)
     if failed:
         raise VerificationFailed(f"{', '.join(failed)} did not verify")
+
+
+@main.command("keygen")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Private key file to create.")
+def keygen_cmd(out: str) -> None:
+    """Create an Ed25519 signing key (kept outside every record); print its public key."""
+    from irkit.signing import generate, write_private_key
+
+    pem, public = generate()
+    write_private_key(Path(out), pem)
+    click.echo(f"private key: {out} (mode 0600; configure signing.key_file: {Path(out).resolve()})")
+    click.echo(f"public key:  {public}")
+    click.echo(f"check with:  irkit verify ID --public-key {public}")
 
 
 @main.command("status")

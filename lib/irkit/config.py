@@ -336,6 +336,16 @@ class Settings(_Model):
                 names.append(env)
         return tuple(dict.fromkeys(names))
 
+    def record_options(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """What every writer of a record needs: the redactor and, when a key is configured, the signer."""
+        from irkit.redact import Redactor
+        from irkit.signing import load_signer
+
+        return {
+            "redactor": Redactor.from_settings(self, environ),
+            "signer": load_signer(self.signing.key_file, self.signing.key_env, environ),
+        }
+
     def secret_values(self, environ: Mapping[str, str]) -> list[str]:
         """The current values of every configured secret that is set in ``environ``."""
         return [environ[n] for n in self.secret_env_names() if environ.get(n)]

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from irkit.config import Settings
+from irkit.errors import IrkitError
 from irkit.postmortem import human
-from irkit.record import Record, atomic_write_bytes, list_incidents, parse_ts, utcnow
+from irkit.record import Record, atomic_write_bytes, list_incidents, parse_ts, sha256_file, utcnow
 from irkit.session import compute_clocks
 
 
@@ -121,6 +122,9 @@ def render_notebook(src: Path, dest: Path) -> None:
 
 def _row(root: Path, incident_id: str, settings: Settings) -> Row:
     rec = Record.open(root, incident_id)
+    problem = rec.broken()
+    if problem:
+        raise IrkitError(problem)
     st = rec.state()
     now = parse_ts(st["last_event_at"]) if st.get("replay") and st.get("last_event_at") else utcnow()
     clocks = compute_clocks(st, settings.severity, now)
@@ -128,7 +132,13 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
     tta = clocks.acknowledged_at - detected if clocks.acknowledged_at else None
     ttr = clocks.resolved_at - detected if clocks.resolved_at else None
     notebooks = []
-    for nb in sorted((rec.path / "notebooks").glob("*.ipynb")):
+    # Only what the record vouches for is published: sealed notebooks whose bytes still hash to the seal.
+    for rel, info in sorted(st["artifacts"].items()):
+        if not (rel.startswith("notebooks/") and rel.endswith(".ipynb")):
+            continue
+        nb = rec.path / rel
+        if nb.is_symlink() or not nb.is_file() or sha256_file(nb) != info["sha256"]:
+            continue
         html = rec.path / "html" / f"{nb.stem}.html"
         render_notebook(nb, html)
         notebooks.append((nb.stem, f"{incident_id}/html/{html.name}"))
@@ -196,11 +206,17 @@ def build_index(root: str | Path, settings: Settings) -> Path:
     from jinja2 import Environment, PackageLoader
 
     base = Path(root).resolve()
-    rows = [_row(base, iid, settings) for iid in list_incidents(base)]
+    rows, broken = [], []
+    for iid in list_incidents(base):
+        try:  # one corrupt record is listed as such and never breaks the index for the others
+            rows.append(_row(base, iid, settings))
+        except (IrkitError, KeyError, TypeError, ValueError) as exc:
+            broken.append((iid, str(exc)[:300]))
     rows.sort(key=lambda r: r.started, reverse=True)
     env = Environment(loader=PackageLoader("irkit", "templates"), autoescape=True)
     ctx: dict[str, Any] = {
         "rows": rows,
+        "broken": broken,
         "human": human,
         "charts": _charts(rows),
         "generated": utcnow().strftime("%Y-%m-%d %H:%M UTC"),

@@ -165,7 +165,7 @@ class Intake:
         if known is not None:
             incident_id, resolved_at = known
             relink = self.settings.serve.relink_window
-            rec = Record.open(self.records, incident_id, redactor=self._redactor())
+            rec = Record.open(self.records, incident_id, **self._options())
             st = rec.state()
             recent = resolved_at is None or utcnow() - parse_ts(resolved_at) <= relink
             closed_at = st["status_times"].get("resolved") if st["status"] in ("resolved", "reviewed") else None
@@ -187,10 +187,10 @@ class Intake:
                 service=self.settings.service.name,
                 actor="alertmanager",
                 incident_id=derived,
-                redactor=self._redactor(),
+                **self._options(),
             )
         except IncidentExists:  # reprocessing after a crash, or the same group re-firing much later
-            rec = Record.open(self.records, derived, redactor=self._redactor())
+            rec = Record.open(self.records, derived, **self._options())
             record_alerts(rec, note, actor="alertmanager")
         self._track(key, rec)
         if note.status == "firing":
@@ -198,10 +198,8 @@ class Intake:
             self.on_event("incident_opened", {"incident": rec.id})
         return rec.id
 
-    def _redactor(self) -> Any:
-        from irkit.redact import Redactor
-
-        return Redactor.from_settings(self.settings, self.environ)
+    def _options(self) -> dict[str, Any]:
+        return self.settings.record_options(self.environ)
 
     def _track(self, key: str, rec: Record) -> None:
         st = rec.state()
@@ -224,9 +222,7 @@ class Intake:
 
     def run_job(self, job_id: int, incident_id: str) -> str:
         """Run the configured runbooks for an incident, skipping any already finished for this job."""
-        from irkit.redact import Redactor
-
-        rec = Record.open(self.records, incident_id, redactor=Redactor.from_settings(self.settings, self.environ))
+        rec = Record.open(self.records, incident_id, **self._options())
         outcomes = []
         for runbook in self.settings.serve.runbooks:
             tag = f"job{job_id}:{runbook}"

@@ -185,13 +185,12 @@ class Session:
         environ: Mapping[str, str] | None = None,
     ) -> Session:
         """Build from a runbook's papermill parameters and the kernel's environment."""
-        from irkit.redact import Redactor
         from irkit.runner import default_actor
 
         env = dict(os.environ if environ is None else environ)
         settings = load_config(config_path, env)
         clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"])) if env.get("IRKIT_CLOCK") else utcnow
-        record = Record.open(records_dir, incident_id, clock=clock, redactor=Redactor.from_settings(settings, env))
+        record = Record.open(records_dir, incident_id, clock=clock, **settings.record_options(env))
         return cls(
             record, settings, actor=default_actor(env), batch=env.get("IRKIT_BATCH") == "1", environ=env, clock=clock
         )

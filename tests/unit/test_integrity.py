@@ -1,0 +1,252 @@
+"""The record under attack: write-once evidence, appends that check the chain, signatures, one corrupt record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+import irkit.record
+from irkit.config import load_config
+from irkit.errors import BadInputError, RecordBroken, RecordError
+from irkit.record import Record, canonical_json, event_hash
+
+ID = "INC-SEAL-1"
+
+
+def new(records: Path, incident_id: str = ID, **kw: object) -> Record:
+    return Record.create(records, incident_id, title="t", service="svc", actor="tester", **kw)  # type: ignore[arg-type]
+
+
+def forge_append(rec: Record, type_: str = "note", data: dict | None = None) -> None:
+    """What anyone who can write the file can do: append an event with the public hash function."""
+    last = rec.events()[-1]
+    body = {"seq": last["seq"] + 1, "ts": last["ts"], "type": type_, "actor": "mallory", "data": data or {"x": 1}}
+    body["prev"] = last["hash"]
+    body["hash"] = event_hash(last["hash"], body)
+    with rec.events_path.open("ab") as fh:
+        fh.write(canonical_json(body) + b"\n")
+
+
+# --------------------------------------------------------------------------- write-once artifacts
+
+
+def test_a_sealed_figure_is_never_overwritten_by_a_rerun(records: Path) -> None:
+    rec = new(records)
+    first = rec.seal_one("figures/error_ratio.png", b"run one", actor="a", kind="figure")
+    again = rec.seal_one("figures/error_ratio.png", b"run one", actor="a", kind="figure")
+    second = rec.seal_one("figures/error_ratio.png", b"run two", actor="a", kind="figure")
+    assert first == again == "figures/error_ratio.png"  # identical bytes: no second copy
+    assert second == "figures/error_ratio.r2.png"
+    assert (rec.path / first).read_bytes() == b"run one"
+    assert (rec.path / second).read_bytes() == b"run two"
+    assert rec.latest_file("figures/error_ratio.png") == second
+    assert rec.verify().ok
+
+
+def test_sealing_a_path_twice_is_refused_and_verify_names_it(records: Path) -> None:
+    rec = new(records)
+    rec.seal_one("figures/x.png", b"a", actor="a", kind="figure")
+    with pytest.raises(RecordError, match="write-once"):
+        rec.append("artifact.added", {"path": "figures/x.png", "sha256": "0" * 64}, actor="a")
+    (rec.path / "figures/x.png").chmod(0o644)
+    forge_append(rec, "artifact.added", {"path": "figures/x.png", "sha256": "1" * 64, "kind": "figure"})
+    report = rec.verify()
+    assert not report.ok and "sealed again at event" in report.problems[0]
+
+
+def test_a_file_planted_at_the_next_name_is_never_overwritten(records: Path) -> None:
+    rec = new(records)
+    (rec.path / "figures" / "x.png").write_bytes(b"planted")
+    rel = rec.seal_one("figures/x.png", b"real", actor="a", kind="figure")
+    assert rel == "figures/x.r2.png" and (rec.path / "figures/x.png").read_bytes() == b"planted"
+
+
+def _render(root: str, n: int) -> str:
+    from irkit import comms
+
+    settings = load_config(None, {})
+    rec = Record.open(root, ID)
+    return comms.render(rec, settings, "slack_initial", now=irkit.record.utcnow(), actor=f"w{n}").path
+
+
+def test_eight_concurrent_message_renders_seal_eight_distinct_files(records: Path) -> None:
+    new(records)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(8) as pool:
+        paths = pool.starmap(_render, [(str(records), n) for n in range(8)])
+    assert len(set(paths)) == 8, paths
+    rec = Record.open(records, ID)
+    sealed = [p for p in rec.state()["artifacts"] if p.startswith("comms/")]
+    assert sorted(sealed) == sorted(paths)
+    assert rec.verify().ok
+
+
+def test_snapshots_are_new_versions_and_readers_take_the_newest(records: Path) -> None:
+    rec = new(records)
+    one = rec.seal(lambda n: {f"{irkit.record.versioned_dir('data/cluster', n)}/pods.json": b"1"}, actor="a", kind="c")
+    two = rec.seal(lambda n: {f"{irkit.record.versioned_dir('data/cluster', n)}/pods.json": b"2"}, actor="a", kind="c")
+    assert one == ["data/cluster/pods.json"] and two == ["data/cluster.r2/pods.json"]
+    assert rec.latest_dir("data/cluster") == rec.path / "data/cluster.r2"
+    assert (rec.path / "data/cluster/pods.json").read_bytes() == b"1"
+
+
+def test_sealed_working_copy_cannot_be_sealed_again(records: Path, settings) -> None:
+    from irkit.runner import prepare_runbook, seal_notebook
+
+    rec = new(records)
+    rel = prepare_runbook(rec, "triage", settings=settings, environ={}, actor="a")
+    seal_notebook(rec, rel, settings=settings, environ={}, actor="a")
+    before = (rec.path / rel).read_bytes()
+    with pytest.raises(RecordError, match="not an unsealed working copy"):
+        seal_notebook(rec, rel, settings=settings, environ={}, actor="a")
+    with pytest.raises(RecordError, match="sealed at event"):
+        rec.seal_working_copy(rel, b"{}", actor="a")
+    assert (rec.path / rel).read_bytes() == before and rec.verify().ok
+
+
+# --------------------------------------------------------------------------- appends check the file
+
+
+def test_a_same_size_edit_mid_chain_stops_the_next_append(records: Path) -> None:
+    rec = new(records)
+    for i in range(5):
+        rec.note(f"note {i}", actor="a")
+    raw = rec.events_path.read_bytes()
+    edited = raw.replace(b'"note 2"', b'"NOTE 2"')
+    assert len(edited) == len(raw) and edited != raw
+    rec.events_path.write_bytes(edited)
+    for fresh_process in (False, True):
+        if fresh_process:
+            irkit.record._TAILS.clear()
+        with pytest.raises(RecordBroken, match="does not verify"):
+            rec.seal_one("figures/x.png", b"new evidence", actor="a", kind="figure")
+        with pytest.raises(RecordBroken, match=r"event 4 \(note\)"):
+            rec.note("carry on", actor="a")
+    assert rec.events_path.read_bytes() == edited
+    assert not (rec.path / "figures/x.png").exists()
+
+
+def test_appends_by_another_process_are_checked_from_the_last_line_on(records: Path) -> None:
+    rec = new(records)
+    rec.note("mine", actor="a")
+    other = Record(records, ID)  # same process, but the signature changes as another writer's would
+    irkit.record._TAILS.clear()
+    other.note("theirs", actor="b")
+    rec.note("mine again", actor="a")
+    assert [e["data"].get("text") for e in rec.events()][1:] == ["mine", "theirs", "mine again"]
+    assert rec.verify().ok
+
+
+def test_cli_append_to_a_broken_record_exits_1_with_one_line(cli, records: Path) -> None:
+    rec = new(records)
+    rec.note("hello", actor="a")
+    raw = rec.events_path.read_bytes()
+    rec.events_path.write_bytes(raw.replace(b'"hello"', b'"HELLO"'))
+    irkit.record._TAILS.clear()
+    res = cli("status", ID, "acknowledged", "--records", str(records))
+    assert res.exit_code == 1
+    assert res.stderr.startswith("irkit: record INC-SEAL-1 does not verify:") and res.stderr.count("\n") == 1
+
+
+def test_list_show_and_index_survive_a_corrupt_record(cli, records: Path) -> None:
+    good = new(records, "INC-GOOD-1")
+    bad = new(records, "INC-BAD-1")
+    good.note("fine", actor="a")
+    bad.events_path.write_bytes(b"not json\n")
+    res = cli("list", "--records", str(records))
+    assert res.exit_code == 0
+    assert "INC-BAD-1" in res.stdout and "DOES NOT VERIFY" in res.stdout and "INC-GOOD-1" in res.stdout
+    rows = {r["id"]: r for r in json.loads(cli("list", "--json", "--records", str(records)).stdout)}
+    assert rows["INC-BAD-1"]["verifies"] is False and rows["INC-GOOD-1"]["verifies"] is True
+    res = cli("show", "INC-BAD-1", "--records", str(records))
+    assert "does not verify" in res.stderr
+    res = cli("index", "--records", str(records))
+    assert res.exit_code == 0
+    html = (records / "index.html").read_text()
+    assert "INC-GOOD-1" in html and "INC-BAD-1" in html and "does not verify" in html
+
+
+# --------------------------------------------------------------------------- signatures and pinned heads
+
+
+def test_forged_append_passes_the_hash_chain_but_not_the_public_key(cli, records: Path, tmp_path: Path) -> None:
+    key = tmp_path / "irkit.key"
+    out = cli("keygen", "--out", str(key))
+    assert out.exit_code == 0 and oct(key.stat().st_mode & 0o777) == "0o600"
+    public = out.stdout.split("public key:")[1].split()[0]
+    env = {"IRKIT_SIGNING__KEY_FILE": str(key)}
+    assert cli("open", "--title", "signed", "--records", str(records), env=env).exit_code == 0
+    iid = next(p.name for p in records.iterdir() if p.name.startswith("INC-"))
+    assert cli("status", iid, "acknowledged", "--records", str(records), env=env).exit_code == 0
+    ok = cli("verify", iid, "--records", str(records), "--public-key", public)
+    assert ok.exit_code == 0 and "every event signed by key" in ok.stdout
+    rec = Record.open(records, iid)
+    assert all("sig" in e for e in rec.events())
+    forge_append(rec)
+    assert cli("verify", iid, "--records", str(records)).exit_code == 0  # the chain alone cannot tell …
+    res = cli("verify", iid, "--records", str(records), "--public-key", public)
+    assert res.exit_code == 1 and "event 3 (note): unsigned" in res.stdout  # … the key can
+    # A signature copied from another event does not fit.
+    lines = rec.events_path.read_bytes().splitlines()
+    forged = json.loads(lines[-1])
+    forged["sig"] = json.loads(lines[0])["sig"]
+    rec.events_path.write_bytes(b"\n".join([*lines[:-1], canonical_json(forged)]) + b"\n")
+    res = cli("verify", iid, "--records", str(records), "--public-key", public)
+    assert res.exit_code == 1 and "event 3 (note): bad signature" in res.stdout
+    other = base64.b64encode(os.urandom(32)).decode()
+    res = cli("verify", iid, "--records", str(records), "--public-key", other)
+    assert res.exit_code in (1, 2)
+
+
+def test_bad_keys_and_empty_heads_are_refused_with_exit_2(cli, records: Path, tmp_path: Path) -> None:
+    new(records)
+    assert cli("verify", ID, "--records", str(records), "--public-key", "not-a-key").exit_code == 2
+    res = cli("verify", ID, "--records", str(records), "--expect-head", "")
+    assert res.exit_code == 2 and "empty" in res.stderr
+    (tmp_path / "k").write_text("garbage")
+    res = cli(
+        "status", ID, "acknowledged", "--records", str(records), env={"IRKIT_SIGNING__KEY_FILE": str(tmp_path / "k")}
+    )
+    assert res.exit_code == 2 and "signing.key_file" in res.stderr
+    key = tmp_path / "exists.key"
+    key.write_text("x")
+    assert cli("keygen", "--out", str(key)).exit_code == 2 and key.read_text() == "x"
+
+
+def test_expect_head_says_what_followed_the_pinned_head(cli, records: Path) -> None:
+    rec = new(records)
+    pinned = rec.events()[-1]["hash"]
+    rec.note("later", actor="a")
+    rec.set_status("acknowledged", actor="a")
+    res = cli("verify", ID, "--records", str(records), "--expect-head", pinned)
+    assert res.exit_code == 0 and "2 event(s) after the pinned head (note, status.changed)" in res.stdout
+
+
+# --------------------------------------------------------------------------- bounded input
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda r: r.note("x\x00y", actor="a"), "NUL"),
+        (lambda r: r.note("x" * (64 * 1024 + 1), actor="a"), "at most"),
+        (lambda r: r.set_status("acknowledged", actor="a", reason="\x00"), "NUL"),
+    ],
+)
+def test_bounded_text_is_enforced(records: Path, call, match: str) -> None:
+    rec = new(records)
+    before = rec.events_path.read_bytes()
+    with pytest.raises(BadInputError, match=match):
+        call(rec)
+    assert rec.events_path.read_bytes() == before
+
+
+def test_long_titles_are_refused_before_anything_is_created(records: Path) -> None:
+    with pytest.raises(BadInputError, match="title"):
+        Record.create(records, "INC-LONG-1", title="t" * 201, service="s", actor="a")
+    assert not (records / "INC-LONG-1").exists()
