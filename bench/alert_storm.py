@@ -123,11 +123,13 @@ def main() -> None:
                     break
                 time.sleep(0.05)
             drain = time.perf_counter() - drain_start
-            processed = health["notifications_total"] - health["notifications_pending"]
+            # A notification that failed processing is as lost as one never accepted.
+            processed = health["notifications_total"] - health["notifications_pending"] - health["notifications_failed"]
             lat = sorted(ms for _, ms in results)
             print(f"sent {args.notifications} notifications across {args.groups} groups in {sent_s:.1f} s")
             print(
-                f"accepted {accepted}, lost {accepted - processed + (args.notifications - accepted)}, "
+                f"accepted {accepted}, lost {accepted - processed + (args.notifications - accepted)} "
+                f"(of which failed processing {health['notifications_failed']}), "
                 f"incidents opened {len(list_incidents(records))}"
             )
             print(

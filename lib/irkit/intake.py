@@ -25,7 +25,7 @@ from typing import Any
 
 from irkit.alerts import Notification, incident_id_for, open_from_notification, parse_notification, record_alerts
 from irkit.config import Settings
-from irkit.errors import IncidentExists, IrkitError
+from irkit.errors import IncidentExists, IrkitError, StorageError
 from irkit.record import Record, parse_ts, utcnow
 
 SCHEMA = """
@@ -132,7 +132,19 @@ class Queue:
                 "SELECT count(*) FROM notifications WHERE processed = 0"
             ).fetchone()[0]
             out["notifications_total"] = c.execute("SELECT count(*) FROM notifications").fetchone()[0]
+            out["notifications_failed"] = c.execute(
+                "SELECT count(*) FROM notifications WHERE processed = 1 AND error IS NOT NULL"
+            ).fetchone()[0]
             return out
+
+    def last_failure(self) -> dict[str, Any] | None:
+        """The most recent notification that could not be applied, with why."""
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT id, received_at, error FROM notifications WHERE processed = 1 AND error IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return {"id": row[0], "received_at": row[1], "error": row[2]} if row else None
 
 
 def group_key(note: Notification, labels: tuple[str, ...] | None) -> str:
@@ -206,15 +218,25 @@ class Intake:
         self.queue.set_group(key, rec.id, st["last_event_at"] if st["alerts_resolved"] else None)
 
     def process_pending(self) -> int:
-        """Apply every pending notification in arrival order; a bad one is recorded, never retried forever."""
+        """Apply every pending notification in arrival order.
+
+        A notification is marked processed only after its incident's events are durable. One that can
+        never apply (bad input, a record that does not verify) is marked with its error and counted;
+        one that failed for a reason that may pass (a full disk) stays pending and is tried again.
+        """
         done = 0
         while batch := self.queue.pending_notifications():
             for nid, payload in batch:
                 try:
                     incident_id = self.apply(parse_notification(payload))
-                    self.queue.mark_processed(nid, incident_id)
+                except StorageError as exc:
+                    self.on_event("intake_failed", {"reason": "storage", "error": str(exc)})
+                    return done  # the disk said no: keep it pending, retry on the next wake-up
                 except IrkitError as exc:
                     self.queue.mark_processed(nid, None, str(exc))
+                    self.on_event("intake_failed", {"reason": type(exc).__name__, "error": str(exc)})
+                else:
+                    self.queue.mark_processed(nid, incident_id)
                 done += 1
         return done
 

@@ -38,6 +38,9 @@ class Metrics:
         self.rejected = Counter("irkit_alerts_rejected", "Notifications refused", ["reason"], registry=self.registry)
         self.opened = Counter("irkit_incidents_opened", "Incidents opened from alerts", registry=self.registry)
         self.runs = Counter("irkit_runs", "Runbook runs finished", ["outcome"], registry=self.registry)
+        self.failed = Counter(
+            "irkit_intake_failures", "Notifications that could not be applied", ["reason"], registry=self.registry
+        )
         self.depth = Gauge("irkit_queue_depth", "Jobs and notifications waiting", registry=self.registry)
         self.duration = Histogram(
             "irkit_run_duration_seconds",
@@ -49,6 +52,8 @@ class Metrics:
     def event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "incident_opened":
             self.opened.inc()
+        elif kind == "intake_failed":
+            self.failed.labels(data["reason"]).inc()
         elif kind == "run_finished":
             self.runs.labels("ok" if data["ok"] else "failed").inc()
             self.duration.observe(data["seconds"])
@@ -123,7 +128,16 @@ def create_app(
     async def healthz(request: Request) -> Response:
         counts = queue.counts()
         pool = intake.pool
-        return JSONResponse({"ok": True, **counts, "warm_kernels": pool.ready() if pool is not None else 0})
+        failed = counts.get("notifications_failed", 0)
+        return JSONResponse(
+            {
+                "ok": True,  # serving; "status" says whether every accepted notification was applied
+                "status": "degraded" if failed else "ok",
+                **counts,
+                "last_failure": queue.last_failure() if failed else None,
+                "warm_kernels": pool.ready() if pool is not None else 0,
+            }
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         counts = queue.counts()

@@ -532,3 +532,42 @@ def test_a_firing_long_after_a_person_closed_the_incident_opens_a_new_one(settin
     it2 = Intake(settings2, ENV, records, it.queue, it.run)
     later = it2.apply(parse_notification(json.dumps(payload("closed", starts="2025-11-21T09:00:00Z"))))
     assert later != first
+
+
+def test_a_half_made_incident_folder_never_blocks_its_group(settings, records: Path) -> None:
+    """What a crash inside an older Record.create left: the folder and subfolders, no first event."""
+    from irkit.alerts import incident_id_for
+
+    note = parse_notification(json.dumps(payload("half")).encode())
+    half = records / incident_id_for(note)
+    for sub in ("notebooks", "data", "figures", "comms"):
+        (half / sub).mkdir(parents=True)
+    q = Queue(records / ".irkit" / "queue.sqlite")
+    q.accept(json.dumps(payload("half")).encode())
+    intake = Intake(settings, ENV, records, q, FakeRun())
+    assert intake.process_pending() == 1
+    assert q.counts()["notifications_failed"] == 0
+    rec = Record.open(records, half.name)
+    assert [e["type"] for e in rec.events()][:1] == ["incident.opened"] and rec.verify().ok
+
+
+def test_kill_9_right_after_200_loses_no_notification_and_blocks_no_group(tmp_path: Path, records: Path) -> None:
+    accepted = []
+    for i in range(20):
+        with server(tmp_path, records, {"serve": {"token_env": "WEBHOOK_TOKEN", "runbooks": []}}) as (url, proc):
+            res = requests.post(f"{url}/alerts", json=payload(f"kill{i}"), headers=AUTH, timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL)  # right after the 200, while intake is creating the record
+            proc.wait()
+            if res.status_code == 200:
+                accepted.append(f"kill{i}")
+    assert len(accepted) == 20
+    with server(tmp_path, records, {"serve": {"token_env": "WEBHOOK_TOKEN", "runbooks": []}}) as (url, _):
+        wait_for(lambda: requests.get(f"{url}/healthz", timeout=5).json()["notifications_pending"] == 0, 60, "drain")
+        health = requests.get(f"{url}/healthz", timeout=5).json()
+    assert health["notifications_failed"] == 0 and health["status"] == "ok", health
+    ids = list_incidents(records)
+    assert len(ids) == 20  # one incident per group, none blocked by a half-made folder
+    for iid in ids:
+        rec = Record.open(records, iid)
+        assert rec.verify().ok and rec.state()["alerts"], iid
+    assert not [p for p in records.iterdir() if p.name.startswith(".creating.")]
