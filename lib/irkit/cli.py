@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 a runbook failed or a record did not verify; 2 bad usage or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,15 @@ from typing import Any, TypeVar
 import click
 
 from irkit.config import Settings, load_config
-from irkit.errors import BadInputError, IrkitError, RecordBroken, RunbookFailed, SourceUnavailable, VerificationFailed
+from irkit.errors import (
+    BadInputError,
+    IrkitError,
+    RecordBroken,
+    RecordError,
+    RunbookFailed,
+    SourceUnavailable,
+    VerificationFailed,
+)
 from irkit.record import Record, list_incidents, parse_ts, utcnow, validate_incident_id
 from irkit.severity import Level
 
@@ -103,6 +112,25 @@ class IrkitGroup(click.Group):
         except click.Abort:
             click.echo("irkit: aborted", err=True)
             sys.exit(1)
+        except IrkitError as exc:
+            fail(exc)
+        except OSError as exc:  # a full or read-only disk, a vanished directory: one line, never a traceback
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"irkit: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
+        except (OverflowError, UnicodeError, RecursionError, ValueError) as exc:
+            click.echo(
+                f"irkit: bad input: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}", err=True
+            )
+            sys.exit(2)
+        except Exception as exc:  # the last line of defence; IRKIT_DEBUG=1 shows the traceback
+            if os.environ.get("IRKIT_DEBUG"):
+                raise
+            msg = str(exc).splitlines()[0][:300] if str(exc) else ""
+            click.echo(
+                f"irkit: internal error: {type(exc).__name__}: {msg} (IRKIT_DEBUG=1 shows the traceback)", err=True
+            )
+            sys.exit(1)
 
 
 @click.group(cls=IrkitGroup)
@@ -141,8 +169,10 @@ def open_cmd(
     if runbook is None:
         raise BadInputError("give both an incident id and a runbook to prepare, or no arguments to open an incident")
     from irkit.runner import coerce_cli_parameters, declared_parameters, default_registry, prepare_runbook
+    from irkit.runstate import recover_interrupted
 
     rec = c.record(incident_id)
+    recover_interrupted(rec)
     reg = default_registry(c.settings)
     typed = coerce_cli_parameters(declared_parameters(reg.path(reg.get(runbook))), dict(params))
     rel = prepare_runbook(
@@ -316,12 +346,12 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None
     c = build(records, config)
     rec = c.record(incident_id)
     problem = rec.broken()
-    if problem:
-        click.echo(click.style(f"WARNING: {incident_id} does not verify: {problem}", fg="red", bold=True), err=True)
-        click.echo("the state below is folded from the events before the break only", err=True)
     state = rec.state()
     if state["id"] is None:
         raise RecordBroken(f"{incident_id} does not verify and has no intact first event: {problem}")
+    if problem:
+        warning = f"WARNING: {incident_id} does not verify: {problem}; the state below stops at the break"
+        click.echo(click.style(warning, fg="red", bold=True), err=True)
     # A replayed incident is judged at its own last moment, not against today's date.
     now = parse_ts(state["last_event_at"]) if state.get("replay") and state.get("last_event_at") else utcnow()
     clocks = compute_clocks(state, c.settings.severity, now)
@@ -383,8 +413,13 @@ def verify_cmd(
     if expect_head is not None and len(incident_ids) != 1:
         raise BadInputError("--expect-head checks one incident at a time")
     verifier = load_verifier(public_key) if public_key is not None else None
+    from irkit.runstate import recover_interrupted
+
     failed = []
     for iid in incident_ids:
+        with contextlib.suppress(RecordError):  # a run whose runner died is sealed as interrupted first
+            for rel in recover_interrupted(c.record(iid)):
+                click.echo(f"{iid}: run {rel} was interrupted; sealed what it had as partial", err=True)
         report = Record.open(c.records, validate_incident_id(iid)).verify(expect_head=expect_head, verifier=verifier)
         click.echo(report.summary())
         for extra in report.problems[1:]:
@@ -592,7 +627,9 @@ def comms_cmd(
 
 @main.command("oncall")
 @click.option("--at", "at", help="RFC 3339 time (default now).")
-@click.option("--weeks", default=4, show_default=True)
+@click.option(
+    "--weeks", default=4, show_default=True, type=click.IntRange(0, 520), help="How far ahead to list handovers."
+)
 @common
 def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | None) -> None:
     """Who is on call, and the next handovers."""

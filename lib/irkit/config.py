@@ -419,6 +419,8 @@ def load_config(
                 raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
             except OSError as exc:
                 raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):

@@ -9,7 +9,7 @@ never collide on ports. Registered under papermill's ``papermill.engine`` entry 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,16 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
     """
 
     _final = False
+    on_progress: Callable[[Any], None] | None = None  # called with the notebook after every cell
 
     def save(self, **kwargs: Any) -> None:
         if self._final:
             super().save(**kwargs)
+
+    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        super().cell_complete(cell, cell_index=cell_index, **kwargs)
+        if self.on_progress is not None:
+            self.on_progress(self.nb)
 
     def notebook_complete(self, **kwargs: Any) -> None:
         self._final = True
@@ -52,6 +58,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         progress_bar: bool = True,
         log_output: bool = False,
         autosave_cell_every: int = 30,
+        on_progress: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> Any:
         nb_man = FinalSaveManager(
@@ -61,6 +68,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
             log_output=log_output,
             autosave_cell_every=autosave_cell_every,
         )
+        nb_man.on_progress = on_progress
         nb_man.notebook_start()
         try:
             cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)

@@ -75,6 +75,27 @@ def _run(km: KernelManager, code: str, timeout: float) -> None:
         kc.stop_channels()
 
 
+def remove_stale_kernel_dirs() -> int:
+    """Remove warm-kernel directories (connection files, IPC sockets) left by a pool whose process died."""
+    removed = 0
+    for d in Path(tempfile.gettempdir()).glob("irkit-kernel-*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older irkit, or being created right now)
+        try:
+            os.kill(pid, 0)
+            continue  # its pool is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 class KernelPool:
     """``size`` pre-started, pre-imported kernels; take one per run, never return it."""
 
@@ -100,6 +121,7 @@ class KernelPool:
         self._retiring: list[threading.Thread] = []
         self.started = 0
         self.discarded = 0
+        remove_stale_kernel_dirs()
         self._thread = threading.Thread(target=self._fill, name="irkit-kernel-pool", daemon=True)
         self._thread.start()
         self._want.set()
@@ -108,6 +130,7 @@ class KernelPool:
 
     def _start_one(self) -> WarmKernel:
         directory = Path(tempfile.mkdtemp(prefix="irkit-kernel-"))
+        (directory / "owner.pid").write_text(str(os.getpid()))
         km = KernelManager(
             kernel_name=self.kernel_name,
             transport="ipc",

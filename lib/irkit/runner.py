@@ -33,6 +33,7 @@ from irkit.config import Settings
 from irkit.errors import BadInputError, ParameterError, RecordError, UnknownRunbook
 from irkit.record import Record, ReplayClock, rfc3339, sha256_file, utcnow
 from irkit.redact import Redactor
+from irkit.runstate import in_flight, recover_interrupted
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
 OUTCOME_OK = "ok"
@@ -302,10 +303,6 @@ def run_runbook(
 
     Returns the :class:`RunResult`; the caller decides whether a non-ok outcome is an error.
     """
-    import nbformat
-    import papermill
-
-    from irkit.engine import register as register_engine
 
     registry = registry or default_registry(settings)
     rb = registry.get(runbook)
@@ -327,13 +324,73 @@ def run_runbook(
     redactor = Redactor.from_settings(settings, environ)
     safe_params = redactor.data(full_params)
     started_at = utcnow()
-    rel = _reserve(
-        record,
-        rb,
-        "notebook.started",
-        {"parameters": safe_params, "batch": batch, "source": str(source), **({"tag": tag} if tag else {})},
-        actor,
-    )
+    recover_interrupted(record, actor="irkit")
+    tmpdir = Path(tempfile.mkdtemp(prefix="irkit-run-"))
+    try:
+        rel = _reserve(
+            record,
+            rb,
+            "notebook.started",
+            {
+                "parameters": safe_params,
+                "batch": batch,
+                "source": str(source),
+                "workdir": str(tmpdir),
+                **({"tag": tag} if tag else {}),
+            },
+            actor,
+        )
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    with in_flight(record, rel, redactor.notebook) as on_progress:
+        return _execute(
+            record,
+            rb,
+            source,
+            rel,
+            full_params,
+            safe_params,
+            settings=settings,
+            environ=environ,
+            actor=actor,
+            redactor=redactor,
+            tmpdir=tmpdir,
+            started_at=started_at,
+            progress=progress,
+            batch=batch,
+            tag=tag,
+            pool=pool,
+            on_progress=on_progress,
+        )
+
+
+def _execute(
+    record: Record,
+    rb: Runbook,
+    source: Path,
+    rel: str,
+    full_params: dict[str, Any],
+    safe_params: Any,
+    *,
+    settings: Settings,
+    environ: Mapping[str, str],
+    actor: str,
+    redactor: Redactor,
+    tmpdir: Path,
+    started_at: Any,
+    progress: bool,
+    batch: bool,
+    tag: str | None,
+    pool: Any,
+    on_progress: Any,
+) -> RunResult:
+    """Execute into ``tmpdir`` (private), then seal the redacted copy at ``rel`` with ``notebook.finished``."""
+    import nbformat
+    import papermill
+
+    from irkit.engine import register as register_engine
+
     kernel_env = dict(environ)
     kernel_env["IRKIT_ACTOR"] = actor
     kernel_env["IRKIT_BATCH"] = "1" if batch else "0"
@@ -341,7 +398,6 @@ def run_runbook(
         kernel_env["IRKIT_CLOCK"] = rfc3339(record.clock())
     kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
-    tmpdir = Path(tempfile.mkdtemp(prefix="irkit-run-"))
     out = tmpdir / "executed.ipynb"
     exc: BaseException | None = None
     t0 = time.monotonic()
@@ -360,6 +416,7 @@ def run_runbook(
             kernel_cwd=str(record.path),
             ipc_dir=str(tmpdir),
             kernel_pool=pool,
+            on_progress=on_progress,
         )
     except Exception as e:  # every ending is classified below; nothing is lost
         exc = e

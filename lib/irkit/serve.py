@@ -150,6 +150,9 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         pool = None
         if start_workers:
+            from irkit.runstate import recover_all
+
+            recover_all(records, settings.record_options(environ), actor="irkit-serve")
             if settings.serve.warm_pool and settings.serve.runbooks:
                 from irkit.kernels import KernelPool
 

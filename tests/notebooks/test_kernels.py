@@ -88,3 +88,26 @@ def test_eight_concurrent_runs_through_the_pool(rec: Record, book: RunbookRegist
     assert all(r.ok for r in results), [r.summary() for r in results]
     assert len({r.path for r in results}) == 8 and rec.verify().ok
     assert _kernel_children() == []
+
+
+def test_stale_warm_kernel_dirs_of_a_dead_pool_are_removed(tmp_path) -> None:
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from irkit.kernels import remove_stale_kernel_dirs
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.mkdtemp(prefix="irkit-kernel-"))
+    (stale / "owner.pid").write_text(str(dead.pid))
+    (stale / "connection.json").write_text("{}")
+    live = Path(tempfile.mkdtemp(prefix="irkit-kernel-"))
+    (live / "owner.pid").write_text(str(os.getpid()))
+    try:
+        assert remove_stale_kernel_dirs() >= 1
+        assert not stale.exists() and live.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(live, ignore_errors=True)
