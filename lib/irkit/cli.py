@@ -426,6 +426,8 @@ def verify_cmd(
             click.echo(f"  also: {extra}")
         for wc in report.working_copies:
             click.echo(f"  unsealed working copy: {wc}")
+        for loose in report.unaccounted:
+            click.echo(f"  not sealed, not part of the record: {loose}")
         if not report.ok:
             failed.append(iid)
     if failed:

@@ -14,7 +14,7 @@ import gzip
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -137,10 +137,70 @@ def capture(
     return view
 
 
+def without_env_values(obj: Any) -> Any:
+    """A copy with every container ``env`` entry reduced to its name and ``valueFrom`` reference.
+
+    Literal values (often credentials set inline) never reach a record; what diagnosis needs — which
+    variables exist and where their values come from — stays.
+    """
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if k == "env" and isinstance(v, list):
+                out[k] = [
+                    {kk: vv for kk, vv in e.items() if kk in ("name", "valueFrom")} if isinstance(e, Mapping) else e
+                    for e in v
+                ]
+            else:
+                out[k] = without_env_values(v)
+        return out
+    if isinstance(obj, list):
+        return [without_env_values(v) for v in obj]
+    return obj
+
+
+def helm_metadata_only(secrets: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm release Secrets reduced to release metadata: never chart values (``config``) or the manifest.
+
+    The result keeps the Secret shape (re-encoded as Helm does), so a recorded snapshot replays.
+    """
+    items = []
+    for secret in secrets.get("items", []):
+        try:
+            rel = decode_helm_release(secret)
+        except (KeyError, ValueError, binascii.Error, OSError, TypeError):
+            items.append({"metadata": secret.get("metadata", {}), "data": {}})  # undecodable: nothing of it kept
+            continue
+        chart = rel.get("chart", {}).get("metadata", {})
+        info = rel.get("info", {})
+        kept = {
+            "name": rel.get("name"),
+            "namespace": rel.get("namespace"),
+            "version": rel.get("version"),
+            "info": {k: info.get(k) for k in ("status", "first_deployed", "last_deployed", "deleted", "description")},
+            "chart": {"metadata": {k: chart.get(k) for k in ("name", "version", "appVersion")}},
+        }
+        inner = base64.b64encode(gzip.compress(json.dumps(kept).encode(), mtime=0))
+        items.append(
+            {**{k: v for k, v in secret.items() if k != "data"}, "data": {"release": base64.b64encode(inner).decode()}}
+        )
+    return {**{k: v for k, v in secrets.items() if k != "items"}, "items": items}
+
+
+def for_record(view: ClusterView, redact: Callable[[str], str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """What of a captured view may be sealed: env names not values, Helm metadata, redacted logs."""
+    objects = {k: without_env_values(v) for k, v in view.objects.items()}
+    if "helm-releases" in objects:
+        objects["helm-releases"] = helm_metadata_only(objects["helm-releases"])
+    logs = {pod: redact(text) if redact else text for pod, text in view.logs.items()}
+    return objects, logs
+
+
 def snapshot(record: Record, view: ClusterView, *, actor: str) -> list[str]:
-    """Save a captured view into the record's ``data/cluster`` and seal every file."""
+    """Save what may be kept of a captured view into a new ``data/cluster`` version and seal every file."""
     meta = {"taken_at": rfc3339(view.taken_at), "source": view.source, "unavailable": view.unavailable}
-    files = snapshot_files(view.objects, view.logs, meta)
+    objects, logs = for_record(view, record.redactor.text if record.redactor else None)
+    files = snapshot_files(objects, logs, meta)
     return record.seal(
         lambda n: {f"{versioned_dir(CLUSTER_DIR, n)}/{name}": data for name, data in files.items()},
         actor=actor,

@@ -229,12 +229,20 @@ class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
     patterns: tuple[str, ...] = (
-        r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}",
-        r"\bAKIA[0-9A-Z]{16}\b",
+        r"(?i)\b(?:bearer|token)\s+[A-Za-z0-9._~+/=-]{8,}",
+        r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}",
+        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+        r"(?i)aws_secret_access_key\W{1,4}(?P<s>[A-Za-z0-9/+=]{40})",
         r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
-        r"(?i)(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
-        r"(?i)(?<=password=)[^\s&;\"']+",
         r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+        # user:password@host, with or without a scheme in front (a DSN pasted into a note)
+        r"(?:(?<=://)|(?<![^\s'\"(=,\[<]))[^\s:/@'\"<>]+:(?P<s>[^\s/@'\"<>]+)(?=@[\w.\[\]-]+)",
+        r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
+        r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]+)",
+        r"(?i)[\"']?(?:password|passwd|secret|token|api_?key|client_secret)[\"']?\s*:\s*[\"'](?P<s>[^\"']{6,})[\"']",
     )
     replacement: str = "[REDACTED]"
     min_secret_length: int = Field(6, ge=1, description="Shorter secret values are not scrubbed (too many hits)")

@@ -77,25 +77,58 @@ OUTPUT_TAGS = frozenset(
 )
 
 
+SCRIPT_MIMES = ("application/javascript", "text/javascript", "application/x-javascript", "image/svg+xml")
+
+
 def clean_output_html(html: str) -> str:
-    """An output's HTML with only table/text markup kept: no script, style, handlers or javascript: links.
+    """HTML with only table/text markup kept: no script, style, handlers, ``javascript:`` or remote images.
 
     Incident text reaches outputs (alert summaries in tables); rendered for a browser it must stay text.
+    nh3 (ammonia) parses the HTML as a browser would, so malformed markup cannot smuggle a tag through.
     """
-    import re
+    import nh3
 
-    import bleach
-
-    html = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", "", html)
     return str(
-        bleach.clean(
+        nh3.clean(
             html,
-            tags=OUTPUT_TAGS,
-            strip=True,
-            protocols={"http", "https", "data"},
-            attributes={"*": ["class"], "a": ["href", "title"], "img": ["src", "alt"]},
+            tags=set(OUTPUT_TAGS),
+            clean_content_tags={"script", "style"},
+            attributes={"*": {"class"}, "a": {"href", "title"}, "img": {"src", "alt"}},
+            url_schemes={"http", "https", "data"},
+            link_rel="noopener noreferrer",
         )
     )
+
+
+def _markdown_html(text: str) -> str:
+    from nbconvert.filters.markdown import markdown2html_mistune
+
+    return clean_output_html(str(markdown2html_mistune(text)))
+
+
+def sanitize_notebook(nb: Any) -> Any:
+    """Every output type made safe for a browser: HTML and Markdown sanitized, JavaScript and SVG dropped.
+
+    Markdown cells are rendered and sanitized too: a responder's cell in a sealed working copy is input.
+    """
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            cell["source"] = _markdown_html(str(cell.get("source", "")))
+            cell["attachments"] = {}
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if not isinstance(data, dict):
+                continue
+            for mime in [m for m in data if m in SCRIPT_MIMES or "javascript" in m or m.endswith("+json")]:
+                if mime != "application/json":
+                    del data[mime]
+            if "text/markdown" in data:
+                md = data.pop("text/markdown")
+                data["text/html"] = _markdown_html(md if isinstance(md, str) else "".join(md))
+            elif "text/html" in data:
+                html = data["text/html"]
+                data["text/html"] = clean_output_html(html if isinstance(html, str) else "".join(html))
+    return nb
 
 
 def render_notebook(src: Path, dest: Path) -> None:
@@ -105,18 +138,11 @@ def render_notebook(src: Path, dest: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(src), as_version=4)
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if "text/html" in data:
-                data["text/html"] = clean_output_html(str(data["text/html"]))
-    # Outputs are cleaned above with an allowlist; markdown cells are the runbook's own (from the repo).
+    nb = sanitize_notebook(nbformat.read(str(src), as_version=4))
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     with warnings.catch_warnings():  # scrapbook's scrap mimetypes have no HTML form, by design
         warnings.filterwarnings("ignore", message=".*is not able to be represented", category=UserWarning)
         body, _ = exporter.from_notebook_node(nb)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, body.encode(), durable=False)
 
 
@@ -140,6 +166,10 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
         if nb.is_symlink() or not nb.is_file() or sha256_file(nb) != info["sha256"]:
             continue
         html = rec.path / "html" / f"{nb.stem}.html"
+        html_dir = rec.path / "html"
+        if html_dir.is_symlink() or (html.exists() and html.is_symlink()):
+            raise IrkitError(f"{incident_id}/html is a symlink; refusing to write through it")
+        html_dir.mkdir(exist_ok=True)
         render_notebook(nb, html)
         notebooks.append((nb.stem, f"{incident_id}/html/{html.name}"))
     pm = rec.latest_file("postmortem.html")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from irkit.cluster import ClusterView
+from irkit.cluster import ClusterView, without_env_values
 from irkit.config import Dependency, Settings
 from irkit.errors import BadInputError, IrkitError, RecordError, SourceUnavailable
 from irkit.record import Record, Status, canonical_json, parse_ts, rfc3339
@@ -87,7 +87,7 @@ class Plan:
             "after": self.after,
             "cost": self.cost,
             "diff": self.diff(),
-            "body": self.body,
+            "body": without_env_values(self.body),  # a template's literal env values never reach the log
         }
 
 

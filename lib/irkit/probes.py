@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from irkit.config import Dependency
+from irkit.redact import scrub_url
 
 
 class CheckStatus(enum.StrEnum):
@@ -85,6 +86,20 @@ def _address(dep: Dependency, environ: Mapping[str, str]) -> str | None:
     return dep.url
 
 
+def _safe(text: str, address: str) -> str:
+    """A driver's error text with the address (and any password in it) scrubbed before it is evidence."""
+    from urllib.parse import unquote, urlsplit
+
+    text = text.replace(address, scrub_url(address))
+    try:
+        password = urlsplit(address if "://" in address else f"//{address}").password
+    except ValueError:
+        password = None
+    for form in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(str(form), "[REDACTED]")
+    return text
+
+
 def _missing(dep: Dependency) -> CheckResult:
     where = f"environment variable {dep.url_env} is not set" if dep.url_env else "no url configured"
     return CheckResult(dep.name, CheckStatus.UNCHECKED, f"no address: {where}")
@@ -103,9 +118,7 @@ def probe_http(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
     try:
         resp = requests.get(url, timeout=dep.timeout_s, allow_redirects=False)
     except requests.exceptions.RequestException as exc:
-        return CheckResult(
-            dep.name, CheckStatus.UNCHECKED, f"no answer from {urlparse(url).netloc}: {type(exc).__name__}"
-        )
+        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"no answer from {scrub_url(url)}: {type(exc).__name__}")
     details = {"status_code": resp.status_code, "elapsed_ms": round(resp.elapsed.total_seconds() * 1000, 1)}
     if resp.status_code < 400:
         return CheckResult(dep.name, CheckStatus.OK, f"HTTP {resp.status_code}", details)
@@ -182,7 +195,7 @@ def probe_postgres(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
             long_running = [{"pid": r[0], "seconds": r[1], "query": r[2]} for r in cur.fetchall()]
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"cannot query PostgreSQL: {first[:200]}")
+        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"cannot query PostgreSQL: {_safe(first, dsn)[:200]}")
     ratio = used / maximum if maximum else 0.0
     details = {"connections": used, "max_connections": maximum, "long_running": long_running}
     problems = []
@@ -209,7 +222,9 @@ def probe_redis(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
         r.ping()
         info = r.info()
     except redis.RedisError as exc:
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"cannot query Redis: {type(exc).__name__}: {exc}"[:200])
+        return CheckResult(
+            dep.name, CheckStatus.UNCHECKED, f"cannot query Redis: {type(exc).__name__}: {_safe(str(exc), url)}"[:200]
+        )
     used, maxmem = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     evicted, clients = int(info.get("evicted_keys", 0)), int(info.get("connected_clients", 0))
     details = {"used_memory": used, "maxmemory": maxmem, "connected_clients": clients, "evicted_keys": evicted}

@@ -325,6 +325,7 @@ class VerifyReport:
     working_copies: list[str] = field(default_factory=list)
     head: str = GENESIS
     after_head: list[str] | None = None  # types of the events after a pinned head (--expect-head)
+    unaccounted: list[str] = field(default_factory=list)  # files neither sealed nor working copies
     signed: str | None = None  # the key id every event was checked against (--public-key)
 
     @property
@@ -335,6 +336,8 @@ class VerifyReport:
         if self.ok:
             wc = f"; {len(self.working_copies)} unsealed working cop(ies)" if self.working_copies else ""
             sig = f"; every event signed by key {self.signed}" if self.signed else ""
+            if self.unaccounted:
+                wc += f"; {len(self.unaccounted)} file(s) not sealed"
             pinned = ""
             if self.after_head is not None:
                 types = ", ".join(self.after_head) or "none"
@@ -509,7 +512,11 @@ class Record:
         except OSError as exc:
             raise _storage_error(exc, f"the records root {rec.root}") from exc
         final = rec.path
+        creating = -1
         try:
+            # Held until the rename: remove_stale_creations() can tell a crashed creation from a live one.
+            creating = os.open(tmp / ".creating", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(creating, fcntl.LOCK_EX)
             os.chmod(tmp, 0o755)  # noqa: S103  # a record is read by the whole team (mkdtemp makes 0700)
             for sub in SUBDIRS:
                 (tmp / sub).mkdir()
@@ -524,6 +531,10 @@ class Record:
                 _TAILS.pop(str(tmp / "events.jsonl"), None)
             rec._at(final)
             shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; a leftover after a failure
+            with contextlib.suppress(FileNotFoundError):
+                (final / ".creating").unlink()
+            if creating >= 0:
+                os.close(creating)
         return rec
 
     @classmethod
@@ -1024,7 +1035,38 @@ class Record:
             elif sha256_file(full) != info["sha256"]:
                 report.problems.append(f"{rel}: sha256 differs from the one sealed at event {info['seq']} — changed")
         report.working_copies = sorted(state["working_copies"])
+        links, report.unaccounted = self._walk(state)
+        report.problems += [f"{rel}: a symlink inside the record (records are never read through one)" for rel in links]
         return report
+
+    def _walk(self, state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Symlinks anywhere in the record, and files that are neither sealed, working copies nor bookkeeping."""
+        links, loose = [], []
+        known = set(state["artifacts"]) | set(state["working_copies"])
+        for top, dirs, files in os.walk(self.path, followlinks=False):
+            here = Path(top).relative_to(self.path)
+            for name in dirs + files:
+                rel = (here / name).as_posix()
+                if os.path.islink(self.path / rel):
+                    links.append(rel)
+                elif name in files and rel not in known and not _bookkeeping(rel):
+                    loose.append(rel)
+        return sorted(links), sorted(loose)
+
+    def remove_checkpoints(self) -> int:
+        """Delete JupyterLab's ``.ipynb_checkpoints`` copies (unredacted) anywhere in the record."""
+        n = 0
+        for top, dirs, _files in os.walk(self.path, followlinks=False):
+            for d in list(dirs):
+                if d == ".ipynb_checkpoints":
+                    target = Path(top) / d
+                    if target.is_symlink():
+                        target.unlink()
+                    else:
+                        shutil.rmtree(target, ignore_errors=True)
+                    dirs.remove(d)
+                    n += 1
+        return n
 
 
 def _latest(arts: Mapping[str, Any], name: Callable[[int], str], hit: Callable[[str, str], bool]) -> str | None:
@@ -1038,6 +1080,16 @@ def _latest(arts: Mapping[str, Any], name: Callable[[int], str], hit: Callable[[
         elif n > last + 20:
             return best
     return best  # pragma: no cover
+
+
+def _bookkeeping(rel: str) -> bool:
+    """irkit's own files in a record that are not evidence: the log, its cache and lock, run state, HTML."""
+    first = rel.split("/", 1)[0]
+    return (
+        rel in ("events.jsonl", "incident.json", ".lock")
+        or rel.startswith("events.torn.")
+        or first in (".runs", "html")
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -1063,6 +1115,34 @@ def _install(tmp: Path, final: Path, incident_id: str) -> None:
         # An older irkit (or a crash mid-mkdir) left a folder without events: nothing sealed is lost.
         shutil.rmtree(final, ignore_errors=True)
     raise IncidentExists(f"incident {incident_id}: could not replace the half-made folder {final}")
+
+
+def remove_stale_creations(root: str | Path, *, min_age_s: float = 60) -> int:
+    """Remove hidden ``.creating.*`` folders whose creator died (a crash mid-``Record.create``)."""
+    removed = 0
+    base = Path(root)
+    for d in base.glob(".creating.*") if base.is_dir() else []:
+        if d.is_symlink() or not d.is_dir():
+            continue
+        try:
+            fd = os.open(d / ".creating", os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:  # died before taking its lock (or is just starting): judge by age
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - d.stat().st_mtime > min_age_s:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its creator is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def list_incidents(root: str | Path) -> list[str]:

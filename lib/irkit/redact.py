@@ -19,22 +19,83 @@ from typing import Any
 BINARY_MIME_PREFIXES = ("image/", "application/pdf", "audio/", "video/")
 
 
+SENSITIVE_QUERY_KEYS = (
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "sig",
+    "signature",
+    "auth",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+)
+MIN_PREFIX = 8  # a displayed prefix this long (pandas cuts cells to "CANARYLONGPASSW...") is the secret
+
+
+def scrub_url(url: str) -> str:
+    """``url`` without userinfo and with the values of sensitive query keys removed, before it is text.
+
+    ``postgres://app:pw@db/x?password=pw`` → ``postgres://db/x?password=REDACTED``
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url if "://" in url else f"//{url}")
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(an unparseable address)"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = [(k, "REDACTED" if k.lower() in SENSITIVE_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, True)]
+    out = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+    return out if "://" in url else out.removeprefix("//")
+
+
 def escaped_forms(value: str) -> set[str]:
-    """``value`` as it appears raw, in ``repr``, JSON, HTML and papermill-injected Python literals."""
+    """``value`` as code prints or encodes it: raw, ``repr`` (str and bytes), JSON, HTML, papermill's
+    parameter literal, URL-encoded, and base64 (at every byte alignment inside a longer encoding)."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
     forms = {
         value,
         repr(value)[1:-1],
+        repr(value.encode())[2:-1],
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
         html.escape(value),
         html.escape(value, quote=False),
         value.encode("unicode_escape").decode("ascii").replace('"', '\\"'),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
     }
-    return {f for f in forms if f}
+    raw = value.encode()
+    for b64 in (base64.b64encode, base64.urlsafe_b64encode):
+        for pad in range(3):  # the secret at each byte offset mod 3 inside a longer base64 text:
+            enc = b64(b"\0" * pad + raw).decode()  # keep the characters made of its bits alone
+            forms.add(enc[-(-8 * pad // 6) : 8 * (pad + len(raw)) // 6])
+    return {f for f in forms if len(f) >= 4}
 
 
 class Redactor:
-    """Replaces secret values and configured patterns in strings and nested JSON-like data."""
+    """Replaces secret values and configured patterns in strings and nested JSON-like data.
+
+    A known secret is caught in every form of :func:`escaped_forms` and as any prefix of 8 or more
+    characters of those forms (what a truncated display leaves). A pattern with a named group ``s``
+    replaces only that group (``password=(?P<s>…)`` keeps the key readable).
+    """
 
     def __init__(
         self,
@@ -44,10 +105,8 @@ class Redactor:
         replacement: str = "[REDACTED]",
         min_secret_length: int = 6,
     ) -> None:
-        # Every form a secret takes when code prints it (repr, JSON, HTML, papermill's parameter
-        # literal), longest first so a secret that contains another is replaced whole.
         needles = {form for v in secret_values if v and len(v) >= min_secret_length for form in escaped_forms(v)}
-        self._secrets = [re.compile(re.escape(v)) for v in sorted(needles, key=len, reverse=True)]
+        self._needles = sorted(needles, key=len, reverse=True)
         self._patterns = [re.compile(p) for p in patterns]
         self.replacement = replacement
 
@@ -62,12 +121,43 @@ class Redactor:
             min_secret_length=red.min_secret_length,
         )
 
+    def _spans(self, s: str) -> list[tuple[int, int]]:
+        """Where a secret (or a prefix of 8+ characters of one) occurs in ``s``."""
+        spans = []
+        for needle in self._needles:
+            head = needle[: min(MIN_PREFIX, len(needle))]
+            i = s.find(head)
+            while i >= 0:
+                n = len(head)
+                while n < len(needle) and i + n < len(s) and s[i + n] == needle[n]:
+                    n += 1
+                spans.append((i, i + n))
+                i = s.find(head, i + n)
+        return spans
+
     def text(self, s: str) -> str:
-        """``s`` with every secret value and pattern match replaced."""
-        for rx in self._secrets:
-            s = rx.sub(self.replacement, s)
+        """``s`` with every secret value (and its displayed prefixes) and pattern match replaced."""
+        if self._needles:
+            merged: list[list[int]] = []
+            for a, b in sorted(self._spans(s)):
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            if merged:
+                out, pos = [], 0
+                for a, b in merged:
+                    out += [s[pos:a], self.replacement]
+                    pos = b
+                out.append(s[pos:])
+                s = "".join(out)
         for rx in self._patterns:
-            s = rx.sub(self.replacement, s)
+            if "s" in rx.groupindex:
+                s = rx.sub(
+                    lambda m: m.group(0).replace(m.group("s"), self.replacement) if m.group("s") else m.group(0), s
+                )
+            else:
+                s = rx.sub(self.replacement, s)
         return s
 
     def data(self, obj: Any) -> Any:
@@ -90,7 +180,3 @@ class Redactor:
     def notebook(self, nb: Mapping[str, Any]) -> Any:
         """A redacted copy of a notebook (as a dict or ``NotebookNode``)."""
         return self.data(nb)
-
-    def found_in(self, text: str) -> bool:
-        """Whether any secret value or pattern occurs in ``text`` (used to check a sealed file)."""
-        return any(rx.search(text) for rx in (*self._secrets, *self._patterns))

@@ -325,25 +325,26 @@ def run_runbook(
     safe_params = redactor.data(full_params)
     started_at = utcnow()
     recover_interrupted(record, actor="irkit")
-    tmpdir = Path(tempfile.mkdtemp(prefix="irkit-run-"))
-    try:
-        rel = _reserve(
-            record,
-            rb,
-            "notebook.started",
-            {
-                "parameters": safe_params,
-                "batch": batch,
-                "source": str(source),
-                "workdir": str(tmpdir),
-                **({"tag": tag} if tag else {}),
-            },
-            actor,
-        )
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
-    with in_flight(record, rel, redactor.notebook) as on_progress:
+    with in_flight(record, redactor.notebook) as (run_id, on_progress):
+        tmpdir = Path(tempfile.mkdtemp(prefix="irkit-run-"))
+        try:
+            rel = _reserve(
+                record,
+                rb,
+                "notebook.started",
+                {
+                    "parameters": safe_params,
+                    "batch": batch,
+                    "source": str(source),
+                    "run_id": run_id,
+                    "workdir": str(tmpdir),
+                    **({"tag": tag} if tag else {}),
+                },
+                actor,
+            )
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
         return _execute(
             record,
             rb,
@@ -519,4 +520,6 @@ def seal_notebook(record: Record, relpath: str, *, settings: Settings, environ: 
     except (OSError, ValueError) as exc:
         raise RecordError(f"{relpath}: cannot read the working copy: {exc}") from None
     clean = nbformat.from_dict(Redactor.from_settings(settings, environ).notebook(nb))
-    return record.seal_working_copy(relpath, nbformat.writes(clean).encode(), actor=actor)
+    digest = record.seal_working_copy(relpath, nbformat.writes(clean).encode(), actor=actor)
+    record.remove_checkpoints()  # JupyterLab's unredacted copies of what was just sealed
+    return digest

@@ -15,24 +15,27 @@ import contextlib
 import fcntl
 import html
 import os
+import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, RecordError, StorageError
 from irkit.record import Record, atomic_write_bytes
 
 RUNS_DIR = ".runs"
 SAVE_EVERY_S = 1.0  # a partial save per cell at most this often (the first cell always saves)
 
 
-def _paths(record: Record, rel: str) -> tuple[Path, Path]:
-    stem = Path(rel).name.removesuffix(".ipynb")
+def _paths(record: Record, run_id: str) -> tuple[Path, Path]:
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise RecordError(f"bad run id {run_id[:40]!r}")
     base = record.path / RUNS_DIR
-    return base / f"{stem}.lock", base / f"{stem}.partial.ipynb"
+    return base / f"{run_id}.lock", base / f"{run_id}.partial.ipynb"
 
 
 def _lock(path: Path, *, block: bool) -> int | None:
@@ -47,12 +50,18 @@ def _lock(path: Path, *, block: bool) -> int | None:
 
 
 @contextlib.contextmanager
-def in_flight(record: Record, rel: str, redact: Callable[[Any], Any]) -> Iterator[Callable[[Any], None]]:
-    """Hold the run's lock; yield the per-cell callback that saves the redacted partial notebook."""
+def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[str, Callable[[Any], None]]]:
+    """Take a new run id and hold its lock for the whole run — from *before* ``notebook.started`` is
+    written, so no one can take a live run for a dead one — and yield ``(run_id, save)``, where
+    ``save(nb)`` writes the redacted partial notebook (called after every cell)."""
     import nbformat
 
-    lock, partial = _paths(record, rel)
-    fd = _lock(lock, block=True)
+    run_id = uuid.uuid4().hex
+    lock, partial = _paths(record, run_id)
+    try:
+        fd = _lock(lock, block=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the run lock in {record.id}: {exc.strerror}") from exc
     last = [0.0]
 
     def save(nb: Any) -> None:
@@ -64,7 +73,7 @@ def in_flight(record: Record, rel: str, redact: Callable[[Any], Any]) -> Iterato
             atomic_write_bytes(partial, nbformat.writes(nbformat.from_dict(redact(nb))).encode(), durable=False)
 
     try:
-        yield save
+        yield run_id, save
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
@@ -107,7 +116,9 @@ def recover_interrupted(record: Record, *, actor: str = "irkit") -> list[str]:
     recovered = []
     for run in open_runs(record):
         rel = run["path"]
-        lock, partial = _paths(record, rel)
+        if not run.get("run_id"):
+            continue  # started by an older irkit without a run lock: nothing tells whether it is alive
+        lock, partial = _paths(record, str(run["run_id"]))
         fd = _lock(lock, block=False)
         if fd is None:
             continue  # its runner is alive
@@ -155,8 +166,9 @@ def _remove_workdir(path: str) -> None:
 
 def recover_all(root: str | Path, options: dict[str, Any], *, actor: str = "irkit") -> int:
     """Recover interrupted runs in every record under ``root`` (``irkit serve`` at start); returns how many."""
-    from irkit.record import list_incidents
+    from irkit.record import list_incidents, remove_stale_creations
 
+    remove_stale_creations(root)
     n = 0
     for iid in list_incidents(root):
         with contextlib.suppress(IrkitError):  # a broken record is reported by verify, not here

@@ -53,11 +53,14 @@ def test_kill_9_mid_run_seals_the_partial_notebook_as_interrupted(setup) -> None
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    partial = records / ID / ".runs" / "01-triage.partial.ipynb"
+    runs = records / ID / ".runs"
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not (partial.is_file() and "step one done" in partial.read_text()):
+    while time.monotonic() < deadline and not any(
+        "step one done" in p.read_text() for p in runs.glob("*.partial.ipynb")
+    ):
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.1)
+    partial = next(runs.glob("*.partial.ipynb"))
     assert CANARY not in partial.read_text()  # the partial copy is redacted too
     started = next(e for e in Record.open(records, ID).events() if e["type"] == "notebook.started")
     workdir = Path(started["data"]["workdir"])
@@ -93,9 +96,9 @@ def test_a_live_run_is_not_taken_for_an_interrupted_one(setup) -> None:
         start_new_session=True,
     )
     try:
-        partial = records / ID / ".runs" / "01-triage.partial.ipynb"
+        runs = records / ID / ".runs"
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not partial.is_file():
+        while time.monotonic() < deadline and not list(runs.glob("*.partial.ipynb")):
             time.sleep(0.1)
         res = irkit("verify", ID, "--records", str(records), env=env)
         assert res.returncode == 0 and "interrupted" not in res.stderr
