@@ -1,3 +1,5 @@
+import json
+
 from irkit.config import load_config
 from irkit.redact import Redactor
 
@@ -24,7 +26,7 @@ def test_default_patterns() -> None:
     out = r.text(text)
     for leaked in ("eyJhbGci", "pa55word", "AKIAABCDEFGHIJKLMNOP", "XXXXXXXX", "letmein"):
         assert leaked not in out
-    assert "postgresql://[REDACTED]@db:5432/registry" in out
+    assert "postgresql://app:[REDACTED]@db:5432/registry" in out  # the user stays readable
 
 
 def test_configured_secrets_come_from_the_named_env_vars() -> None:
@@ -38,3 +40,58 @@ def test_images_are_left_alone() -> None:
     nb = {"outputs": [{"data": {"image/png": "AAAAAAAABBBB", "text/plain": "AAAAAAAA"}}]}
     out = r.notebook(nb)
     assert out["outputs"][0]["data"] == {"image/png": "AAAAAAAABBBB", "text/plain": "[REDACTED]"}
+
+
+# --------------------------------------------------------------------------- every form a secret takes
+
+SECRET = "p@ss'w\"ord-ünï-0123456789"
+
+
+def test_known_secret_is_caught_in_every_encoding_and_as_a_displayed_prefix() -> None:
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    r = Redactor([SECRET], [])
+    shown = [
+        SECRET,
+        repr(SECRET),
+        repr(SECRET.encode()),
+        json.dumps(SECRET),
+        quote(SECRET),
+        quote_plus(SECRET),
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.b64encode(b"user:" + SECRET.encode()).decode(),  # Basic auth header value
+        base64.urlsafe_b64encode(b"xy" + SECRET.encode() + b"z").decode(),
+        SECRET[:12] + "...",  # what pandas leaves of a long cell
+    ]
+    for text in shown:
+        out = r.text(f"before {text} after")
+        assert "[REDACTED]" in out and SECRET[:8] not in out, (text, out)
+    assert r.text("p@ss'w") == "p@ss'w"  # shorter than 8 characters: not a prefix worth hiding
+
+
+def test_patterns_catch_unconfigured_credentials_and_keep_the_context() -> None:
+    r = Redactor.from_settings(load_config(None, {}), {})
+    cases = {
+        "dsn app:hunter2-secret@db.internal:5432/x": "app:[REDACTED]@db.internal",
+        "postgres://app:pw-1234567@db/x": "postgres://app:[REDACTED]@db/x",
+        "GET /x?token=abcdef123456&y=1": "token=[REDACTED]&y=1",
+        "Authorization: Basic dXNlcjpwYXNzd29yZA==": "Authorization: [REDACTED]",
+        '{"password": "hunter2-pw"}': '{"password": "[REDACTED]"}',
+        "key AKIAZZCANARY7Q2W3E4R": "key [REDACTED]",
+    }
+    for text, expected in cases.items():
+        assert expected in r.text(text), (text, r.text(text))
+    for harmless in ("at 14:32 on host-1", "mail alice@example.com", "ratio 12.0% > 10%"):
+        assert r.text(harmless) == harmless
+
+
+def test_scrub_url_drops_userinfo_and_token_values() -> None:
+    from irkit.redact import scrub_url
+
+    assert scrub_url("postgresql://app:pw@db:5432/x?sslmode=require&password=pw") == (
+        "postgresql://db:5432/x?sslmode=require&password=REDACTED"
+    )
+    assert scrub_url("https://u:p@[::1]:8443/h?access_token=t&x=1") == "https://[::1]:8443/h?access_token=REDACTED&x=1"
+    assert scrub_url("app:pw@db.internal:6379") == "db.internal:6379"
+    assert scrub_url("http://[bad") == "(an unparseable address)"
