@@ -14,7 +14,7 @@ import gzip
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,8 @@ from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, utcnow, 
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from irkit.redact import Redactor
 
 OBJECTS = ("deployment", "replicasets", "pods", "events", "helm-releases", "pod-metrics")
 CLUSTER_DIR = "data/cluster"
@@ -137,6 +139,9 @@ def capture(
     return view
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def without_env_values(obj: Any) -> Any:
     """A copy with every container ``env`` entry reduced to its name and ``valueFrom`` reference.
 
@@ -146,6 +151,8 @@ def without_env_values(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         out = {}
         for k, v in obj.items():
+            if k == LAST_APPLIED:  # kubectl's copy of the whole manifest, env values included
+                continue
             if k == "env" and isinstance(v, list):
                 out[k] = [
                     {kk: vv for kk, vv in e.items() if kk in ("name", "valueFrom")} if isinstance(e, Mapping) else e
@@ -187,19 +194,20 @@ def helm_metadata_only(secrets: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in secrets.items() if k != "items"}, "items": items}
 
 
-def for_record(view: ClusterView, redact: Callable[[str], str] | None) -> tuple[dict[str, Any], dict[str, str]]:
-    """What of a captured view may be sealed: env names not values, Helm metadata, redacted logs."""
+def for_record(view: ClusterView, redactor: Redactor | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """What of a captured view may be sealed: env names not values, Helm metadata, everything redacted."""
     objects = {k: without_env_values(v) for k, v in view.objects.items()}
     if "helm-releases" in objects:
         objects["helm-releases"] = helm_metadata_only(objects["helm-releases"])
-    logs = {pod: redact(text) if redact else text for pod, text in view.logs.items()}
-    return objects, logs
+    if redactor is None:
+        return objects, dict(view.logs)
+    return redactor.data(objects), {pod: redactor.text(text) for pod, text in view.logs.items()}
 
 
 def snapshot(record: Record, view: ClusterView, *, actor: str) -> list[str]:
     """Save what may be kept of a captured view into a new ``data/cluster`` version and seal every file."""
     meta = {"taken_at": rfc3339(view.taken_at), "source": view.source, "unavailable": view.unavailable}
-    objects, logs = for_record(view, record.redactor.text if record.redactor else None)
+    objects, logs = for_record(view, record.redactor)
     files = snapshot_files(objects, logs, meta)
     return record.seal(
         lambda n: {f"{versioned_dir(CLUSTER_DIR, n)}/{name}": data for name, data in files.items()},

@@ -228,21 +228,26 @@ class ServeSettings(_Model):
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
+    # Every quantifier is bounded and possessive (++): redaction runs under the record lock, so no
+    # input may make a pattern backtrack (64 KiB of "=a:" once took 20 s).
     patterns: tuple[str, ...] = (
-        r"(?i)\b(?:bearer|token)\s+[A-Za-z0-9._~+/=-]{8,}",
-        r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}={0,2}",
+        # a token-shaped value: has a digit, +/=, or an upper-case letter after its first character
+        r"(?i:\b(?:bearer|token)\s{1,8}+)(?=[A-Za-z0-9._~+/=-]{0,512}?[0-9+/=]|[A-Za-z._~-]{1,512}?[A-Z])"
+        r"[A-Za-z0-9._~+/=-]{8,4096}+",
+        r"(?i:\bbasic\s{1,8}+)(?=[A-Za-z0-9+/]{0,512}?[0-9+/=]|[A-Za-z]{1,512}?[A-Z])[A-Za-z0-9+/]{8,4096}+={0,2}",
         r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-        r"(?i)aws_secret_access_key\W{1,4}(?P<s>[A-Za-z0-9/+=]{40})",
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
-        r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
-        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",
-        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+        r"(?i)aws_secret_access_key\W{1,4}+(?P<s>[A-Za-z0-9/+=]{40})",
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{1,256}+",
+        r"\bxox[abprs]-[A-Za-z0-9-]{10,256}+",
+        r"\bgh[pousr]_[A-Za-z0-9]{36,255}+",
+        r"\beyJ[A-Za-z0-9_-]{8,4096}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{8,4096}+",  # JWTs
+        r"-----BEGIN [A-Z ]{0,40}+PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,16384}+(?:-----END [A-Z ]{0,40}+PRIVATE KEY-----)?",
         # user:password@host, with or without a scheme in front (a DSN pasted into a note)
-        r"(?:(?<=://)|(?<![^\s'\"(=,\[<]))[^\s:/@'\"<>]+:(?P<s>[^\s/@'\"<>]+)(?=@[\w.\[\]-]+)",
+        r"(?:(?<=://)|(?<![^\s'\"(=,\[<]))[^\s:/@'\"<>=,(\[]{1,128}+:(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[\w\[])",
         r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
-        r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]+)",
-        r"(?i)[\"']?(?:password|passwd|secret|token|api_?key|client_secret)[\"']?\s*:\s*[\"'](?P<s>[^\"']{6,})[\"']",
+        r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]{1,1024}+)",
+        r"(?i)[\"']?+(?:password|passwd|secret|token|api_?key|client_secret)[\"']?+\s{0,8}+:\s{0,8}+[\"']"
+        r"(?P<s>[^\"'\n]{6,1024}+)(?=[\"'])",
     )
     replacement: str = "[REDACTED]"
     min_secret_length: int = Field(6, ge=1, description="Shorter secret values are not scrubbed (too many hits)")

@@ -28,10 +28,11 @@ from irkit.config import Settings
 from irkit.errors import IncidentExists, IrkitError, StorageError
 from irkit.record import Record, parse_ts, utcnow
 
+MAX_ATTEMPTS = 5  # a notification that failed this often (not for bad input) is marked failed, and counted
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
   id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, payload BLOB NOT NULL, processed INTEGER NOT NULL DEFAULT 0,
-  incident_id TEXT, error TEXT);
+  incident_id TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS groups (
   group_key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, resolved_at TEXT);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,6 +50,9 @@ class Queue:
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
+            columns = {row[1] for row in c.execute("PRAGMA table_info(notifications)")}
+            if "attempts" not in columns:  # a queue made by an older irkit
+                c.execute("ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def _conn(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -76,6 +80,28 @@ class Queue:
                 "UPDATE notifications SET processed = 1, incident_id = ?, error = ? WHERE id = ?",
                 (incident_id, error, nid),
             )
+
+    def attempt_failed(self, nid: int, error: str, max_attempts: int) -> bool:
+        """Count a failed attempt; after ``max_attempts`` mark it processed with its error. True if given up."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            row = c.execute("SELECT attempts FROM notifications WHERE id = ?", (nid,)).fetchone()
+            attempts = (int(row[0]) if row else 0) + 1
+            give_up = attempts >= max_attempts
+            c.execute(
+                "UPDATE notifications SET attempts = ?, processed = ?, error = ? WHERE id = ?",
+                (attempts, 1 if give_up else 0, error, nid),
+            )
+            c.execute("COMMIT")
+            return give_up
+
+    def oldest_pending_s(self) -> float:
+        """Seconds the oldest unprocessed notification has waited (0 when none)."""
+        with self._conn() as c:
+            row = c.execute("SELECT min(received_at) FROM notifications WHERE processed = 0").fetchone()
+        if not row or not row[0]:
+            return 0.0
+        return max(0.0, (utcnow() - parse_ts(row[0])).total_seconds())
 
     def group(self, key: str) -> tuple[str, str | None] | None:
         with self._conn() as c:
@@ -225,20 +251,29 @@ class Intake:
         one that failed for a reason that may pass (a full disk) stays pending and is tried again.
         """
         done = 0
-        while batch := self.queue.pending_notifications():
+        tried: set[int] = set()  # failed in this pass: retried on the next wake-up, never spun on
+        while batch := [(n, p) for n, p in self.queue.pending_notifications(limit=100 + len(tried)) if n not in tried]:
             for nid, payload in batch:
                 try:
                     incident_id = self.apply(parse_notification(payload))
-                except StorageError as exc:
-                    self.on_event("intake_failed", {"reason": "storage", "error": str(exc)})
-                    return done  # the disk said no: keep it pending, retry on the next wake-up
-                except IrkitError as exc:
+                except StorageError as exc:  # may pass (a full disk): retry, give up after MAX_ATTEMPTS
+                    self._failed(nid, "storage", str(exc), tried)
+                    continue
+                except IrkitError as exc:  # can never apply: bad input, a record that does not verify
                     self.queue.mark_processed(nid, None, str(exc))
                     self.on_event("intake_failed", {"reason": type(exc).__name__, "error": str(exc)})
+                except Exception as exc:  # a bug: one notification must not stall the ones behind it
+                    self._failed(nid, "error", f"{type(exc).__name__}: {exc}", tried)
+                    continue
                 else:
                     self.queue.mark_processed(nid, incident_id)
                 done += 1
         return done
+
+    def _failed(self, nid: int, reason: str, error: str, tried: set[int]) -> None:
+        tried.add(nid)
+        gave_up = self.queue.attempt_failed(nid, error[:500], MAX_ATTEMPTS)
+        self.on_event("intake_failed", {"reason": reason if not gave_up else f"{reason}, gave up", "error": error})
 
     # ---- jobs → runbook runs
 

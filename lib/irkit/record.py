@@ -186,6 +186,32 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
             os.close(dfd)
 
 
+# The fields the fold relies on, per event type: checked before an event is written, and by verify.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "incident.opened": ("id",),
+    "severity.set": ("level",),
+    "status.changed": ("to",),
+    "notebook.started": ("path",),
+    "notebook.prepared": ("path",),
+}
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def shape_problem(type: str, data: Mapping[str, Any]) -> str | None:
+    """Why ``data`` cannot be an event of ``type`` (a field the state fold needs is missing), or None."""
+    for name in REQUIRED_FIELDS.get(type, ()):
+        if not isinstance(data.get(name), str) or not data[name]:
+            return f"data.{name} must be a non-empty string"
+    if type in SEALING_EVENTS and data.get("sha256") is not None:
+        if not isinstance(data.get("path"), str) or not data["path"]:
+            return "data.path must be a non-empty string"
+        if not isinstance(data["sha256"], str) or not SHA256.fullmatch(data["sha256"]):
+            return "data.sha256 must be 64 lowercase hex digits"
+    if type in ("alert.firing", "alert.resolved") and not isinstance(data.get("labels", {}), dict):
+        return "data.labels must be an object"
+    return None
+
+
 def bounded_text(value: object, what: str, limit: int = MAX_TEXT) -> str:
     """``value`` as text a record accepts: a string without NUL, at most ``limit`` characters."""
     if not isinstance(value, str):
@@ -395,6 +421,8 @@ def _scan_events(raw: bytes, *, prev: str = GENESIS, first_seq: int = 1) -> _Sca
             parse_ts(ev["ts"])
         except (ValueError, TypeError):
             return _Scan(events, offset, torn, f"{label}: ts {str(ev['ts'])[:40]!r} is not an RFC 3339 time")
+        if (shape := shape_problem(ev["type"], ev["data"])) is not None:
+            return _Scan(events, offset, torn, f"{label}: {shape}")
         events.append(ev)
         prev = ev["hash"]
         offset += len(line)
@@ -651,6 +679,8 @@ class Record:
             return self._append_locked(state, type, data, actor)
 
     def _append_locked(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
+        if (shape := shape_problem(type, data)) is not None:
+            raise BadInputError(f"event {type}: {shape}")
         if self.clock is not utcnow and not (state["replay"] or (type == "incident.opened" and data.get("replay"))):
             raise RecordError(f"record {self.id} is not a replay: its events are stamped with the real time")
         if type in SEALING_EVENTS and data.get("sha256"):
@@ -1086,7 +1116,7 @@ def _bookkeeping(rel: str) -> bool:
     """irkit's own files in a record that are not evidence: the log, its cache and lock, run state, HTML."""
     first = rel.split("/", 1)[0]
     return (
-        rel in ("events.jsonl", "incident.json", ".lock")
+        rel in ("events.jsonl", "incident.json", ".lock", ".creating")
         or rel.startswith("events.torn.")
         or first in (".runs", "html")
     )
@@ -1110,11 +1140,35 @@ def _install(tmp: Path, final: Path, incident_id: str) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-        if os.path.lexists(final / "events.jsonl") or final.is_symlink():
-            raise IncidentExists(f"incident {incident_id} already exists at {final}")
-        # An older irkit (or a crash mid-mkdir) left a folder without events: nothing sealed is lost.
-        shutil.rmtree(final, ignore_errors=True)
+        # An older irkit (or a crash mid-mkdir) may have left a folder with nothing but empty
+        # subfolders: replace that, and only that, under a lock on the root (two creators, one winner).
+        fd = os.open(final.parent / ".create.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if final.is_symlink() or not _half_made(final):
+                raise IncidentExists(f"incident {incident_id} already exists at {final}")
+            for sub in final.iterdir():
+                (sub.rmdir() if sub.is_dir() else sub.unlink())
+            final.rmdir()
+        finally:
+            os.close(fd)
     raise IncidentExists(f"incident {incident_id}: could not replace the half-made folder {final}")
+
+
+def _half_made(path: Path) -> bool:
+    """A folder holding nothing but empty record subfolders (and perhaps a lock): no evidence in it."""
+    try:
+        for entry in path.iterdir():
+            if entry.is_symlink():
+                return False
+            if entry.is_dir():
+                if entry.name not in SUBDIRS or any(entry.iterdir()):
+                    return False
+            elif entry.name != ".lock":
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def remove_stale_creations(root: str | Path, *, min_age_s: float = 60) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 BINARY_MIME_PREFIXES = ("image/", "application/pdf", "audio/", "video/")
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 
 
 SENSITIVE_QUERY_KEYS = (
@@ -122,7 +123,13 @@ class Redactor:
         )
 
     def _spans(self, s: str) -> list[tuple[int, int]]:
-        """Where a secret (or a prefix of 8+ characters of one) occurs in ``s``."""
+        """Where a secret occurs in ``s``: whole, or cut short by a display or a line break.
+
+        A prefix of 8+ characters counts where something cut it: followed by ``...``/``…``, a line
+        break or the end of the text (pandas truncation, wrapped base64); a suffix of 8+ characters
+        where a line break or the start of the text precedes it. Elsewhere a shared prefix (``https://``
+        of a secret URL) is ordinary text and stays.
+        """
         spans = []
         for needle in self._needles:
             head = needle[: min(MIN_PREFIX, len(needle))]
@@ -131,8 +138,21 @@ class Redactor:
                 n = len(head)
                 while n < len(needle) and i + n < len(s) and s[i + n] == needle[n]:
                     n += 1
-                spans.append((i, i + n))
-                i = s.find(head, i + n)
+                rest = s[i + n : i + n + 3]
+                if n == len(needle) or rest in ("", "...") or rest[:1] in ("…", "\n", "\r"):
+                    spans.append((i, i + n))
+                i = s.find(head, i + 1)
+            if len(needle) > MIN_PREFIX:
+                tail = needle[-MIN_PREFIX:]
+                j = s.find(tail)
+                while j >= 0:
+                    start = j
+                    k = len(needle) - MIN_PREFIX
+                    while k > 0 and start > 0 and s[start - 1] == needle[k - 1]:
+                        start, k = start - 1, k - 1
+                    if start == 0 or s[start - 1] in "\n\r":
+                        spans.append((start, j + MIN_PREFIX))
+                    j = s.find(tail, j + 1)
         return spans
 
     def text(self, s: str) -> str:
@@ -160,18 +180,27 @@ class Redactor:
                 s = rx.sub(self.replacement, s)
         return s
 
-    def data(self, obj: Any) -> Any:
-        """A copy of nested dicts/lists with every string (and dict key) redacted."""
+    def data(self, obj: Any, *, _bundle: bool = False) -> Any:
+        """A copy of nested dicts/lists with every string (and dict key) redacted.
+
+        Only inside a notebook output's ``data`` bundle is a base64 image/PDF/audio payload left as
+        it is (rewriting it would corrupt it; a secret cannot appear there as text).
+        """
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, Mapping):
             out: dict[Any, Any] = {}
             for k, v in obj.items():
                 key = self.text(k) if isinstance(k, str) else k
-                if isinstance(k, str) and k.startswith(BINARY_MIME_PREFIXES) and not k.endswith(("+xml", "svg")):
-                    out[key] = v
-                else:
-                    out[key] = self.data(v)
+                binary = (
+                    _bundle
+                    and isinstance(k, str)
+                    and k.startswith(BINARY_MIME_PREFIXES)
+                    and not k.endswith(("+xml", "svg"))
+                    and isinstance(v, str)
+                    and BASE64.fullmatch(v) is not None
+                )
+                out[key] = v if binary else self.data(v, _bundle=k == "data")
             return out
         if isinstance(obj, list | tuple):
             return [self.data(v) for v in obj]

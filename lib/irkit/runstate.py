@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import html
 import os
 import re
@@ -24,8 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from irkit.errors import IrkitError, RecordError, StorageError
-from irkit.record import Record, atomic_write_bytes
+from irkit.errors import BadInputError, IrkitError, RecordError, StorageError
+from irkit.record import Record, atomic_write_bytes, sha256_file
 
 RUNS_DIR = ".runs"
 SAVE_EVERY_S = 1.0  # a partial save per cell at most this often (the first cell always saves)
@@ -40,6 +41,8 @@ def _paths(record: Record, run_id: str) -> tuple[Path, Path]:
 
 def _lock(path: Path, *, block: bool) -> int | None:
     path.parent.mkdir(exist_ok=True)
+    if path.parent.is_symlink():
+        raise BadInputError(f"{path.parent} is a symlink; refusing to keep run state through it")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
@@ -98,7 +101,7 @@ def open_runs(record: Record) -> list[dict[str, Any]]:
 def _banner(nb: Any, started_seq: int) -> None:
     import nbformat
 
-    done = sum(1 for c in nb.cells if c.get("cell_type") == "code" and c.get("outputs") is not None)
+    done = sum(1 for c in nb.cells if c.get("cell_type") == "code" and c.get("execution_count") is not None)
     cell = nbformat.v4.new_markdown_cell(
         '<span style="color:red;font-weight:bold">irkit: this run was interrupted (its runner died) '
         f"after the run started at event {html.escape(str(started_seq))}. This is the partial notebook "
@@ -111,50 +114,60 @@ def _banner(nb: Any, started_seq: int) -> None:
 
 def recover_interrupted(record: Record, *, actor: str = "irkit") -> list[str]:
     """Seal every run whose runner died as ``run.interrupted`` (with its partial notebook); returns their paths."""
-    import nbformat
-
     recovered = []
     for run in open_runs(record):
-        rel = run["path"]
         if not run.get("run_id"):
             continue  # started by an older irkit without a run lock: nothing tells whether it is alive
-        lock, partial = _paths(record, str(run["run_id"]))
-        fd = _lock(lock, block=False)
-        if fd is None:
-            continue  # its runner is alive
         try:
-            if rel not in {r["path"] for r in open_runs(record)}:
-                continue  # it ended between our look and the lock
-            data: dict[str, Any] = {
-                "runbook": run.get("runbook"),
-                "path": rel,
-                "outcome": "interrupted",
-                "started_seq": run["seq"],
-            }
-            if partial.is_file() and not partial.is_symlink():
-                try:
-                    nb = nbformat.read(str(partial), as_version=4)
-                    _banner(nb, run["seq"])
-                    body = nbformat.writes(nb).encode()
-                    record.write_new(rel, body)
-                    import hashlib
-
-                    data |= {"sha256": hashlib.sha256(body).hexdigest(), "partial": True}
-                except (ValueError, OSError) as exc:
-                    data["reason"] = f"the partial notebook could not be read: {exc}"[:300]
-            else:
-                data["reason"] = "no cell had completed: there is no partial notebook"
-            if run.get("workdir"):
-                _remove_workdir(run["workdir"])
-            record.append("run.interrupted", data, actor=actor)
-            recovered.append(rel)
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            os.close(fd)
+            if _recover_one(record, run, actor):
+                recovered.append(run["path"])
+        except IrkitError:
+            continue  # reported by verify; one stuck run never blocks the others or new runs
     return recovered
+
+
+def _recover_one(record: Record, run: dict[str, Any], actor: str) -> bool:
+    import nbformat
+
+    rel = run["path"]
+    lock, partial = _paths(record, str(run["run_id"]))
+    fd = _lock(lock, block=False)
+    if fd is None:
+        return False  # its runner is alive
+    try:
+        if rel not in {r["path"] for r in open_runs(record)}:
+            return False  # it ended between our look and the lock
+        data: dict[str, Any] = {
+            "runbook": run.get("runbook"),
+            "path": rel,
+            "outcome": "interrupted",
+            "started_seq": run["seq"],
+        }
+        final = record.resolve_artifact(rel)
+        if final.is_file() and not final.is_symlink():
+            # The runner died after writing its notebook but before recording the end: seal what it wrote.
+            data |= {"sha256": sha256_file(final), "partial": False, "reason": "the run's end was never recorded"}
+        elif partial.is_file() and not partial.is_symlink():
+            try:
+                nb = nbformat.read(str(partial), as_version=4)
+                _banner(nb, run["seq"])
+                body = nbformat.writes(nb).encode()
+                record.write_new(rel, body)
+                data |= {"sha256": hashlib.sha256(body).hexdigest(), "partial": True}
+            except (ValueError, OSError) as exc:
+                data["reason"] = f"the partial notebook could not be read: {exc}"[:300]
+        else:
+            data["reason"] = "no cell had completed: there is no partial notebook"
+        if run.get("workdir"):
+            _remove_workdir(run["workdir"])
+        record.append("run.interrupted", data, actor=actor)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)
 
 
 def _remove_workdir(path: str) -> None:

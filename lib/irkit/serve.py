@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hmac
+import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from irkit.alerts import parse_notification
 from irkit.config import Settings
 from irkit.errors import BadInputError, ConfigError
 from irkit.intake import Intake, Queue, Workers, default_queue_path
+from irkit.redact import Redactor
 
 
 class Metrics:
@@ -54,6 +56,8 @@ class Metrics:
             self.opened.inc()
         elif kind == "intake_failed":
             self.failed.labels(data["reason"]).inc()
+        elif kind == "intake_error":
+            self.failed.labels("intake loop").inc()
         elif kind == "run_finished":
             self.runs.labels("ok" if data["ok"] else "failed").inc()
             self.duration.observe(data["seconds"])
@@ -100,6 +104,7 @@ def create_app(
     intake = Intake(settings, environ, records, queue, run or run_runbook, on_event=metrics.event)
     workers = Workers(intake)
     limit = settings.serve.max_body_bytes
+    redactor = Redactor.from_settings(settings, environ)
 
     def refuse(code: int, reason: str, message: str) -> JSONResponse:
         metrics.rejected.labels(reason).inc()
@@ -120,7 +125,8 @@ def create_app(
             note = parse_notification(body)
         except BadInputError as exc:
             return refuse(400 if "JSON" in str(exc) or "json" in str(exc) else 422, "invalid", str(exc))
-        nid = queue.accept(body)
+        # Stored redacted: the queue lives under the records root, where no secret may be written.
+        nid = queue.accept(json.dumps(redactor.data(json.loads(body)), ensure_ascii=False).encode())
         metrics.received.inc()
         workers.notify()
         return JSONResponse({"accepted": nid, "alerts": len(note.alerts), "status": note.status})
@@ -129,11 +135,14 @@ def create_app(
         counts = queue.counts()
         pool = intake.pool
         failed = counts.get("notifications_failed", 0)
+        waiting = queue.oldest_pending_s()
+        stalled = waiting > 60  # an accepted notification not applied within a minute
         return JSONResponse(
             {
                 "ok": True,  # serving; "status" says whether every accepted notification was applied
-                "status": "degraded" if failed else "ok",
+                "status": "degraded" if failed or stalled else "ok",
                 **counts,
+                "oldest_pending_s": round(waiting, 1),
                 "last_failure": queue.last_failure() if failed else None,
                 "warm_kernels": pool.ready() if pool is not None else 0,
             }

@@ -571,3 +571,40 @@ def test_kill_9_right_after_200_loses_no_notification_and_blocks_no_group(tmp_pa
         rec = Record.open(records, iid)
         assert rec.verify().ok and rec.state()["alerts"], iid
     assert not [p for p in records.iterdir() if p.name.startswith(".creating.")]
+
+
+def test_a_notification_that_keeps_failing_never_stalls_the_ones_behind_it(settings, records: Path) -> None:
+    from irkit.intake import MAX_ATTEMPTS
+
+    class Poisoned(Intake):
+        def apply(self, note):  # a bug that bites one group only
+            if "poison" in note.groupKey:
+                raise KeyError("level")
+            return super().apply(note)
+
+    q = Queue(records / ".irkit" / "q.sqlite")
+    failures: list[dict[str, Any]] = []
+    it = Poisoned(settings, ENV, records, q, FakeRun(), on_event=lambda k, d: failures.append(d))
+    q.accept(json.dumps(payload("poison")).encode())
+    q.accept(json.dumps(payload("fine")).encode())
+    assert it.process_pending() == 1  # the good one went through
+    assert len(list_incidents(records)) == 1 and q.counts()["notifications_pending"] == 1
+    for _ in range(MAX_ATTEMPTS - 1):
+        it.process_pending()
+    counts = q.counts()
+    assert counts["notifications_pending"] == 0 and counts["notifications_failed"] == 1
+    assert (len(failures) == MAX_ATTEMPTS and "gave up" in str(failures[-1])) or "KeyError" in str(failures[-1])
+    assert "KeyError" in (q.last_failure() or {}).get("error", "")
+
+
+def test_the_queue_under_the_records_root_stores_notifications_redacted(tmp_path: Path, records: Path) -> None:
+    secret = "CanaryQueueSecret-5e6f7a8b"
+    cfg = tmp_path / "q.yaml"
+    cfg.write_text(yaml.safe_dump({"serve": {"token_env": "WEBHOOK_TOKEN"}, "secrets": ["QUEUE_SECRET"]}))
+    env = {**ENV, "QUEUE_SECRET": secret}
+    app = create_app(load_config(cfg, env, required=True), env, records, start_workers=False)
+    with TestClient(app) as c:
+        body = payload("q", labels={"summary": f"db password {secret}", "team": "sre"})
+        assert c.post("/alerts", json=body, headers=AUTH).status_code == 200
+    stored = b"".join(p.read_bytes() for p in (records / ".irkit").iterdir())
+    assert secret.encode() not in stored and b"[REDACTED]" in stored

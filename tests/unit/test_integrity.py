@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import irkit.errors
 import irkit.record
 from irkit.config import load_config
 from irkit.errors import BadInputError, RecordBroken, RecordError
@@ -250,3 +251,56 @@ def test_long_titles_are_refused_before_anything_is_created(records: Path) -> No
     with pytest.raises(BadInputError, match="title"):
         Record.create(records, "INC-LONG-1", title="t" * 201, service="s", actor="a")
     assert not (records / "INC-LONG-1").exists()
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_an_event_missing_a_field_the_fold_needs_is_refused_and_a_forged_one_is_named(cli, records: Path) -> None:
+    rec = new(records)
+    before = rec.events_path.read_bytes()
+    with pytest.raises(BadInputError, match=r"data\.to"):
+        rec.append("status.changed", {"reason": "no target"}, actor="a")
+    assert rec.events_path.read_bytes() == before
+    forge_append(rec, "severity.set", {"reason": "no level"})
+    res = cli("verify", ID, "--records", str(records))
+    assert res.exit_code == 1 and "data.level must be a non-empty string" in res.stdout
+    assert cli("list", "--records", str(records)).exit_code == 0
+    assert cli("show", ID, "--records", str(records)).exit_code == 0
+
+
+def test_a_run_that_died_after_writing_its_notebook_is_sealed_and_blocks_nothing(records: Path, settings) -> None:
+    from irkit.runstate import recover_interrupted
+
+    rec = new(records)
+    ev = rec.append(
+        "notebook.started", {"path": "notebooks/01-triage.ipynb", "run_id": "a" * 32, "runbook": "triage"}, actor="a"
+    )
+    rec.write_new("notebooks/01-triage.ipynb", b'{"cells": []}')  # then kill -9, before notebook.finished
+    assert recover_interrupted(rec) == ["notebooks/01-triage.ipynb"]
+    done = rec.events()[-1]
+    assert done["type"] == "run.interrupted" and done["data"]["started_seq"] == ev["seq"]
+    assert done["data"]["partial"] is False and rec.verify().ok
+    assert recover_interrupted(rec) == []
+
+
+def test_only_a_folder_of_empty_subfolders_is_taken_for_half_made(records: Path) -> None:
+    half = records / "INC-HALF-1"
+    for sub in ("notebooks", "figures"):
+        (half / sub).mkdir(parents=True)
+    Record.create(records, "INC-HALF-1", title="t", service="s", actor="a")
+    assert (half / "events.jsonl").is_file()
+    kept = records / "INC-KEPT-1"
+    (kept / "notebooks").mkdir(parents=True)
+    (kept / "notebooks" / "01-triage.ipynb").write_text("evidence whose log went missing")
+    with pytest.raises(irkit.errors.IncidentExists):
+        Record.create(records, "INC-KEPT-1", title="t", service="s", actor="a")
+    assert (kept / "notebooks" / "01-triage.ipynb").read_text() == "evidence whose log went missing"
+
+
+def test_verify_and_show_need_no_private_key(cli, records: Path, tmp_path: Path) -> None:
+    new(records)
+    env = {"IRKIT_SIGNING__KEY_FILE": str(tmp_path / "missing.key")}
+    res = cli("verify", ID, "--records", str(records), env=env)
+    assert res.exit_code == 0 and "not sealing interrupted runs" in res.stderr
+    assert cli("show", ID, "--records", str(records), env=env).exit_code == 0

@@ -92,3 +92,53 @@ def test_verify_names_symlinks_and_files_that_are_not_part_of_the_record(cli, re
     res = cli("verify", ID, "--records", str(records))
     assert res.exit_code == 1 and "figures/link: a symlink inside the record" in res.stdout
     assert rec.remove_checkpoints() == 1 and not (rec.path / "notebooks/.ipynb_checkpoints").exists()
+
+
+def test_cluster_snapshots_keep_names_and_references_never_values(records: Path) -> None:
+    import base64
+    import gzip
+    import json
+
+    from irkit.cluster import CLUSTER_DIR, ClusterView, snapshot
+    from irkit.record import utcnow
+    from irkit.redact import Redactor
+    from irkit.scenarios import pool_exhaustion_cluster as scenario
+
+    secret = "CanaryClusterSecret-77aa"
+    view = ClusterView(source="kubernetes", taken_at=utcnow())
+    view.objects = {"pods": scenario.pods(), "deployment": scenario.deployment(), "events": scenario.events()}
+    container = view.objects["pods"]["items"][0]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "DB_PASSWORD", "value": "literal-value-xyz"},
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]
+    container["args"] = [f"--password={secret}"]
+    view.objects["deployment"]["metadata"].setdefault("annotations", {})[
+        "kubectl.kubernetes.io/last-applied-configuration"
+    ] = json.dumps({"env": [{"name": "X", "value": "applied-literal-xyz"}]})
+    view.objects["events"]["items"][0]["message"] = f"probe failed with {secret}"
+    release = {
+        "name": "r",
+        "version": 3,
+        "info": {"status": "deployed"},
+        "chart": {"metadata": {"name": "c"}},
+        "config": {"pw": "helm-literal-xyz"},
+        "manifest": "kind: Secret",
+    }
+    packed = base64.b64encode(gzip.compress(json.dumps(release).encode()))
+    view.objects["helm-releases"] = {
+        "items": [
+            {"metadata": {"name": "sh.helm.release.v1.r.v3"}, "data": {"release": base64.b64encode(packed).decode()}}
+        ]
+    }
+    view.logs = {scenario.PODS[0]: f"connecting with {secret}\n"}
+    rec = Record.create(records, ID, title="t", service="s", actor="a", redactor=Redactor([secret], []))
+    snapshot(rec, view, actor="a")
+    stored = "".join(p.read_text() for p in (rec.path / CLUSTER_DIR).rglob("*") if p.is_file())
+    for leak in (secret, "literal-value-xyz", "applied-literal-xyz", "helm-literal-xyz", "kind: Secret"):
+        assert leak not in stored, leak
+    assert "DB_PASSWORD" in stored and "secretKeyRef" in stored
+    from irkit.cluster import RecordedCluster, capture
+
+    replay = capture(RecordedCluster(rec.latest_dir(CLUSTER_DIR)))
+    assert [h["revision"] for h in replay.helm_rows()] == [3]

@@ -95,3 +95,29 @@ def test_scrub_url_drops_userinfo_and_token_values() -> None:
     assert scrub_url("https://u:p@[::1]:8443/h?access_token=t&x=1") == "https://[::1]:8443/h?access_token=REDACTED&x=1"
     assert scrub_url("app:pw@db.internal:6379") == "db.internal:6379"
     assert scrub_url("http://[bad") == "(an unparseable address)"
+
+
+def test_line_wrapped_base64_and_binary_looking_keys_do_not_carry_a_secret_through() -> None:
+    import base64
+
+    secret = "ANARY-kkk-wrapped-secret-0123456789"
+    r = Redactor([secret], [])
+    for offset in range(0, 80):
+        wrapped = base64.encodebytes(b"x" * offset + secret.encode()).decode()  # 76-character lines
+        out = r.text(wrapped).replace("\n", "")
+        whole = base64.b64encode(b"x" * offset + secret.encode()).decode()
+        made_of_secret = whole[-(-8 * offset // 6) : 8 * (offset + len(secret)) // 6]
+        for i in range(len(made_of_secret) - 12):
+            assert made_of_secret[i : i + 12] not in out, (offset, out)
+    # Only inside a notebook output bundle is a binary payload left alone.
+    assert r.data({"annotations": {"audio/x": secret}}) == {"annotations": {"audio/x": "[REDACTED]"}}
+    png = base64.b64encode(b"\x89PNG...").decode()
+    bundle = {"outputs": [{"data": {"image/png": png, "text/plain": secret}}]}
+    assert r.data(bundle) == {"outputs": [{"data": {"image/png": png, "text/plain": "[REDACTED]"}}]}
+
+
+def test_a_secret_url_does_not_swallow_every_url_and_ordinary_words_stay() -> None:
+    r = Redactor(["https://hooks.slack.com/services/T0/B0/XYZsecret123"], load_config(None, {}).redaction.patterns)
+    text = "see https://grafana.example.com; token validation failed; Basic authentication disabled"
+    assert r.text(text) == text
+    assert r.text("cut: https://hooks.slack.com/serv...") == "cut: [REDACTED]..."
