@@ -231,8 +231,9 @@ class RedactionSettings(_Model):
     # Every quantifier is bounded and possessive (++): redaction runs under the record lock, so no
     # input may make a pattern backtrack (64 KiB of "=a:" once took 20 s).
     patterns: tuple[str, ...] = (
-        # a token-shaped value: has a digit, +/=, or an upper-case letter after its first character
-        r"(?i:\b(?:bearer|token)\s{1,8}+)(?=[A-Za-z0-9._~+/=-]{0,512}?[0-9+/=]|[A-Za-z._~-]{1,512}?[A-Z])"
+        r"(?i:\bbearer\s{1,8}+)[A-Za-z0-9._~+/=-]{8,4096}+",
+        # after "token", only a token-shaped value: a digit, +/=, or an upper-case letter after the first
+        r"(?i:\btoken\s{1,8}+)(?=[A-Za-z0-9._~+/=-]{0,512}?[0-9+/=]|[A-Za-z._~-]{1,512}?[A-Z])"
         r"[A-Za-z0-9._~+/=-]{8,4096}+",
         r"(?i:\bbasic\s{1,8}+)(?=[A-Za-z0-9+/]{0,512}?[0-9+/=]|[A-Za-z]{1,512}?[A-Z])[A-Za-z0-9+/]{8,4096}+={0,2}",
         r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -251,6 +252,7 @@ class RedactionSettings(_Model):
     )
     replacement: str = "[REDACTED]"
     min_secret_length: int = Field(6, ge=1, description="Shorter secret values are not scrubbed (too many hits)")
+    detect_secrets: bool = Field(True, description="Also remove credentials of known shapes (detect-secrets plugins)")
 
     @field_validator("patterns")
     @classmethod

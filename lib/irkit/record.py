@@ -31,6 +31,7 @@ import stat as statmod
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -536,16 +537,14 @@ class Record:
                 raise BadInputError(f"{rec.path} is a symlink; records are never read or written through one")
             if rec.events_path.exists():
                 raise IncidentExists(f"incident {rec.id} already exists at {rec.path}")
-            tmp = Path(tempfile.mkdtemp(prefix=f".creating.{rec.id}.", dir=rec.root))
+            # The name carries the creator's pid: remove_stale_creations() tells a crashed creation
+            # (its process is gone) from a live one at any moment, even right after this mkdir.
+            tmp = rec.root / f".creating.{rec.id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(mode=0o755)
         except OSError as exc:
             raise _storage_error(exc, f"the records root {rec.root}") from exc
         final = rec.path
-        creating = -1
         try:
-            # Held until the rename: remove_stale_creations() can tell a crashed creation from a live one.
-            creating = os.open(tmp / ".creating", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            fcntl.flock(creating, fcntl.LOCK_EX)
-            os.chmod(tmp, 0o755)  # noqa: S103  # a record is read by the whole team (mkdtemp makes 0700)
             for sub in SUBDIRS:
                 (tmp / sub).mkdir()
             rec._at(tmp)
@@ -559,10 +558,6 @@ class Record:
                 _TAILS.pop(str(tmp / "events.jsonl"), None)
             rec._at(final)
             shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; a leftover after a failure
-            with contextlib.suppress(FileNotFoundError):
-                (final / ".creating").unlink()
-            if creating >= 0:
-                os.close(creating)
         return rec
 
     @classmethod
@@ -1116,7 +1111,7 @@ def _bookkeeping(rel: str) -> bool:
     """irkit's own files in a record that are not evidence: the log, its cache and lock, run state, HTML."""
     first = rel.split("/", 1)[0]
     return (
-        rel in ("events.jsonl", "incident.json", ".lock", ".creating")
+        rel in ("events.jsonl", "incident.json", ".lock")
         or rel.startswith("events.torn.")
         or first in (".runs", "html")
     )
@@ -1171,29 +1166,21 @@ def _half_made(path: Path) -> bool:
     return True
 
 
-def remove_stale_creations(root: str | Path, *, min_age_s: float = 60) -> int:
-    """Remove hidden ``.creating.*`` folders whose creator died (a crash mid-``Record.create``)."""
+def remove_stale_creations(root: str | Path) -> int:
+    """Remove hidden ``.creating.<id>.<pid>.<rand>`` folders whose creating process is gone (a crash)."""
     removed = 0
     base = Path(root)
     for d in base.glob(".creating.*") if base.is_dir() else []:
-        if d.is_symlink() or not d.is_dir():
+        parts = d.name.rsplit(".", 2)
+        if d.is_symlink() or not d.is_dir() or len(parts) != 3 or not parts[1].isdigit():
             continue
         try:
-            fd = os.open(d / ".creating", os.O_RDWR | os.O_NOFOLLOW)
-        except FileNotFoundError:  # died before taking its lock (or is just starting): judge by age
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - d.stat().st_mtime > min_age_s:
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed += 1
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            os.kill(int(parts[1]), 0)
             continue  # its creator is alive
-        finally:
-            os.close(fd)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
         shutil.rmtree(d, ignore_errors=True)
         removed += 1
     return removed

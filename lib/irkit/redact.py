@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -90,6 +91,58 @@ def escaped_forms(value: str) -> set[str]:
     return {f for f in forms if len(f) >= 4}
 
 
+DETECTORS = (
+    "AWSKeyDetector",
+    "ArtifactoryDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
+)
+# A line worth handing to the detector: a long token, a credential in a URL, a key block.
+CANDIDATE = re.compile(r"[A-Za-z0-9_+=]{20}|://[^\s/@]{1,256}@|BEGIN")
+_DETECTOR_LOCK = threading.Lock()
+_CONFIGURED = False
+
+
+def detected_secrets(text: str) -> set[str]:
+    """Credentials of known shapes that nobody configured (detect-secrets' plugins, entropy ones excluded:
+    they would take irkit's own sha256 digests for secrets)."""
+    global _CONFIGURED
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import get_settings
+
+    found: set[str] = set()
+    with _DETECTOR_LOCK:  # detect-secrets keeps its plugin settings in a process-wide object
+        if not _CONFIGURED:
+            get_settings().configure_plugins([{"name": name} for name in DETECTORS])
+            _CONFIGURED = True
+        for line in text.splitlines():
+            if len(line) > 20_000 or not CANDIDATE.search(line):
+                continue
+            for hit in scan_line(line):
+                if hit.secret_value and len(hit.secret_value) >= 8:
+                    found.add(hit.secret_value)
+    return found
+
+
 class Redactor:
     """Replaces secret values and configured patterns in strings and nested JSON-like data.
 
@@ -105,11 +158,13 @@ class Redactor:
         *,
         replacement: str = "[REDACTED]",
         min_secret_length: int = 6,
+        detect: bool = False,
     ) -> None:
         needles = {form for v in secret_values if v and len(v) >= min_secret_length for form in escaped_forms(v)}
         self._needles = sorted(needles, key=len, reverse=True)
         self._patterns = [re.compile(p) for p in patterns]
         self.replacement = replacement
+        self.detect = detect
 
     @classmethod
     def from_settings(cls, settings: Any, environ: Mapping[str, str]) -> Redactor:
@@ -120,6 +175,7 @@ class Redactor:
             red.patterns,
             replacement=red.replacement,
             min_secret_length=red.min_secret_length,
+            detect=red.detect_secrets,
         )
 
     def _spans(self, s: str) -> list[tuple[int, int]]:
@@ -171,6 +227,10 @@ class Redactor:
                     pos = b
                 out.append(s[pos:])
                 s = "".join(out)
+        if self.detect and CANDIDATE.search(s):
+            for found in sorted(detected_secrets(s), key=len, reverse=True):
+                # a plugin may match a token's head only: the rest of the token goes with it
+                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self.replacement, s)
         for rx in self._patterns:
             if "s" in rx.groupindex:
                 s = rx.sub(

@@ -121,3 +121,14 @@ def test_a_secret_url_does_not_swallow_every_url_and_ordinary_words_stay() -> No
     text = "see https://grafana.example.com; token validation failed; Basic authentication disabled"
     assert r.text(text) == text
     assert r.text("cut: https://hooks.slack.com/serv...") == "cut: [REDACTED]..."
+
+
+def test_credentials_nobody_configured_are_found_by_the_secret_detector() -> None:
+    r = Redactor.from_settings(load_config(None, {}), {})
+    text = "stripe sk_live_51H8abcdefghijklmnopqrstuv slack xoxb-1234-5678-abcdefghijklmnopqrstuvwx done"
+    out = r.text(text)
+    assert "sk_live" not in out and "abcdefghijklmnopqrstuvwx" not in out and out.endswith("done")
+    digest = "ab" * 32  # irkit's own sha256 digests are not secrets
+    assert r.text(f'"sha256": "{digest}"') == f'"sha256": "{digest}"'
+    off = Redactor.from_settings(load_config(None, {"IRKIT_REDACTION__DETECT_SECRETS": "false"}), {})
+    assert "sk_live_51H8" in off.text(text)
