@@ -105,6 +105,7 @@ def test_runbook_parameters_and_config_values_take_any_input(
 ) -> None:
     assert_clean(invoke(records, "open", ID, "triage", "-p", "metrics_source", value))
     assert_clean(invoke(records, "open", ID, "triage", "-p", name, value))
+    assert_clean(invoke(records, "open", ID, "investigation", "-p", "answers", value))  # a typed (dict) parameter
     cfg = tmp_path / "fuzz.yaml"
     cfg.write_bytes(f"prometheus:\n  timeout_s: {value}\nservice:\n  name: {name}\n".encode(errors="surrogateescape"))
     assert_clean(invoke(records, "show", ID, "--config", str(cfg)))
