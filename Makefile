@@ -28,7 +28,8 @@ test: $(STAMP)
 	bash .ci/system-packages.sh
 	$(VENV)/bin/ruff check lib tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	PY=$(PY) bash .ci/wheel-check.sh
+	$(PY) -m pytest -q --durations=10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

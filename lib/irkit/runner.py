@@ -44,8 +44,13 @@ OUTCOME_ERROR = "error"  # the run could not start or papermill itself failed
 
 
 def default_notebooks_dir() -> Path:
-    """The repository's ``notebooks/`` next to ``lib/`` (an editable or source install)."""
-    return Path(__file__).resolve().parents[2] / "notebooks"
+    """The runbooks shipped inside the package (``irkit/runbooks``; the checkout's ``notebooks/`` links there).
+
+    Read through ``importlib.resources``, so a wheel install finds them without the checkout.
+    """
+    from importlib.resources import files
+
+    return Path(str(files("irkit").joinpath("runbooks")))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# An installed irkit must work without the checkout: build the sdist and the wheel, install the
+# wheel into a fresh venv outside the checkout with that venv's OWN pip (no upgrade first: Python
+# 3.11 and Debian 12 ship pip 23.2, whose resolver must manage the dependency floors), then run
+# the whole demo and verify its record from there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+work=$(mktemp -d /tmp/irkit-wheel.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+start=$(date +%s)
+
+if ! "$PY" -m build --sdist --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1; then
+    tail -30 "$work/build.log" >&2
+    echo "wheel-check: python -m build failed" >&2
+    exit 1
+fi
+python3 -m venv "$work/venv"
+echo "wheel-check: built $(cd "$work/dist" && ls | tr '\n' ' '); installing with $("$work/venv/bin/pip" --version | cut -d' ' -f1-2)"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$work"/dist/irkit-*.whl 2>&1 | grep -v "^WARNING: Location" || true
+"$work/venv/bin/python" -c 'import irkit' || { echo "wheel-check: the wheel did not install" >&2; exit 1; }
+
+cd "$work"  # nothing of the checkout is on any path from here on
+"$work/venv/bin/irkit" demo --no-progress --records "$work/reports" >"$work/demo.log" 2>&1 || {
+    tail -30 "$work/demo.log" >&2
+    echo "wheel-check: irkit demo failed from the installed wheel" >&2
+    exit 1
+}
+incident=$(cd "$work/reports" && ls -d INC-* | head -1)
+"$work/venv/bin/irkit" verify "$incident" --records "$work/reports"
+echo "wheel-check: wheel install, demo and verify passed outside the checkout in $(( $(date +%s) - start )) s"

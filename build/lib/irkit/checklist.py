@@ -1,0 +1,325 @@
+"""The plan's investigation checklist: ten items, automated where a check exists, human otherwise.
+
+Each item is answered by a check function over an :class:`Evidence` bundle (cluster view, probe
+results, metrics access, settings) or left to a responder. Every answer becomes a ``check.recorded``
+event; the checklist table is rebuilt from those events, so an item nobody answered stays visibly
+unchecked and a human answer recorded later takes precedence over the automated one.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from irkit.cluster import ClusterView
+from irkit.config import Dependency, Settings
+from irkit.errors import SourceUnavailable
+from irkit.probes import CheckResult, CheckStatus, ProbeRegistry
+from irkit.record import Event, Record
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RECENT_CHANGE_WINDOW = timedelta(hours=2)
+SATURATED = 0.8
+
+
+@dataclass
+class Evidence:
+    """What the automated checks look at, gathered once per checklist run."""
+
+    settings: Settings
+    environ: Mapping[str, str]
+    detected_at: datetime
+    cluster: ClusterView | None
+    cluster_error: str | None = None
+    probes: dict[str, CheckResult] = field(default_factory=dict)
+    saturation: dict[str, float | None] = field(default_factory=dict)  # from Prometheus when no metrics API
+    query: Callable[[str], float | None] | None = None  # instant PromQL, for the security query
+
+
+Check = Callable[[Evidence], CheckResult]
+
+
+def _cluster(ev: Evidence, kind: str) -> ClusterView:
+    if ev.cluster is None:
+        raise SourceUnavailable(ev.cluster_error or "no cluster access")
+    ev.cluster.require(kind)
+    return ev.cluster
+
+
+def check_recent_changes(ev: Evidence) -> CheckResult:
+    view = _cluster(ev, "replicasets")
+    changes = view.recent_changes(ev.detected_at, RECENT_CHANGE_WINDOW)
+    if not changes:
+        return CheckResult(
+            "recent_changes",
+            CheckStatus.OK,
+            f"no rollout or Helm release in the {RECENT_CHANGE_WINDOW} before detection",
+        )
+    first = changes[0]
+    minutes = (ev.detected_at - first.at).total_seconds() / 60
+    return CheckResult(
+        "recent_changes",
+        CheckStatus.PROBLEM,
+        f"{first.what} at {first.at:%H:%M} UTC, {minutes:.0f} min before detection",
+        {
+            "changes": [
+                {"at": c.at.isoformat(), "kind": c.kind, "revision": c.revision, "what": c.what} for c in changes
+            ]
+        },
+    )
+
+
+def check_error_logs(ev: Evidence) -> CheckResult:
+    view = _cluster(ev, "pods")
+    if not view.logs:
+        raise SourceUnavailable("no pod logs could be read")
+    patterns = ev.settings.kubernetes.log_patterns
+    errors = view.log_errors(patterns) if patterns else view.log_errors()
+    if not errors.total:
+        return CheckResult("error_logs", CheckStatus.OK, f"no error lines in the last lines of {len(view.logs)} pods")
+    top_msg, top_n = errors.top[0]
+    return CheckResult(
+        "error_logs",
+        CheckStatus.PROBLEM,
+        f"{errors.total} error lines in {len(errors.per_pod)} pods; commonest ({top_n}x): {top_msg}",
+        {"per_pod": errors.per_pod, "top": errors.top[:5]},
+    )
+
+
+def check_resources(ev: Evidence) -> CheckResult:
+    view = _cluster(ev, "pods")
+    pods = view.pod_rows()
+    findings = [f"{p['pod']}: {p['callout']}" for p in pods if p["callout"]]
+    details: dict[str, Any] = {"restarts": {p["pod"]: p["restarts"] for p in pods}}
+    try:
+        usage = view.usage_rows()
+        details["usage"] = usage
+        for u in usage:
+            for key in ("cpu of limit", "memory of limit"):
+                if u[key] is not None and u[key] >= SATURATED:
+                    findings.append(f"{u['pod']} {key.split()[0]} at {u[key]:.0%} of limit")
+        basis = "metrics API"
+    except SourceUnavailable:
+        sat = {k: v for k, v in ev.saturation.items() if v is not None}
+        if not sat and not findings:
+            raise SourceUnavailable("no metrics API and no saturation signal from Prometheus") from None
+        details["saturation"] = sat
+        findings += [f"{k} at {v:.0%} of limit" for k, v in sat.items() if v >= SATURATED]
+        basis = "Prometheus saturation signals"
+    if findings:
+        return CheckResult("resources", CheckStatus.PROBLEM, "; ".join(findings), details)
+    return CheckResult("resources", CheckStatus.OK, f"no pod above {SATURATED:.0%} of its limits ({basis})", details)
+
+
+def _probe_item(item: str, kinds: tuple[str, ...]) -> Check:
+    def check(ev: Evidence) -> CheckResult:
+        deps = [d for d in ev.settings.dependencies if d.kind in kinds]
+        if not deps:
+            return CheckResult(item, CheckStatus.AWAITING, f"no dependency of kind {'/'.join(kinds)} configured")
+        results = [ev.probes[d.name] for d in deps if d.name in ev.probes]
+        worst = _worst(results)
+        text = "; ".join(f"{r.name}: {r.status.value} — {r.evidence}" for r in results)
+        return CheckResult(item, worst, text, {"probes": [r.as_dict() for r in results]})
+
+    check.__doc__ = f"Probes of kind {kinds}."
+    return check
+
+
+def _worst(results: list[CheckResult]) -> CheckStatus:
+    order = (CheckStatus.PROBLEM, CheckStatus.UNCHECKED, CheckStatus.AWAITING, CheckStatus.OK)
+    for status in order:
+        if any(r.status == status for r in results):
+            return status
+    return CheckStatus.AWAITING
+
+
+def _dep_host(dep: Dependency, environ: Mapping[str, str]) -> str | None:
+    from urllib.parse import urlparse
+
+    url = environ.get(dep.url_env) if dep.url_env else dep.url
+    if not url:
+        return None
+    return urlparse(url if "://" in url else f"tcp://{url}").hostname
+
+
+def check_network(ev: Evidence) -> CheckResult:
+    """Every configured dependency host resolves, and the probes that needed the network got through."""
+    hosts = {d.name: _dep_host(d, ev.environ) for d in ev.settings.dependencies}
+    hosts = {k: v for k, v in hosts.items() if v}
+    if not hosts:
+        return CheckResult("network", CheckStatus.AWAITING, "no dependency addresses configured to test")
+    failures, resolved = [], {}
+    for name, host in hosts.items():
+        try:
+            resolved[name] = socket.getaddrinfo(host, None)[0][4][0]
+        except socket.gaierror as exc:
+            failures.append(f"{name}: DNS cannot resolve {host} ({exc.strerror})")
+    for r in ev.probes.values():
+        if r.status == CheckStatus.UNCHECKED and r.details.get("stage") == "connect":
+            failures.append(f"{r.name}: {r.evidence}")
+    if failures:
+        return CheckResult("network", CheckStatus.PROBLEM, "; ".join(failures), {"resolved": resolved})
+    return CheckResult("network", CheckStatus.OK, f"{len(resolved)} dependency hosts resolve", {"resolved": resolved})
+
+
+def check_sentry(ev: Evidence) -> CheckResult:
+    import requests
+
+    cfg = ev.settings.sentry
+    if cfg is None:
+        return CheckResult(
+            "sentry", CheckStatus.AWAITING, "Sentry not configured (sentry: url, org, project, token_env)"
+        )
+    token = ev.environ.get(cfg.token_env)
+    if not token:
+        raise SourceUnavailable(f"environment variable {cfg.token_env} (Sentry token) is not set")
+    url = f"{cfg.url.rstrip('/')}/api/0/projects/{cfg.org}/{cfg.project}/issues/"
+    try:
+        resp = requests.get(
+            url,
+            params={"query": "is:unresolved", "statsPeriod": "24h"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=cfg.timeout_s,
+        )
+    except requests.exceptions.RequestException as exc:
+        raise SourceUnavailable(f"Sentry unreachable: {type(exc).__name__}") from exc
+    if resp.status_code != 200:
+        raise SourceUnavailable(f"Sentry answered HTTP {resp.status_code}")
+    issues = resp.json()
+    window_start = ev.detected_at - RECENT_CHANGE_WINDOW
+    new = [i for i in issues if i.get("firstSeen") and _after(i["firstSeen"], window_start)]
+    if not new:
+        return CheckResult("sentry", CheckStatus.OK, f"{len(issues)} unresolved issues, none new around the incident")
+    titles = "; ".join(
+        f"{i.get('shortId', '?')} {i.get('title', '')[:80]} ({i.get('count', '?')} events)" for i in new[:3]
+    )
+    return CheckResult(
+        "sentry",
+        CheckStatus.PROBLEM,
+        f"{len(new)} new Sentry issues: {titles}",
+        {"issues": [{k: i.get(k) for k in ("shortId", "title", "count", "firstSeen", "permalink")} for i in new[:10]]},
+    )
+
+
+def _after(ts: str, start: datetime) -> bool:
+    from irkit.record import parse_ts
+
+    try:
+        return parse_ts(ts) >= start
+    except ValueError:
+        return False
+
+
+def check_security(ev: Evidence) -> CheckResult:
+    cfg = ev.settings.security_query
+    if cfg is None:
+        return CheckResult("security", CheckStatus.AWAITING, "no security_query configured; a human must check")
+    if ev.query is None:
+        raise SourceUnavailable("no Prometheus to run the security query")
+    value = ev.query(cfg.query)
+    if value is None:
+        return CheckResult("security", CheckStatus.OK, f"{cfg.description}: no data (none recorded)")
+    if value > cfg.threshold:
+        return CheckResult(
+            "security", CheckStatus.PROBLEM, f"{cfg.description}: {value:g} > {cfg.threshold:g}", {"value": value}
+        )
+    return CheckResult(
+        "security", CheckStatus.OK, f"{cfg.description}: {value:g} ≤ {cfg.threshold:g}", {"value": value}
+    )
+
+
+@dataclass(frozen=True)
+class Item:
+    """One checklist item: the plan's words and the automated check, if there is one."""
+
+    id: str
+    title: str
+    check: Check | None
+
+
+CHECKLIST: tuple[Item, ...] = (
+    Item("recent_changes", "Check recent deployments/changes", check_recent_changes),
+    Item("error_logs", "Review error logs and stack traces", check_error_logs),
+    Item("resources", "Check resource utilization (CPU, memory, disk)", check_resources),
+    Item("database", "Verify database health and connectivity", _probe_item("database", ("postgres",))),
+    Item("redis", "Verify Redis cache health", _probe_item("redis", ("redis",))),
+    Item("s3", "Check S3 accessibility", _probe_item("s3", ("s3",))),
+    Item("network", "Review network connectivity", check_network),
+    Item("external", "Check for external dependencies issues", _probe_item("external", ("http", "tcp"))),
+    Item("sentry", "Review related Sentry errors", check_sentry),
+    Item("security", "Check for security events", check_security),
+)
+ITEMS = {i.id: i for i in CHECKLIST}
+
+
+def run_item(item: Item, ev: Evidence) -> CheckResult:
+    """Run one item's check; "could not check" (with the reason) when its evidence is unavailable."""
+    if item.check is None:
+        return CheckResult(item.id, CheckStatus.AWAITING, "no automated check; a human must answer")
+    try:
+        return item.check(ev)
+    except SourceUnavailable as exc:
+        return CheckResult(item.id, CheckStatus.UNCHECKED, str(exc))
+    except Exception as exc:  # a broken check is reported as such and the checklist goes on
+        return CheckResult(item.id, CheckStatus.UNCHECKED, f"check crashed: {type(exc).__name__}: {exc}")
+
+
+def run_checklist(ev: Evidence, probes: ProbeRegistry) -> list[CheckResult]:
+    """Probe every dependency once, then answer every item."""
+    ev.probes = {r.name: r for r in probes.run_all(ev.settings.dependencies, ev.environ)}
+    return [run_item(item, ev) for item in CHECKLIST]
+
+
+def record_result(record: Record, result: CheckResult, *, actor: str, automated: bool) -> Event:
+    item = ITEMS.get(result.name)
+    return record.append(
+        "check.recorded",
+        {
+            "item": result.name,
+            "title": item.title if item else result.name,
+            "status": result.status.value,
+            "evidence": result.evidence,
+            "details": result.details,
+            "latency_ms": result.latency_ms,
+            "automated": automated,
+        },
+        actor=actor,
+    )
+
+
+def checklist_rows(events: list[Event]) -> list[dict[str, Any]]:
+    """The checklist as it stands: the latest answer per item; items nobody answered say so."""
+    latest: dict[str, Event] = {}
+    for e in events:
+        if e["type"] != "check.recorded":
+            continue
+        prev = latest.get(e["data"]["item"])
+        # "No automated check here" never hides an answer someone (or something) already gave.
+        if e["data"]["status"] == CheckStatus.AWAITING and prev and prev["data"]["status"] != CheckStatus.AWAITING:
+            continue
+        latest[e["data"]["item"]] = e
+    rows = []
+    for n, item in enumerate(CHECKLIST, start=1):
+        found = latest.get(item.id)
+        if found is None:
+            rows.append(
+                {"#": n, "item": item.title, "status": "unchecked", "evidence": "not checked yet", "by": "", "at": ""}
+            )
+            continue
+        d = found["data"]
+        by = f"{found['actor']} ({'automated' if d.get('automated') else 'human'})"
+        rows.append(
+            {"#": n, "item": item.title, "status": d["status"], "evidence": d["evidence"], "by": by, "at": found["ts"]}
+        )
+    return rows
+
+
+def checklist_table(events: list[Event]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(checklist_rows(events)).set_index("#")

@@ -1,0 +1,541 @@
+"""Kubernetes state for diagnosis: recorded snapshots and what they say, independent of the client.
+
+Everything here works on API objects in the API's own JSON shape, whether they came from a live
+cluster (:mod:`irkit.k8s`, the only module importing ``kubernetes``) or from a snapshot in a record's
+``data/cluster/``. So the same reading of pods, rollouts, Helm history, events, logs and usage serves
+a live incident, a replayed one and the tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from irkit.errors import SourceUnavailable
+from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, utcnow, versioned_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from irkit.redact import Redactor
+
+OBJECTS = ("deployment", "replicasets", "pods", "events", "helm-releases", "pod-metrics")
+CLUSTER_DIR = "data/cluster"
+DEFAULT_LOG_PATTERNS = (
+    r"\bERROR\b|\berror\b",
+    r"(?i)exception|traceback",
+    r"(?i)\bfatal\b|\bpanic\b",
+    r"(?i)timed? ?out|deadline exceeded",
+    r"(?i)connection (refused|reset)",
+)
+SAFE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class ClusterSource(Protocol):
+    """Reads API objects (as JSON dicts) and pod logs."""
+
+    name: str
+
+    def read(self, kind: str) -> dict[str, Any]: ...
+
+    def logs(self, pod: str, tail_lines: int) -> str: ...
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def snapshot_files(objects: Mapping[str, Any], logs: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, bytes]:
+    """API objects, pod logs and metadata in the recorded-cluster layout (path in the snapshot → bytes)."""
+    files = {
+        f"{kind}.json": (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode() for kind, obj in objects.items()
+    }
+    for pod, text in logs.items():
+        if not SAFE_NAME.fullmatch(pod):
+            raise SourceUnavailable(f"refusing to store logs for pod name {pod[:80]!r}")
+        files[f"logs/{pod}.log"] = text.encode()
+    files["meta.json"] = (json.dumps(dict(meta), indent=1, sort_keys=True) + "\n").encode()
+    return files
+
+
+def write_snapshot(
+    directory: Path, objects: Mapping[str, Any], logs: Mapping[str, str], meta: Mapping[str, Any]
+) -> list[Path]:
+    """Write a snapshot directory outside any record (bundled scenarios, tests); returns the files."""
+    written = []
+    for name, data in snapshot_files(objects, logs, meta).items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        written.append(path)
+    return written
+
+
+class RecordedCluster:
+    """Replays a cluster snapshot directory through the :class:`ClusterSource` interface."""
+
+    name = "recorded"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.directory / "meta.json").read_text())
+            return data
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(f"no cluster snapshot in {self.directory}") from exc
+
+    def read(self, kind: str) -> dict[str, Any]:
+        unavailable = self.meta().get("unavailable", {})
+        if kind in unavailable:
+            raise SourceUnavailable(f"{kind}: {unavailable[kind]} (when recorded)")
+        try:
+            data: dict[str, Any] = json.loads((self.directory / f"{kind}.json").read_text())
+            return data
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(f"{kind} not in the cluster snapshot") from exc
+
+    def logs(self, pod: str, tail_lines: int) -> str:
+        if not SAFE_NAME.fullmatch(pod):
+            raise SourceUnavailable(f"bad pod name {pod[:80]!r}")
+        try:
+            lines = (self.directory / "logs" / f"{pod}.log").read_text().splitlines()
+        except OSError as exc:
+            raise SourceUnavailable(f"no recorded logs for {pod}") from exc
+        return "\n".join(lines[-tail_lines:]) + ("\n" if lines else "")
+
+
+def capture(
+    source: ClusterSource, *, tail_lines: int = 500, kinds: tuple[str, ...] = OBJECTS, logs: bool = True
+) -> ClusterView:
+    """Read the object ``kinds`` and (with ``logs``) every pod's log tail; what cannot be read is noted."""
+    view = ClusterView(source=source.name, taken_at=utcnow())
+    for kind in kinds:
+        try:
+            view.objects[kind] = source.read(kind)
+        except SourceUnavailable as exc:
+            view.unavailable[kind] = str(exc)
+    for pod in view.pod_names() if logs else []:
+        try:
+            view.logs[pod] = source.logs(pod, tail_lines)
+        except SourceUnavailable as exc:
+            view.unavailable[f"logs/{pod}"] = str(exc)
+    if isinstance(source, RecordedCluster):
+        try:
+            with_meta = source.meta()
+        except SourceUnavailable:
+            with_meta = {}
+        view.taken_at = parse_ts(with_meta["taken_at"]) if with_meta.get("taken_at") else view.taken_at
+        view.source = f"recorded ({with_meta.get('source', '?')})"
+    return view
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def without_env_values(obj: Any) -> Any:
+    """A copy with every container ``env`` entry reduced to its name and ``valueFrom`` reference.
+
+    Literal values (often credentials set inline) never reach a record; what diagnosis needs — which
+    variables exist and where their values come from — stays.
+    """
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if k == LAST_APPLIED:  # kubectl's copy of the whole manifest, env values included
+                continue
+            if k == "env" and isinstance(v, list):
+                out[k] = [
+                    {kk: vv for kk, vv in e.items() if kk in ("name", "valueFrom")} if isinstance(e, Mapping) else e
+                    for e in v
+                ]
+            else:
+                out[k] = without_env_values(v)
+        return out
+    if isinstance(obj, list):
+        return [without_env_values(v) for v in obj]
+    return obj
+
+
+def helm_metadata_only(secrets: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm release Secrets reduced to release metadata: never chart values (``config``) or the manifest.
+
+    The result keeps the Secret shape (re-encoded as Helm does), so a recorded snapshot replays.
+    """
+    items = []
+    for secret in secrets.get("items", []):
+        try:
+            rel = decode_helm_release(secret)
+        except (KeyError, ValueError, binascii.Error, OSError, TypeError):
+            items.append({"metadata": secret.get("metadata", {}), "data": {}})  # undecodable: nothing of it kept
+            continue
+        chart = rel.get("chart", {}).get("metadata", {})
+        info = rel.get("info", {})
+        kept = {
+            "name": rel.get("name"),
+            "namespace": rel.get("namespace"),
+            "version": rel.get("version"),
+            "info": {k: info.get(k) for k in ("status", "first_deployed", "last_deployed", "deleted", "description")},
+            "chart": {"metadata": {k: chart.get(k) for k in ("name", "version", "appVersion")}},
+        }
+        inner = base64.b64encode(gzip.compress(json.dumps(kept).encode(), mtime=0))
+        items.append(
+            {**{k: v for k, v in secret.items() if k != "data"}, "data": {"release": base64.b64encode(inner).decode()}}
+        )
+    return {**{k: v for k, v in secrets.items() if k != "items"}, "items": items}
+
+
+def for_record(view: ClusterView, redactor: Redactor | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """What of a captured view may be sealed: env names not values, Helm metadata, everything redacted."""
+    objects = {k: without_env_values(v) for k, v in view.objects.items()}
+    if "helm-releases" in objects:
+        objects["helm-releases"] = helm_metadata_only(objects["helm-releases"])
+    if redactor is None:
+        return objects, dict(view.logs)
+    return redactor.data(objects), {pod: redactor.text(text) for pod, text in view.logs.items()}
+
+
+def snapshot(record: Record, view: ClusterView, *, actor: str) -> list[str]:
+    """Save what may be kept of a captured view into a new ``data/cluster`` version and seal every file."""
+    meta = {"taken_at": rfc3339(view.taken_at), "source": view.source, "unavailable": view.unavailable}
+    objects, logs = for_record(view, record.redactor)
+    files = snapshot_files(objects, logs, meta)
+    return record.seal(
+        lambda n: {f"{versioned_dir(CLUSTER_DIR, n)}/{name}": data for name, data in files.items()},
+        actor=actor,
+        kind="cluster",
+    )
+
+
+# --------------------------------------------------------------------------- reading the state
+
+
+def _quantity(value: str) -> float:
+    """Kubernetes quantities: ``250m`` cores, ``512Mi`` bytes, ``1`` core, ``1G`` bytes."""
+    units = {
+        "n": 1e-9,
+        "u": 1e-6,
+        "m": 1e-3,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+    }
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", value.strip())
+    if not m:
+        raise ValueError(f"not a quantity: {value!r}")
+    return float(m.group(1)) * units.get(m.group(2), 1.0)
+
+
+def decode_helm_release(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """A Helm 3 release Secret's ``data.release`` → the release JSON (base64, base64, gzip)."""
+    raw = base64.b64decode(secret["data"]["release"])
+    inner = base64.b64decode(raw)
+    if inner[:2] == b"\x1f\x8b":
+        inner = gzip.decompress(inner)
+    release: dict[str, Any] = json.loads(inner)
+    return release
+
+
+@dataclass(frozen=True)
+class Change:
+    """A deploy-like change: a rollout revision or a Helm release."""
+
+    at: datetime
+    kind: str
+    revision: str
+    what: str
+
+
+@dataclass
+class ClusterView:
+    """Captured API objects and logs, with the readings runbooks show."""
+
+    source: str
+    taken_at: datetime
+    objects: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def items(self, kind: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.objects.get(kind, {}).get("items", [])
+        return items
+
+    def pod_names(self) -> list[str]:
+        return [p["metadata"]["name"] for p in self.items("pods")]
+
+    def require(self, kind: str) -> None:
+        if kind not in self.objects:
+            raise SourceUnavailable(self.unavailable.get(kind, f"{kind} not read"))
+
+    def _missing(self, kind: str) -> pd.DataFrame | None:
+        """A one-cell "could not check" table when ``kind`` was not read (so a runbook cell still shows why)."""
+        if kind in self.objects:
+            return None
+        import pandas as pd
+
+        return pd.DataFrame({"could not check": [self.unavailable.get(kind, f"{kind} not read")]}, index=[kind])
+
+    # ---- pods
+
+    def pod_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for p in self.items("pods"):
+            statuses = p.get("status", {}).get("containerStatuses", [])
+            waiting = [s["state"]["waiting"].get("reason", "") for s in statuses if "waiting" in s.get("state", {})]
+            last = [s["lastState"]["terminated"] for s in statuses if "terminated" in s.get("lastState", {})]
+            callout = []
+            if "CrashLoopBackOff" in waiting:
+                callout.append("CrashLoopBackOff")
+            if any(t.get("reason") == "OOMKilled" for t in last):
+                callout.append("OOMKilled")
+            rows.append(
+                {
+                    "pod": p["metadata"]["name"],
+                    "phase": p.get("status", {}).get("phase", "?"),
+                    "ready": all(s.get("ready") for s in statuses) if statuses else False,
+                    "restarts": sum(int(s.get("restartCount", 0)) for s in statuses),
+                    "state": ", ".join(waiting) or "running",
+                    "last termination": ", ".join(
+                        f"{t.get('reason', '?')} (exit {t.get('exitCode', '?')}) at {t.get('finishedAt', '?')}"
+                        for t in last
+                    ),
+                    "callout": " ".join(callout),
+                }
+            )
+        return rows
+
+    def pods(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("pods")) is not None:
+            return missing
+        return pd.DataFrame(self.pod_rows()).set_index("pod")
+
+    # ---- deployment and rollouts
+
+    def deployment_status(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("deployment")) is not None:
+            return missing
+        d = self.objects["deployment"]
+        st = d.get("status", {})
+        rows = [
+            ("desired", d.get("spec", {}).get("replicas")),
+            ("updated", st.get("updatedReplicas", 0)),
+            ("ready", st.get("readyReplicas", 0)),
+            ("available", st.get("availableReplicas", 0)),
+            ("unavailable", st.get("unavailableReplicas", 0)),
+        ]
+        rows += [(f"condition {c['type']}", f"{c['status']} ({c.get('reason', '')})") for c in st.get("conditions", [])]
+        return pd.DataFrame(rows, columns=["field", d["metadata"]["name"]]).set_index("field")
+
+    def rollout_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for rs in self.items("replicasets"):
+            ann = rs["metadata"].get("annotations", {})
+            containers = rs.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+            rows.append(
+                {
+                    "revision": int(ann.get("deployment.kubernetes.io/revision", 0)),
+                    "created": rs["metadata"].get("creationTimestamp"),
+                    "image": ", ".join(c.get("image", "") for c in containers),
+                    "replicas": rs.get("spec", {}).get("replicas", 0),
+                    "change-cause": ann.get("kubernetes.io/change-cause", ""),
+                    "replicaset": rs["metadata"]["name"],
+                }
+            )
+        return sorted(rows, key=lambda r: r["revision"], reverse=True)
+
+    def rollouts(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("replicasets")) is not None:
+            return missing
+        return pd.DataFrame(self.rollout_rows()).set_index("revision")
+
+    def helm_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for secret in self.items("helm-releases"):
+            try:
+                rel = decode_helm_release(secret)
+            except (KeyError, ValueError, binascii.Error, OSError) as exc:
+                rows.append({"revision": secret["metadata"].get("name"), "status": f"undecodable: {exc}"})
+                continue
+            meta = rel.get("chart", {}).get("metadata", {})
+            info = rel.get("info", {})
+            rows.append(
+                {
+                    "revision": rel.get("version"),
+                    "status": info.get("status"),
+                    "chart": f"{meta.get('name')}-{meta.get('version')}",
+                    "app version": meta.get("appVersion"),
+                    "updated": info.get("last_deployed"),
+                    "description": info.get("description"),
+                }
+            )
+        return sorted(rows, key=lambda r: r["revision"] if isinstance(r["revision"], int) else -1, reverse=True)
+
+    def helm_history(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("helm-releases")) is not None:
+            return missing
+        return pd.DataFrame(self.helm_rows())
+
+    def changes(self) -> list[Change]:
+        """Every rollout revision and Helm release with its time, newest first."""
+        out = []
+        if "replicasets" in self.objects:
+            for r in self.rollout_rows():
+                if r["created"]:
+                    out.append(
+                        Change(
+                            parse_ts(r["created"]),
+                            "rollout",
+                            str(r["revision"]),
+                            f"revision {r['revision']} {r['image']} — {r['change-cause']}".strip(" —"),
+                        )
+                    )
+        if "helm-releases" in self.objects:
+            for h in self.helm_rows():
+                if h.get("updated"):
+                    out.append(
+                        Change(
+                            parse_ts(h["updated"]),
+                            "helm",
+                            str(h["revision"]),
+                            f"helm release v{h['revision']} {h['chart']} (app {h['app version']}) {h['status']}",
+                        )
+                    )
+        return sorted(out, key=lambda c: c.at, reverse=True)
+
+    def recent_changes(self, before: datetime, window: timedelta = timedelta(hours=2)) -> list[Change]:
+        """Changes in the ``window`` before ``before`` (typically detection)."""
+        return [c for c in self.changes() if before - window <= c.at <= before]
+
+    # ---- events and logs
+
+    def events(self, limit: int = 20) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("events")) is not None:
+            return missing
+        rows = [
+            {
+                "type": e.get("type"),
+                "last seen": e.get("lastTimestamp") or e.get("eventTime"),
+                "object": f"{e['involvedObject'].get('kind')}/{e['involvedObject'].get('name')}",
+                "reason": e.get("reason"),
+                "count": e.get("count", 1),
+                "message": (e.get("message") or "")[:160],
+            }
+            for e in self.items("events")
+        ]
+        # Warnings first, newest first within each group (a stable sort on time, then on type).
+        rows.sort(key=lambda r: r["last seen"] or "", reverse=True)
+        rows.sort(key=lambda r: r["type"] != "Warning")
+        return pd.DataFrame(rows[:limit], columns=["type", "last seen", "object", "reason", "count", "message"])
+
+    def log_errors(self, patterns: tuple[str, ...] = DEFAULT_LOG_PATTERNS) -> LogErrors:
+        return extract_errors(self.logs, patterns)
+
+    # ---- usage
+
+    def usage_rows(self) -> list[dict[str, Any]]:
+        self.require("pod-metrics")
+        limits: dict[str, tuple[float, float]] = {}
+        for p in self.items("pods"):
+            cpu = mem = 0.0
+            for c in p.get("spec", {}).get("containers", []):
+                lim = c.get("resources", {}).get("limits", {})
+                cpu += _quantity(lim["cpu"]) if "cpu" in lim else 0.0
+                mem += _quantity(lim["memory"]) if "memory" in lim else 0.0
+            limits[p["metadata"]["name"]] = (cpu, mem)
+        rows = []
+        for item in self.items("pod-metrics"):
+            name = item["metadata"]["name"]
+            cpu = sum(_quantity(c["usage"]["cpu"]) for c in item.get("containers", []))
+            mem = sum(_quantity(c["usage"]["memory"]) for c in item.get("containers", []))
+            lcpu, lmem = limits.get(name, (0.0, 0.0))
+            rows.append(
+                {
+                    "pod": name,
+                    "cpu cores": cpu,
+                    "cpu of limit": cpu / lcpu if lcpu else None,
+                    "memory MiB": mem / 2**20,
+                    "memory of limit": mem / lmem if lmem else None,
+                }
+            )
+        return rows
+
+    def usage(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if (missing := self._missing("pod-metrics")) is not None:
+            return missing
+        return pd.DataFrame(self.usage_rows()).set_index("pod")
+
+
+@dataclass(frozen=True)
+class LogErrors:
+    """Error lines found in pod logs: counts per pattern and per pod, and the commonest messages."""
+
+    per_pattern: dict[str, int]
+    per_pod: dict[str, int]
+    top: list[tuple[str, int]]
+    examples: dict[str, str]
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_pod.values())
+
+    def table(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {"message (numbers masked)": msg, "count": n, "example": self.examples.get(msg, "")}
+                for msg, n in self.top
+            ],
+            columns=["message (numbers masked)", "count", "example"],
+        )
+
+
+def _signature(line: str) -> str:
+    text = re.sub(r"^\S*\d{4}-\d\d-\d\dT\S+\s+", "", line)  # leading timestamp
+    return re.sub(r"\d+", "N", text).strip()[:160]
+
+
+def extract_errors(logs: Mapping[str, str], patterns: tuple[str, ...] = DEFAULT_LOG_PATTERNS) -> LogErrors:
+    """Count error lines by pattern and pod, and group them by message with numbers masked."""
+    compiled = [(p, re.compile(p)) for p in patterns]
+    per_pattern: Counter[str] = Counter()
+    per_pod: Counter[str] = Counter()
+    sigs: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for pod, text in logs.items():
+        for line in text.splitlines():
+            hits = [p for p, rx in compiled if rx.search(line)]
+            if not hits:
+                continue
+            per_pod[pod] += 1
+            per_pattern.update(hits)
+            sig = _signature(line)
+            sigs[sig] += 1
+            examples.setdefault(sig, line[:240])
+    return LogErrors(dict(per_pattern), dict(per_pod), sigs.most_common(10), examples)

@@ -1,0 +1,130 @@
+"""The ``irkit`` papermill engine: nbclient execution with an explicit kernel environment.
+
+papermill's stock engine starts the kernel with the caller's environment and working directory and
+on loopback TCP ports. Runbooks need more control: secrets reach the kernel through the environment
+the runner builds (never as parameters), the kernel works inside the incident record, and its
+sockets are IPC files in a private temp dir, so other local users cannot reach it and parallel runs
+never collide on ports. Registered under papermill's ``papermill.engine`` entry point as ``irkit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.utils import merge_kwargs, remove_args
+
+ENGINE_NAME = "irkit"
+
+
+class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
+    """Writes the notebook once, when execution ends (however it ends), instead of after every cell.
+
+    papermill re-serializes the whole notebook, images included, twice per cell; the runner reads the
+    executed copy only at the end (and redacts it before anything reaches the record), so the
+    per-cell writes are pure cost — most of a warm run's overhead.
+    """
+
+    _final = False
+    on_progress: Callable[[Any], None] | None = None  # called with the notebook after every cell
+
+    def save(self, **kwargs: Any) -> None:
+        if self._final:
+            super().save(**kwargs)
+
+    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        super().cell_complete(cell, cell_index=cell_index, **kwargs)
+        if self.on_progress is not None:
+            self.on_progress(self.nb)
+
+    def notebook_complete(self, **kwargs: Any) -> None:
+        self._final = True
+        super().notebook_complete(**kwargs)
+
+
+class IrkitEngine(NBClientEngine):  # type: ignore[misc]
+    """nbclient execution with ``kernel_env``, ``kernel_cwd`` and ``ipc_dir`` for the kernel."""
+
+    @classmethod
+    def execute_notebook(
+        cls,
+        nb: Any,
+        kernel_name: str,
+        output_path: Any = None,
+        progress_bar: bool = True,
+        log_output: bool = False,
+        autosave_cell_every: int = 30,
+        on_progress: Callable[[Any], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        nb_man = FinalSaveManager(
+            nb,
+            output_path=output_path,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            autosave_cell_every=autosave_cell_every,
+        )
+        nb_man.on_progress = on_progress
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+    @classmethod
+    def execute_managed_notebook(
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: float = 60,
+        execution_timeout: float | None = None,
+        kernel_env: Mapping[str, str] | None = None,
+        kernel_cwd: str | None = None,
+        ipc_dir: str | None = None,
+        kernel_pool: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+        final = merge_kwargs(
+            kwargs,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+        )
+        warm = kernel_pool.take() if kernel_pool is not None else None
+        if warm is not None:
+            # A pre-started, pre-imported kernel: apply this run's cwd and variables, then run on it.
+            run_env = {k: v for k, v in (kernel_env or {}).items() if k.startswith("IRKIT_")}
+            kernel_pool.prepare(warm, cwd=kernel_cwd or str(warm.directory), env=run_env)
+            final["km"] = warm.km
+            try:
+                return PapermillNotebookClient(nb_man, **final).execute(cleanup_kc=False)
+            finally:
+                kernel_pool.retire(warm)  # single use, whatever happened; shut down off the hot path
+        if ipc_dir is not None:
+            final["km"] = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(ipc_dir) / "kernel"))
+        # nbclient only shuts down kernels of managers it created itself; this one is ours to stop.
+        start: dict[str, Any] = {"cleanup_kc": True}
+        if kernel_env is not None:
+            start["env"] = dict(kernel_env)
+        if kernel_cwd is not None:
+            start["cwd"] = kernel_cwd
+        return PapermillNotebookClient(nb_man, **final).execute(**start)
+
+
+def register() -> str:
+    """Make sure papermill knows the engine (the entry point does this when installed)."""
+    papermill_engines.register(ENGINE_NAME, IrkitEngine)
+    return ENGINE_NAME

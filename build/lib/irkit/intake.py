@@ -1,0 +1,364 @@
+"""Alert intake: a durable queue of notifications and runbook runs, and the workers that drain it.
+
+An accepted notification is committed to SQLite (WAL, ``synchronous=FULL``) *before* the webhook
+answers 200, so accepted work survives a crash. A single processor turns notifications into incident
+records in arrival order (grouped by Alertmanager's ``groupKey`` or configured labels; a repeat
+notification appends ``alert.*`` events; a re-firing within the relink window after all alerts
+resolved joins the same incident) and queues one job per new incident. A bounded pool of workers runs
+each job's runbooks in order, in batch mode. Every run is tagged with its job and runbook; on
+restart, interrupted jobs resume and a runbook whose tagged ``notebook.finished`` is already in the
+record is not run again — accepted work is never lost and never run twice to completion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from irkit.alerts import Notification, incident_id_for, open_from_notification, parse_notification, record_alerts
+from irkit.config import Settings
+from irkit.errors import IncidentExists, IrkitError, StorageError
+from irkit.record import Record, parse_ts, utcnow
+
+MAX_ATTEMPTS = 5  # a notification that failed this often (not for bad input) is marked failed, and counted
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+  id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, payload BLOB NOT NULL, processed INTEGER NOT NULL DEFAULT 0,
+  incident_id TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS groups (
+  group_key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, resolved_at TEXT);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY, incident_id TEXT NOT NULL UNIQUE, state TEXT NOT NULL DEFAULT 'queued',
+  attempts INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, result TEXT);
+"""
+
+
+class Queue:
+    """The SQLite-backed queue; safe to share between threads (one connection per call)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._conn() as c:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.executescript(SCHEMA)
+            columns = {row[1] for row in c.execute("PRAGMA table_info(notifications)")}
+            if "attempts" not in columns:  # a queue made by an older irkit
+                c.execute("ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+
+    def _conn(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA busy_timeout=30000")
+        return c
+
+    def accept(self, payload: bytes) -> int:
+        """Persist one notification (durably) and return its id."""
+        with self._conn() as c:
+            cur = c.execute(
+                "INSERT INTO notifications (received_at, payload) VALUES (?, ?)", (utcnow().isoformat(), payload)
+            )
+            return int(cur.lastrowid or 0)
+
+    def pending_notifications(self, limit: int = 100) -> list[tuple[int, bytes]]:
+        with self._conn() as c:
+            return list(
+                c.execute("SELECT id, payload FROM notifications WHERE processed = 0 ORDER BY id LIMIT ?", (limit,))
+            )
+
+    def mark_processed(self, nid: int, incident_id: str | None, error: str | None = None) -> None:
+        with self._conn() as c:
+            c.execute(
+                "UPDATE notifications SET processed = 1, incident_id = ?, error = ? WHERE id = ?",
+                (incident_id, error, nid),
+            )
+
+    def attempt_failed(self, nid: int, error: str, max_attempts: int) -> bool:
+        """Count a failed attempt; after ``max_attempts`` mark it processed with its error. True if given up."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            row = c.execute("SELECT attempts FROM notifications WHERE id = ?", (nid,)).fetchone()
+            attempts = (int(row[0]) if row else 0) + 1
+            give_up = attempts >= max_attempts
+            c.execute(
+                "UPDATE notifications SET attempts = ?, processed = ?, error = ? WHERE id = ?",
+                (attempts, 1 if give_up else 0, error, nid),
+            )
+            c.execute("COMMIT")
+            return give_up
+
+    def oldest_pending_s(self) -> float:
+        """Seconds the oldest unprocessed notification has waited (0 when none)."""
+        with self._conn() as c:
+            row = c.execute("SELECT min(received_at) FROM notifications WHERE processed = 0").fetchone()
+        if not row or not row[0]:
+            return 0.0
+        return max(0.0, (utcnow() - parse_ts(row[0])).total_seconds())
+
+    def group(self, key: str) -> tuple[str, str | None] | None:
+        with self._conn() as c:
+            row = c.execute("SELECT incident_id, resolved_at FROM groups WHERE group_key = ?", (key,)).fetchone()
+            return (row[0], row[1]) if row else None
+
+    def set_group(self, key: str, incident_id: str, resolved_at: str | None) -> None:
+        with self._conn() as c:
+            c.execute(
+                "INSERT INTO groups (group_key, incident_id, resolved_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(group_key) DO UPDATE SET incident_id = excluded.incident_id, "
+                "resolved_at = excluded.resolved_at",
+                (key, incident_id, resolved_at),
+            )
+
+    def enqueue(self, incident_id: str) -> None:
+        with self._conn() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO jobs (incident_id, created_at) VALUES (?, ?)",
+                (incident_id, utcnow().isoformat()),
+            )
+
+    def claim(self) -> tuple[int, str] | None:
+        """Atomically take the oldest queued job."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            row = c.execute("SELECT id, incident_id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                c.execute("COMMIT")
+                return None
+            c.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE id = ?",
+                (utcnow().isoformat(), row[0]),
+            )
+            c.execute("COMMIT")
+            return int(row[0]), str(row[1])
+
+    def finish(self, job_id: int, state: str, result: str) -> None:
+        with self._conn() as c:
+            c.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, result = ? WHERE id = ?",
+                (state, utcnow().isoformat(), result, job_id),
+            )
+
+    def requeue_interrupted(self) -> int:
+        """Jobs left 'running' by a previous process go back to the queue (they resume, not restart)."""
+        with self._conn() as c:
+            return c.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'").rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self._conn() as c:
+            out = {f"jobs_{state}": n for state, n in c.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
+            out["notifications_pending"] = c.execute(
+                "SELECT count(*) FROM notifications WHERE processed = 0"
+            ).fetchone()[0]
+            out["notifications_total"] = c.execute("SELECT count(*) FROM notifications").fetchone()[0]
+            out["notifications_failed"] = c.execute(
+                "SELECT count(*) FROM notifications WHERE processed = 1 AND error IS NOT NULL"
+            ).fetchone()[0]
+            return out
+
+    def last_failure(self) -> dict[str, Any] | None:
+        """The most recent notification that could not be applied, with why."""
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT id, received_at, error FROM notifications WHERE processed = 1 AND error IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return {"id": row[0], "received_at": row[1], "error": row[2]} if row else None
+
+
+def group_key(note: Notification, labels: tuple[str, ...] | None) -> str:
+    """Alertmanager's groupKey, or a key over the configured labels."""
+    if not labels:
+        return note.groupKey
+    values = {k: note.commonLabels.get(k) or note.groupLabels.get(k, "") for k in labels}
+    return json.dumps(values, sort_keys=True)
+
+
+@dataclass
+class Intake:
+    """Applies notifications to records and runs queued jobs."""
+
+    settings: Settings
+    environ: Mapping[str, str]
+    records: Path
+    queue: Queue
+    run: Callable[..., Any]  # irkit.runner.run_runbook (or a test double with the same signature)
+    actor: str = "irkit-serve"
+    pool: Any = None  # irkit.kernels.KernelPool, when runs use warm kernels
+    on_event: Callable[[str, dict[str, Any]], None] = lambda _kind, _data: None
+
+    # ---- notifications → records
+
+    def apply(self, note: Notification) -> str:
+        """Open or update the incident for one notification; return its id."""
+        key = group_key(note, self.settings.serve.group_by)
+        known = self.queue.group(key)
+        if known is not None:
+            incident_id, resolved_at = known
+            relink = self.settings.serve.relink_window
+            rec = Record.open(self.records, incident_id, **self._options())
+            st = rec.state()
+            recent = resolved_at is None or utcnow() - parse_ts(resolved_at) <= relink
+            closed_at = st["status_times"].get("resolved") if st["status"] in ("resolved", "reviewed") else None
+            if closed_at is not None and note.status == "firing" and utcnow() - parse_ts(closed_at) > relink:
+                recent = False  # a person closed it long ago: this firing is a new incident
+            if recent or note.status == "resolved":
+                record_alerts(rec, note, actor="alertmanager")
+                self._track(key, rec)
+                return incident_id
+        derived = (
+            incident_id_for(note)
+            if not self.settings.serve.group_by
+            else f"INC-{note.started_at:%Y%m%d-%H%M}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        )
+        try:
+            rec = open_from_notification(
+                self.records,
+                note,
+                service=self.settings.service.name,
+                actor="alertmanager",
+                incident_id=derived,
+                **self._options(),
+            )
+        except IncidentExists:  # reprocessing after a crash, or the same group re-firing much later
+            rec = Record.open(self.records, derived, **self._options())
+            record_alerts(rec, note, actor="alertmanager")
+        self._track(key, rec)
+        if note.status == "firing":
+            self.queue.enqueue(rec.id)
+            self.on_event("incident_opened", {"incident": rec.id})
+        return rec.id
+
+    def _options(self) -> dict[str, Any]:
+        return self.settings.record_options(self.environ)
+
+    def _track(self, key: str, rec: Record) -> None:
+        st = rec.state()
+        self.queue.set_group(key, rec.id, st["last_event_at"] if st["alerts_resolved"] else None)
+
+    def process_pending(self) -> int:
+        """Apply every pending notification in arrival order.
+
+        A notification is marked processed only after its incident's events are durable. One that can
+        never apply (bad input, a record that does not verify) is marked with its error and counted;
+        one that failed for a reason that may pass (a full disk) stays pending and is tried again.
+        """
+        done = 0
+        tried: set[int] = set()  # failed in this pass: retried on the next wake-up, never spun on
+        while batch := [(n, p) for n, p in self.queue.pending_notifications(limit=100 + len(tried)) if n not in tried]:
+            for nid, payload in batch:
+                try:
+                    incident_id = self.apply(parse_notification(payload))
+                except StorageError as exc:  # may pass (a full disk): retry, give up after MAX_ATTEMPTS
+                    self._failed(nid, "storage", str(exc), tried)
+                    continue
+                except IrkitError as exc:  # can never apply: bad input, a record that does not verify
+                    self.queue.mark_processed(nid, None, str(exc))
+                    self.on_event("intake_failed", {"reason": type(exc).__name__, "error": str(exc)})
+                except Exception as exc:  # a bug: one notification must not stall the ones behind it
+                    self._failed(nid, "error", f"{type(exc).__name__}: {exc}", tried)
+                    continue
+                else:
+                    self.queue.mark_processed(nid, incident_id)
+                done += 1
+        return done
+
+    def _failed(self, nid: int, reason: str, error: str, tried: set[int]) -> None:
+        tried.add(nid)
+        gave_up = self.queue.attempt_failed(nid, error[:500], MAX_ATTEMPTS)
+        self.on_event("intake_failed", {"reason": reason if not gave_up else f"{reason}, gave up", "error": error})
+
+    # ---- jobs → runbook runs
+
+    def run_job(self, job_id: int, incident_id: str) -> str:
+        """Run the configured runbooks for an incident, skipping any already finished for this job."""
+        rec = Record.open(self.records, incident_id, **self._options())
+        outcomes = []
+        for runbook in self.settings.serve.runbooks:
+            tag = f"job{job_id}:{runbook}"
+            done = [e for e in rec.events() if e["type"] == "notebook.finished" and e["data"].get("tag") == tag]
+            if done:
+                outcomes.append(f"{runbook}: already {done[-1]['data'].get('outcome')}")
+                continue
+            t0 = time.monotonic()
+            kw = {"pool": self.pool} if self.pool is not None else {}
+            result = self.run(
+                rec,
+                runbook,
+                None,
+                settings=self.settings,
+                environ=self.environ,
+                actor=self.actor,
+                batch=True,
+                tag=tag,
+                **kw,
+            )
+            self.on_event(
+                "run_finished",
+                {"incident": incident_id, "runbook": runbook, "ok": result.ok, "seconds": time.monotonic() - t0},
+            )
+            outcomes.append(f"{runbook}: {result.summary()}")
+        return "; ".join(outcomes)
+
+
+class Workers:
+    """A bounded pool of threads: one processes notifications, N run jobs."""
+
+    def __init__(self, intake: Intake, size: int | None = None, poll_s: float = 0.1) -> None:
+        self.intake = intake
+        self.size = size or intake.settings.serve.workers or os.cpu_count() or 2
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.intake.queue.requeue_interrupted()
+        self._threads = [threading.Thread(target=self._process_loop, name="irkit-intake", daemon=True)]
+        self._threads += [
+            threading.Thread(target=self._job_loop, name=f"irkit-worker-{i}", daemon=True) for i in range(self.size)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _process_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            try:
+                self.intake.process_pending()
+            except Exception as exc:  # keep intake alive; the notification stays pending and is retried
+                self.intake.on_event("intake_error", {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _job_loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.intake.queue.claim()
+            if job is None:
+                self._stop.wait(self.poll_s)
+                continue
+            job_id, incident_id = job
+            try:
+                result = self.intake.run_job(job_id, incident_id)
+                self.intake.queue.finish(job_id, "done", result)
+            except Exception as exc:
+                self.intake.queue.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def default_queue_path(settings: Settings, records: Path) -> Path:
+    return Path(settings.serve.queue_path) if settings.serve.queue_path else records / ".irkit" / "queue.sqlite"

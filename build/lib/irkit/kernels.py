@@ -1,0 +1,232 @@
+"""A pool of warm, single-use Jupyter kernels for running runbooks quickly.
+
+Starting a kernel and importing pandas, matplotlib and irkit costs seconds; during an incident those
+are seconds before the first table. The pool keeps ``size`` kernels started and pre-imported. Each
+kernel runs exactly one notebook and is then shut down (no state can leak from one run to the next),
+and a background thread starts its replacement. Every kernel has its own IPC socket directory, so
+parallel runs never collide. A kernel found dead when taken is discarded; an empty pool means the
+caller starts a fresh kernel as usual.
+
+Per-run facts (working directory, actor, batch flag, replay clock) are applied by a setup snippet
+before the notebook runs; the values are passed as JSON string literals, never as code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+PRELOAD = """
+import irkit, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
+import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem
+import pandas, matplotlib, scrapbook, jinja2
+import matplotlib_inline.backend_inline
+from matplotlib.figure import Figure
+# First uses are slow (font cache, Agg, HTML table rendering): pay for them before the incident does.
+_f = Figure(figsize=(2, 1), layout="constrained"); _ax = _f.add_subplot(); _ax.plot([0, 1], [0, 1])
+_ax.set_title("warm"); _ax.axvspan(0, 1, alpha=0.1); irkit.plots.png_bytes(_f)
+pandas.DataFrame({"a": [1.5]}).to_html()
+del _f, _ax
+"""
+
+
+@dataclass
+class WarmKernel:
+    km: KernelManager
+    directory: Path
+
+    def alive(self) -> bool:
+        try:
+            return bool(self.km.is_alive())
+        except Exception:
+            return False
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.km.shutdown_kernel(now=True)
+        with contextlib.suppress(Exception):
+            self.km.cleanup_resources()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _run(km: KernelManager, code: str, timeout: float) -> None:
+    """Execute ``code`` on a fresh client and wait for it to finish; raise on error."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(
+                f"kernel setup failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+            )
+    finally:
+        kc.stop_channels()
+
+
+def remove_stale_kernel_dirs() -> int:
+    """Remove warm-kernel directories (connection files, IPC sockets) left by a pool whose process died."""
+    removed = 0
+    for d in Path(tempfile.gettempdir()).glob("irkit-kernel-*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older irkit, or being created right now)
+        try:
+            os.kill(pid, 0)
+            continue  # its pool is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+class KernelPool:
+    """``size`` pre-started, pre-imported kernels; take one per run, never return it."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        kernel_name: str = "python3",
+        env: Mapping[str, str] | None = None,
+        preload: str = PRELOAD,
+        start_timeout: float = 60,
+    ) -> None:
+        self.size = max(1, size)
+        self.kernel_name = kernel_name
+        self.env = dict(env if env is not None else os.environ)
+        self.preload = preload
+        self.start_timeout = start_timeout
+        self._ready: queue.Queue[WarmKernel] = queue.Queue()
+        self._want = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._starting = 0
+        self._retiring: list[threading.Thread] = []
+        self.started = 0
+        self.discarded = 0
+        remove_stale_kernel_dirs()
+        self._thread = threading.Thread(target=self._fill, name="irkit-kernel-pool", daemon=True)
+        self._thread.start()
+        self._want.set()
+
+    # ---- filling
+
+    def _start_one(self) -> WarmKernel:
+        directory = Path(tempfile.mkdtemp(prefix="irkit-kernel-"))
+        (directory / "owner.pid").write_text(str(os.getpid()))
+        km = KernelManager(
+            kernel_name=self.kernel_name,
+            transport="ipc",
+            ip=str(directory / "kernel"),
+            connection_file=str(directory / "connection.json"),
+        )
+        km.start_kernel(env=dict(self.env), cwd=str(directory))
+        wk = WarmKernel(km, directory)
+        try:
+            _run(km, self.preload, self.start_timeout)
+        except Exception:
+            wk.shutdown()
+            raise
+        self.started += 1
+        return wk
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            self._want.wait(0.5)
+            self._want.clear()
+            while not self._stop.is_set() and self._ready.qsize() < self.size:
+                try:
+                    wk = self._start_one()
+                except Exception:  # a kernel that cannot start: callers fall back to fresh kernels
+                    self._stop.wait(1.0)
+                    break
+                if self._stop.is_set():
+                    wk.shutdown()
+                    break
+                self._ready.put(wk)
+
+    # ---- taking
+
+    def take(self, timeout: float = 0.0) -> WarmKernel | None:
+        """A live warm kernel, or None (the caller then starts a fresh one)."""
+        while True:
+            try:
+                wk = self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
+            except queue.Empty:
+                self._want.set()
+                return None
+            self._want.set()  # start a replacement in the background
+            if wk.alive():
+                return wk
+            self.discarded += 1
+            wk.shutdown()
+
+    def prepare(self, wk: WarmKernel, *, cwd: str, env: Mapping[str, str]) -> None:
+        """Apply one run's working directory and runtime variables (JSON data, not code)."""
+        code = (
+            "import os as _os, json as _json\n"
+            f"_os.chdir(_json.loads({json.dumps(json.dumps(cwd))}))\n"
+            f"_os.environ.update(_json.loads({json.dumps(json.dumps(dict(env)))}))\n"
+            "del _os, _json\n"
+        )
+        _run(wk.km, code, self.start_timeout)
+
+    def retire(self, wk: WarmKernel) -> None:
+        """Shut a used kernel down in the background (it is never reused); ``shutdown`` waits for these."""
+        t = threading.Thread(target=wk.shutdown, name="irkit-kernel-retire", daemon=True)
+        with self._lock:
+            self._retiring.append(t)
+        t.start()
+
+    def ready(self) -> int:
+        return self._ready.qsize()
+
+    def wait_ready(self, n: int | None = None, timeout: float = 120) -> bool:
+        """Block until ``n`` (default: all) kernels are warm; for benches and tests."""
+        import time
+
+        want = self.size if n is None else n
+        deadline = time.monotonic() + timeout
+        while self._ready.qsize() < want:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def shutdown(self) -> None:
+        """Stop refilling and shut every idle kernel down."""
+        self._stop.set()
+        self._want.set()
+        self._thread.join(self.start_timeout + 5)
+        while True:
+            try:
+                self._ready.get_nowait().shutdown()
+            except queue.Empty:
+                break
+        with self._lock:
+            retiring = list(self._retiring)
+        for t in retiring:
+            t.join(30)
+
+    def __enter__(self) -> KernelPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()

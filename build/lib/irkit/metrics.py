@@ -1,0 +1,189 @@
+"""The golden signals for an incident window: read, snapshot, reduce to evidence, classify.
+
+One reading covers the incident window (for plots) and the same window a week earlier (the baseline,
+so "latency > 10x normal" is computed). Evidence is the *worst* value over the evaluation window (the
+last 15 minutes of a live incident; the first 15 minutes after detection when replaying a recording):
+peak error ratio, peak p99 latency against the baseline's median, lowest availability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from irkit.errors import SourceUnavailable
+from irkit.severity import Assessment, Evidence, MetricRules, classify
+from irkit.sources import SignalSeries, SignalSource, baseline_window, fetch_all
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GOLDEN_SIGNALS = ("request_rate", "error_ratio", "latency_p99", "saturation_cpu", "saturation_memory", "availability")
+EVALUATION = timedelta(minutes=15)
+
+
+@dataclass
+class IncidentMetrics:
+    """Every signal read for one incident window, its baseline, and what could not be read."""
+
+    source: str
+    start: datetime
+    end: datetime
+    eval_start: datetime
+    eval_end: datetime
+    baseline_offset: timedelta
+    series: dict[str, SignalSeries] = field(default_factory=dict)
+    baseline: dict[str, SignalSeries] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def _eval(self, s: SignalSeries, shift: timedelta = timedelta(0)) -> pd.Series:
+        total = s.total().dropna()
+        return total[(total.index >= self.eval_start - shift) & (total.index <= self.eval_end - shift)]
+
+    def worst(self, signal: str, *, lowest: bool = False) -> float | None:
+        s = self.series.get(signal)
+        if s is None:
+            return None
+        values = self._eval(s)
+        if values.empty:
+            return None
+        return float(values.min() if lowest else values.max())
+
+    def normal(self, signal: str) -> float | None:
+        """The baseline's median over the evaluation window shifted back by the baseline offset."""
+        s = self.baseline.get(signal)
+        if s is None:
+            return None
+        values = self._eval(s, self.baseline_offset)
+        return float(values.median()) if not values.empty else None
+
+    def evidence(self) -> Evidence:
+        unavailable = dict(self.unavailable)
+        for sig in ("error_ratio", "latency_p99", "availability"):
+            if sig in self.series and self.worst(sig, lowest=sig == "availability") is None:
+                unavailable.setdefault(sig, "no data in the evaluation window")
+        return Evidence(
+            error_ratio=self.worst("error_ratio"),
+            latency_p99=self.worst("latency_p99"),
+            latency_baseline=self.normal("latency_p99"),
+            availability=self.worst("availability", lowest=True),
+            unavailable=unavailable,
+        )
+
+    def assess(self, rules: MetricRules | None = None) -> Assessment:
+        return classify(self.evidence(), rules)
+
+    def table(self) -> pd.DataFrame:
+        """One row per signal: worst in the evaluation window, normal (baseline), ratio, status."""
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        shown = (set(self.series) | set(self.unavailable)) & set(GOLDEN_SIGNALS)
+        for sig in sorted(shown, key=_order):
+            if sig in self.unavailable and sig not in self.series:
+                rows.append(
+                    {
+                        "signal": sig,
+                        "worst (eval window)": None,
+                        "normal (week before)": None,
+                        "x normal": None,
+                        "status": f"could not check: {self.unavailable[sig]}",
+                    }
+                )
+                continue
+            lowest = sig == "availability"
+            worst, normal = self.worst(sig, lowest=lowest), self.normal(sig)
+            ratio = worst / normal if worst is not None and normal else None
+            rows.append(
+                {
+                    "signal": sig,
+                    "worst (eval window)": worst,
+                    "normal (week before)": normal,
+                    "x normal": ratio,
+                    "status": "ok" if worst is not None else "no data in window",
+                }
+            )
+        frame = pd.DataFrame(
+            rows, columns=["signal", "worst (eval window)", "normal (week before)", "x normal", "status"]
+        )
+        return frame.set_index("signal")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "window": [self.start.isoformat(), self.end.isoformat()],
+            "evaluation": [self.eval_start.isoformat(), self.eval_end.isoformat()],
+            "signals": sorted(self.series),
+            "unavailable": self.unavailable,
+        }
+
+
+def _order(signal: str) -> int:
+    return GOLDEN_SIGNALS.index(signal) if signal in GOLDEN_SIGNALS else len(GOLDEN_SIGNALS)
+
+
+def read_metrics(
+    source: SignalSource,
+    *,
+    signals: tuple[str, ...] = GOLDEN_SIGNALS,
+    start: datetime,
+    end: datetime,
+    eval_end: datetime,
+    baseline_offset: timedelta = timedelta(days=7),
+    evaluation: timedelta = EVALUATION,
+    step_s: float | None = None,
+) -> IncidentMetrics:
+    """Read ``signals`` over [start, end] and the baseline window, concurrently; never raises for a source."""
+    m = IncidentMetrics(source.name, start, end, max(start, eval_end - evaluation), eval_end, baseline_offset)
+    b_start, b_end = baseline_window(start, end, baseline_offset)
+    got = fetch_all(source, signals, start, end, step_s=step_s)
+    base = fetch_all(source, signals, b_start, b_end, step_s=step_s, role="baseline")
+    for name in signals:
+        cur = got[name]
+        if isinstance(cur, SourceUnavailable):
+            m.unavailable[name] = str(cur)
+        else:
+            m.series[name] = cur
+        prev = base[name]
+        if isinstance(prev, SignalSeries):
+            m.baseline[name] = prev
+    return m
+
+
+BROKEN_ROUTE_RATIO = 0.05
+
+
+def impact(m: IncidentMetrics) -> pd.DataFrame:
+    """Plan 2 "assess impact": failed requests per minute, share of traffic affected, broken endpoints."""
+    import pandas as pd
+
+    rows: list[tuple[str, str]] = []
+    rate, ratio = m.series.get("request_rate"), m.series.get("error_ratio")
+    if rate is not None and ratio is not None:
+        failed = (rate.total() * ratio.total()).dropna()
+        window = failed[(failed.index >= m.eval_start) & (failed.index <= m.eval_end)]
+        if not window.empty:
+            rows.append(("failed requests per minute (peak)", f"{window.max() * 60:,.0f}"))
+            rows.append(("failed requests per minute (mean)", f"{window.mean() * 60:,.0f}"))
+        share = m.worst("error_ratio")
+        if share is not None:
+            rows.append(("share of traffic affected (peak)", f"{share:.1%}"))
+    else:
+        missing = [s for s in ("request_rate", "error_ratio") if s not in m.series]
+        rows.append(("failed requests", f"could not check: no {', '.join(missing)}"))
+    by_route = m.series.get("error_ratio_by_route")
+    if by_route is None:
+        rows.append(("broken endpoints", m.unavailable.get("error_ratio_by_route", "no per-route signal configured")))
+    else:
+        frame = by_route.frame[(by_route.frame.index >= m.eval_start) & (by_route.frame.index <= m.eval_end)]
+        peaks = frame.max().dropna().sort_values(ascending=False)
+        broken = [f"{_route(str(col))} ({v:.0%})" for col, v in peaks.items() if v >= BROKEN_ROUTE_RATIO]
+        rows.append(("broken endpoints (≥ 5% errors)", ", ".join(broken) or "none"))
+    rows.append(("evaluated", f"{m.eval_start:%H:%M}–{m.eval_end:%H:%M} UTC ({m.source})"))
+    return pd.DataFrame(rows, columns=["impact", "value"]).set_index("impact")
+
+
+def _route(column: str) -> str:
+    """``{route="/subjects"}`` → ``/subjects``."""
+    return column.split("=", 1)[-1].strip('{}"')

@@ -1,0 +1,163 @@
+"""Matplotlib figures for runbooks and post-mortems: signals with the incident marked.
+
+Figures are built on ``matplotlib.figure.Figure`` (no pyplot global state), rendered to PNG bytes
+for ``figures/`` and shown inline from those same bytes, so what a responder sees is what is saved.
+Times are UTC; the incident window is shaded; the plan's thresholds are dashed lines; events (deploy,
+alert, mitigation, resolved) are vertical markers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from matplotlib.axes import Axes
+from matplotlib.dates import DateFormatter, date2num
+from matplotlib.figure import Figure
+
+from irkit.metrics import GOLDEN_SIGNALS, IncidentMetrics
+from irkit.severity import MetricRules
+
+TITLES = {
+    "request_rate": ("Request rate", "req/s"),
+    "error_ratio": ("Error ratio (5xx)", "ratio"),
+    "latency_p99": ("p99 latency", "seconds"),
+    "saturation_cpu": ("CPU saturation", "of limit"),
+    "saturation_memory": ("Memory saturation", "of limit"),
+    "availability": ("Availability (healthy targets)", "share"),
+}
+MARKER_COLORS = {"deploy": "tab:purple", "alert": "tab:red", "mitigation": "tab:orange", "resolved": "tab:green"}
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line on every panel: something that happened at ``at``."""
+
+    at: datetime
+    label: str
+    kind: str = "event"
+
+
+def thresholds(signal: str, metrics: IncidentMetrics, rules: MetricRules) -> list[tuple[float, str]]:
+    """The plan's thresholds for a signal, in its own units (latency ones scaled by the baseline)."""
+    if signal == "error_ratio":
+        return [(r.threshold, f"{r.level.value} {r.text.split()[0]} {r.threshold:.0%}") for r in rules.error_ratio]
+    if signal == "latency_p99":
+        normal = metrics.normal("latency_p99")
+        if normal:
+            return [(normal * r.threshold, f"{r.level.value} {r.threshold:g}x normal") for r in rules.latency_ratio]
+    return []
+
+
+def _panel(
+    ax: Axes,
+    metrics: IncidentMetrics,
+    signal: str,
+    markers: Sequence[Marker],
+    window: tuple[datetime, datetime],
+    rules: MetricRules,
+    *,
+    legend: bool,
+) -> None:
+    title, unit = TITLES.get(signal, (signal, ""))
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(unit, fontsize=8)
+    ax.axvspan(date2num(window[0]), date2num(window[1]), color="tab:red", alpha=0.08, label="incident window")
+    series = metrics.series.get(signal)
+    if series is None or series.frame.empty:
+        reason = metrics.unavailable.get(signal, "no data")
+        ax.text(
+            0.5,
+            0.5,
+            f"could not check:\n{reason[:80]}",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="tab:gray",
+        )
+    else:
+        for col in series.frame.columns:
+            ax.plot(series.frame.index, series.frame[col], lw=1.2, label=col if col != "value" else signal)
+        base = metrics.baseline.get(signal)
+        if base is not None and not base.frame.empty:
+            shifted = base.total()
+            shifted.index = shifted.index + metrics.baseline_offset
+            ax.plot(shifted.index, shifted.values, lw=0.9, ls=":", color="tab:gray", label="a week earlier")
+    for value, label in thresholds(signal, metrics, rules):
+        ax.axhline(value, ls="--", lw=0.8, color="tab:red", alpha=0.6)
+        ax.annotate(
+            label,
+            xy=(1.0, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=6,
+            color="tab:red",
+            ha="right",
+            va="bottom",
+        )
+    for m in markers:
+        ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
+        ax.annotate(
+            m.label,
+            xy=(m.at, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=6,
+            va="top",
+            ha="right",
+            color=MARKER_COLORS.get(m.kind, "tab:blue"),
+        )
+    ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=6, loc="upper left")
+
+
+def signal_figure(
+    metrics: IncidentMetrics,
+    signal: str,
+    *,
+    service: str,
+    window: tuple[datetime, datetime],
+    markers: Sequence[Marker] = (),
+    rules: MetricRules | None = None,
+) -> Figure:
+    """One signal over time, with incident window, thresholds and event markers."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend=True)
+    fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
+    return fig
+
+
+def golden_signals_figure(
+    metrics: IncidentMetrics,
+    *,
+    service: str,
+    window: tuple[datetime, datetime],
+    markers: Sequence[Marker] = (),
+    rules: MetricRules | None = None,
+) -> Figure:
+    """All golden signals, one panel each, sharing the time axis."""
+    names = [s for s in GOLDEN_SIGNALS if s in metrics.series or s in metrics.unavailable]
+    cols = 2
+    rows = max(1, (len(names) + 1) // cols)
+    fig = Figure(figsize=(12, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    for i, name in enumerate(names):
+        _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    start, end = metrics.start, metrics.end
+    fig.suptitle(f"{service} — golden signals {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC ({metrics.source})", fontsize=12)
+    return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,271 @@
+"""Scrubbing secrets out of anything before it is sealed into a record.
+
+A runbook can leak a secret in many places: a printed value, a traceback, the cell papermill injects
+with the parameters, papermill's own metadata copy of those parameters, a rich HTML output. Rather than
+chase each place, :class:`Redactor` walks every string in the notebook JSON (sources, outputs,
+metadata) and replaces configured patterns and the literal values of configured secrets. Binary
+payloads (base64 images) are left alone: a secret cannot appear there as text, and rewriting them
+would corrupt them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+BINARY_MIME_PREFIXES = ("image/", "application/pdf", "audio/", "video/")
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+
+
+SENSITIVE_QUERY_KEYS = (
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "sig",
+    "signature",
+    "auth",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+)
+MIN_PREFIX = 8  # a displayed prefix this long (pandas cuts cells to "CANARYLONGPASSW...") is the secret
+
+
+def scrub_url(url: str) -> str:
+    """``url`` without userinfo and with the values of sensitive query keys removed, before it is text.
+
+    ``postgres://app:pw@db/x?password=pw`` → ``postgres://db/x?password=REDACTED``
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url if "://" in url else f"//{url}")
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(an unparseable address)"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = [(k, "REDACTED" if k.lower() in SENSITIVE_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, True)]
+    out = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+    return out if "://" in url else out.removeprefix("//")
+
+
+def escaped_forms(value: str) -> set[str]:
+    """``value`` as code prints or encodes it: raw, ``repr`` (str and bytes), JSON, HTML, papermill's
+    parameter literal, URL-encoded, and base64 (at every byte alignment inside a longer encoding)."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    forms = {
+        value,
+        repr(value)[1:-1],
+        repr(value.encode())[2:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        html.escape(value),
+        html.escape(value, quote=False),
+        value.encode("unicode_escape").decode("ascii").replace('"', '\\"'),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+    }
+    raw = value.encode()
+    for b64 in (base64.b64encode, base64.urlsafe_b64encode):
+        for pad in range(3):  # the secret at each byte offset mod 3 inside a longer base64 text:
+            enc = b64(b"\0" * pad + raw).decode()  # keep the characters made of its bits alone
+            forms.add(enc[-(-8 * pad // 6) : 8 * (pad + len(raw)) // 6])
+    return {f for f in forms if len(f) >= 4}
+
+
+DETECTORS = (
+    "AWSKeyDetector",
+    "ArtifactoryDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
+)
+# A line worth handing to the detector: a long token, a credential in a URL, a key block.
+CANDIDATE = re.compile(r"[A-Za-z0-9_+=]{20}|://[^\s/@]{1,256}@|BEGIN")
+_DETECTOR_LOCK = threading.Lock()
+_CONFIGURED = False
+
+
+def detected_secrets(text: str) -> set[str]:
+    """Credentials of known shapes that nobody configured (detect-secrets' plugins, entropy ones excluded:
+    they would take irkit's own sha256 digests for secrets)."""
+    global _CONFIGURED
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import get_settings
+
+    found: set[str] = set()
+    with _DETECTOR_LOCK:  # detect-secrets keeps its plugin settings in a process-wide object
+        if not _CONFIGURED:
+            get_settings().configure_plugins([{"name": name} for name in DETECTORS])
+            _CONFIGURED = True
+        for line in text.splitlines():
+            if len(line) > 20_000 or not CANDIDATE.search(line):
+                continue
+            for hit in scan_line(line):
+                if hit.secret_value and len(hit.secret_value) >= 8:
+                    found.add(hit.secret_value)
+    return found
+
+
+class Redactor:
+    """Replaces secret values and configured patterns in strings and nested JSON-like data.
+
+    A known secret is caught in every form of :func:`escaped_forms` and as any prefix of 8 or more
+    characters of those forms (what a truncated display leaves). A pattern with a named group ``s``
+    replaces only that group (``password=(?P<s>…)`` keeps the key readable).
+    """
+
+    def __init__(
+        self,
+        secret_values: Iterable[str] = (),
+        patterns: Iterable[str] = (),
+        *,
+        replacement: str = "[REDACTED]",
+        min_secret_length: int = 6,
+        detect: bool = False,
+    ) -> None:
+        needles = {form for v in secret_values if v and len(v) >= min_secret_length for form in escaped_forms(v)}
+        self._needles = sorted(needles, key=len, reverse=True)
+        self._patterns = [re.compile(p) for p in patterns]
+        self.replacement = replacement
+        self.detect = detect
+
+    @classmethod
+    def from_settings(cls, settings: Any, environ: Mapping[str, str]) -> Redactor:
+        """Build from :class:`irkit.config.Settings` and the environment holding the secrets."""
+        red = settings.redaction
+        return cls(
+            settings.secret_values(environ),
+            red.patterns,
+            replacement=red.replacement,
+            min_secret_length=red.min_secret_length,
+            detect=red.detect_secrets,
+        )
+
+    def _spans(self, s: str) -> list[tuple[int, int]]:
+        """Where a secret occurs in ``s``: whole, or cut short by a display or a line break.
+
+        A prefix of 8+ characters counts where something cut it: followed by ``...``/``…``, a line
+        break or the end of the text (pandas truncation, wrapped base64); a suffix of 8+ characters
+        where a line break or the start of the text precedes it. Elsewhere a shared prefix (``https://``
+        of a secret URL) is ordinary text and stays.
+        """
+        spans = []
+        for needle in self._needles:
+            head = needle[: min(MIN_PREFIX, len(needle))]
+            i = s.find(head)
+            while i >= 0:
+                n = len(head)
+                while n < len(needle) and i + n < len(s) and s[i + n] == needle[n]:
+                    n += 1
+                rest = s[i + n : i + n + 3]
+                if n == len(needle) or rest in ("", "...") or rest[:1] in ("…", "\n", "\r"):
+                    spans.append((i, i + n))
+                i = s.find(head, i + 1)
+            if len(needle) > MIN_PREFIX:
+                tail = needle[-MIN_PREFIX:]
+                j = s.find(tail)
+                while j >= 0:
+                    start = j
+                    k = len(needle) - MIN_PREFIX
+                    while k > 0 and start > 0 and s[start - 1] == needle[k - 1]:
+                        start, k = start - 1, k - 1
+                    if start == 0 or s[start - 1] in "\n\r":
+                        spans.append((start, j + MIN_PREFIX))
+                    j = s.find(tail, j + 1)
+        return spans
+
+    def text(self, s: str) -> str:
+        """``s`` with every secret value (and its displayed prefixes) and pattern match replaced."""
+        if self._needles:
+            merged: list[list[int]] = []
+            for a, b in sorted(self._spans(s)):
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            if merged:
+                out, pos = [], 0
+                for a, b in merged:
+                    out += [s[pos:a], self.replacement]
+                    pos = b
+                out.append(s[pos:])
+                s = "".join(out)
+        if self.detect and CANDIDATE.search(s):
+            for found in sorted(detected_secrets(s), key=len, reverse=True):
+                # a plugin may match a token's head only: the rest of the token goes with it
+                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self.replacement, s)
+        for rx in self._patterns:
+            if "s" in rx.groupindex:
+                s = rx.sub(
+                    lambda m: m.group(0).replace(m.group("s"), self.replacement) if m.group("s") else m.group(0), s
+                )
+            else:
+                s = rx.sub(self.replacement, s)
+        return s
+
+    def data(self, obj: Any, *, _bundle: bool = False) -> Any:
+        """A copy of nested dicts/lists with every string (and dict key) redacted.
+
+        Only inside a notebook output's ``data`` bundle is a base64 image/PDF/audio payload left as
+        it is (rewriting it would corrupt it; a secret cannot appear there as text).
+        """
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, Mapping):
+            out: dict[Any, Any] = {}
+            for k, v in obj.items():
+                key = self.text(k) if isinstance(k, str) else k
+                binary = (
+                    _bundle
+                    and isinstance(k, str)
+                    and k.startswith(BINARY_MIME_PREFIXES)
+                    and not k.endswith(("+xml", "svg"))
+                    and isinstance(v, str)
+                    and BASE64.fullmatch(v) is not None
+                )
+                out[key] = v if binary else self.data(v, _bundle=k == "data")
+            return out
+        if isinstance(obj, list | tuple):
+            return [self.data(v) for v in obj]
+        return obj
+
+    def notebook(self, nb: Mapping[str, Any]) -> Any:
+        """A redacted copy of a notebook (as a dict or ``NotebookNode``)."""
+        return self.data(nb)

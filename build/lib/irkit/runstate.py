@@ -1,0 +1,189 @@
+"""Runs in flight: the lock a live run holds, its partial notebook, and what happens when it dies.
+
+A run that is killed (``kill -9``, a crash, a power cut) must not vanish. While a runbook executes,
+its runner holds an exclusive ``flock`` on ``.runs/<name>.lock`` inside the record and, after every
+cell, saves the *redacted* notebook so far to ``.runs/<name>.partial.ipynb``. When a later ``irkit
+open``/``run``/``verify`` or ``irkit serve`` start finds a ``notebook.started`` with no ending and can
+take that lock (so its runner is gone), :func:`recover_interrupted` seals the partial notebook at
+the run's reserved path with a banner, records ``run.interrupted``, and removes the kernel's
+leftover connection files. ``.runs/`` holds nothing sealed; verify does not report it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import html
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from irkit.errors import BadInputError, IrkitError, RecordError, StorageError
+from irkit.record import Record, atomic_write_bytes, sha256_file
+
+RUNS_DIR = ".runs"
+SAVE_EVERY_S = 1.0  # a partial save per cell at most this often (the first cell always saves)
+
+
+def _paths(record: Record, run_id: str) -> tuple[Path, Path]:
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise RecordError(f"bad run id {run_id[:40]!r}")
+    base = record.path / RUNS_DIR
+    return base / f"{run_id}.lock", base / f"{run_id}.partial.ipynb"
+
+
+def _lock(path: Path, *, block: bool) -> int | None:
+    path.parent.mkdir(exist_ok=True)
+    if path.parent.is_symlink():
+        raise BadInputError(f"{path.parent} is a symlink; refusing to keep run state through it")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[str, Callable[[Any], None]]]:
+    """Take a new run id and hold its lock for the whole run — from *before* ``notebook.started`` is
+    written, so no one can take a live run for a dead one — and yield ``(run_id, save)``, where
+    ``save(nb)`` writes the redacted partial notebook (called after every cell)."""
+    import nbformat
+
+    run_id = uuid.uuid4().hex
+    lock, partial = _paths(record, run_id)
+    try:
+        fd = _lock(lock, block=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the run lock in {record.id}: {exc.strerror}") from exc
+    last = [0.0]
+
+    def save(nb: Any) -> None:
+        now = time.monotonic()
+        if last[0] and now - last[0] < SAVE_EVERY_S:
+            return
+        last[0] = now
+        with contextlib.suppress(OSError, ValueError):  # a failed partial save never stops the run
+            atomic_write_bytes(partial, nbformat.writes(nbformat.from_dict(redact(nb))).encode(), durable=False)
+
+    try:
+        yield run_id, save
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        if fd is not None:
+            os.close(fd)
+
+
+def open_runs(record: Record) -> list[dict[str, Any]]:
+    """``notebook.started`` events with no ``notebook.finished`` or ``run.interrupted`` for their path."""
+    started: dict[str, dict[str, Any]] = {}
+    for ev in record.events():
+        d = ev["data"]
+        if ev["type"] == "notebook.started" and d.get("path"):
+            started[d["path"]] = {**d, "seq": ev["seq"]}
+        elif ev["type"] in ("notebook.finished", "run.interrupted"):
+            started.pop(d.get("path", ""), None)
+    return list(started.values())
+
+
+def _banner(nb: Any, started_seq: int) -> None:
+    import nbformat
+
+    done = sum(1 for c in nb.cells if c.get("cell_type") == "code" and c.get("execution_count") is not None)
+    cell = nbformat.v4.new_markdown_cell(
+        '<span style="color:red;font-weight:bold">irkit: this run was interrupted (its runner died) '
+        f"after the run started at event {html.escape(str(started_seq))}. This is the partial notebook "
+        f"as it stood at the last completed cell ({done} code cells); nothing after that ran.</span>"
+    )
+    cell.metadata["tags"] = ["irkit-outcome"]
+    nb.cells.insert(0, cell)
+    nb.metadata.setdefault("irkit", {})["outcome"] = "interrupted"
+
+
+def recover_interrupted(record: Record, *, actor: str = "irkit") -> list[str]:
+    """Seal every run whose runner died as ``run.interrupted`` (with its partial notebook); returns their paths."""
+    recovered = []
+    for run in open_runs(record):
+        if not run.get("run_id"):
+            continue  # started by an older irkit without a run lock: nothing tells whether it is alive
+        try:
+            if _recover_one(record, run, actor):
+                recovered.append(run["path"])
+        except IrkitError:
+            continue  # reported by verify; one stuck run never blocks the others or new runs
+    return recovered
+
+
+def _recover_one(record: Record, run: dict[str, Any], actor: str) -> bool:
+    import nbformat
+
+    rel = run["path"]
+    lock, partial = _paths(record, str(run["run_id"]))
+    fd = _lock(lock, block=False)
+    if fd is None:
+        return False  # its runner is alive
+    try:
+        if rel not in {r["path"] for r in open_runs(record)}:
+            return False  # it ended between our look and the lock
+        data: dict[str, Any] = {
+            "runbook": run.get("runbook"),
+            "path": rel,
+            "outcome": "interrupted",
+            "started_seq": run["seq"],
+        }
+        final = record.resolve_artifact(rel)
+        if final.is_file() and not final.is_symlink():
+            # The runner died after writing its notebook but before recording the end: seal what it wrote.
+            data |= {"sha256": sha256_file(final), "partial": False, "reason": "the run's end was never recorded"}
+        elif partial.is_file() and not partial.is_symlink():
+            try:
+                nb = nbformat.read(str(partial), as_version=4)
+                _banner(nb, run["seq"])
+                body = nbformat.writes(nb).encode()
+                record.write_new(rel, body)
+                data |= {"sha256": hashlib.sha256(body).hexdigest(), "partial": True}
+            except (ValueError, OSError) as exc:
+                data["reason"] = f"the partial notebook could not be read: {exc}"[:300]
+        else:
+            data["reason"] = "no cell had completed: there is no partial notebook"
+        if run.get("workdir"):
+            _remove_workdir(run["workdir"])
+        record.append("run.interrupted", data, actor=actor)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)
+
+
+def _remove_workdir(path: str) -> None:
+    """Remove a dead run's private temp dir (kernel connection file, IPC sockets) — only ours."""
+    p = Path(path)
+    if p.parent == Path(tempfile.gettempdir()) and p.name.startswith("irkit-run-") and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def recover_all(root: str | Path, options: dict[str, Any], *, actor: str = "irkit") -> int:
+    """Recover interrupted runs in every record under ``root`` (``irkit serve`` at start); returns how many."""
+    from irkit.record import list_incidents, remove_stale_creations
+
+    remove_stale_creations(root)
+    n = 0
+    for iid in list_incidents(root):
+        with contextlib.suppress(IrkitError):  # a broken record is reported by verify, not here
+            n += len(recover_interrupted(Record.open(root, iid, **options), actor=actor))
+    return n

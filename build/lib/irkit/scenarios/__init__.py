@@ -1,0 +1,1 @@
+"""Recorded incidents bundled with irkit, and the deterministic generators that produce them."""

@@ -1,0 +1,353 @@
+"""The P0–P4 severity policy of the incident response plan, as data plus the clocks it implies.
+
+The plan's table (definition, examples, response time, resolution target, escalation, update cadence)
+is the default :class:`SeverityPolicy`; a team overrides any field in ``irkit.yaml``. Everything that
+asks "when is the next update due?" or "is the response late?" asks this module, so the answer is the
+same in the CLI, the runbooks and the post-mortem.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Level(enum.StrEnum):
+    """A severity level; P0 is the most severe."""
+
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+    @property
+    def rank(self) -> int:
+        """0 for P0 … 4 for P4: lower is more severe."""
+        return int(self.value[1])
+
+
+class LevelPolicy(BaseModel):
+    """What one severity level means and what it obliges responders to do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    definition: str
+    examples: tuple[str, ...] = ()
+    response_time: timedelta | None = Field(
+        description="Time from detection to a responder engaged; None means best effort."
+    )
+    response_note: str = ""
+    resolution_target: timedelta | None = Field(description="Time from detection to resolved; None = backlog.")
+    escalation: str
+    page: bool = Field(description="Whether the on-call SRE is paged (vs notified or ticketed).")
+    update_every: timedelta | None = Field(description="Stakeholder update cadence; None = none required.")
+    stakeholder_email: bool = False
+    review_within: timedelta | None = Field(
+        description="Post-incident review due this long after resolution; None = no review required."
+    )
+    review_earliest: timedelta | None = Field(
+        default=None, description="Earliest sensible review time after resolution (the plan's 24 h of '24-48 h')."
+    )
+
+
+def _h(hours: float) -> timedelta:
+    return timedelta(hours=hours)
+
+
+def _m(minutes: float) -> timedelta:
+    return timedelta(minutes=minutes)
+
+
+DEFAULT_LEVELS: dict[Level, LevelPolicy] = {
+    Level.P0: LevelPolicy(
+        name="Critical",
+        definition="Complete service outage or data loss affecting all users",
+        examples=(
+            "Service completely unavailable (all pods down)",
+            "Data corruption or loss",
+            "Security breach actively occurring",
+            "Database completely unavailable",
+        ),
+        response_time=_m(5),
+        response_note="Immediate (< 5 minutes)",
+        resolution_target=_h(1),
+        escalation="Page on-call SRE + Engineering Manager immediately",
+        page=True,
+        update_every=_m(15),
+        stakeholder_email=True,
+        review_earliest=_h(24),
+        review_within=_h(48),
+    ),
+    Level.P1: LevelPolicy(
+        name="High",
+        definition="Significant service degradation affecting majority of users",
+        examples=(
+            "Error rate > 10%",
+            "Latency > 10x normal",
+            "Critical feature completely broken",
+            "Partial data loss (recoverable from backup)",
+        ),
+        response_time=_m(15),
+        response_note="< 15 minutes",
+        resolution_target=_h(4),
+        escalation="Page on-call SRE",
+        page=True,
+        update_every=_m(30),
+        stakeholder_email=True,
+        review_earliest=_h(24),
+        review_within=_h(48),
+    ),
+    Level.P2: LevelPolicy(
+        name="Medium",
+        definition="Service degradation affecting subset of users or features",
+        examples=("Error rate 5-10%", "Latency 3-10x normal", "Non-critical feature broken", "Performance degradation"),
+        response_time=_h(1),
+        response_note="< 1 hour (business hours)",
+        resolution_target=_h(24),
+        escalation="Notify on-call SRE (no page)",
+        page=False,
+        update_every=_h(1),
+        review_within=timedelta(weeks=1),
+    ),
+    Level.P3: LevelPolicy(
+        name="Low",
+        definition="Minor issues with workarounds available",
+        examples=("Error rate 1-5%", "Latency 2-3x normal", "Edge case bugs", "Non-urgent security vulnerabilities"),
+        response_time=_h(4),
+        response_note="< 4 hours (business hours)",
+        resolution_target=timedelta(weeks=1),
+        escalation="Create ticket for team",
+        page=False,
+        update_every=timedelta(days=1),
+        review_within=timedelta(weeks=1),
+    ),
+    Level.P4: LevelPolicy(
+        name="Trivial",
+        definition="Cosmetic issues or feature requests",
+        examples=("Documentation errors", "UI/UX improvements", "Performance optimizations (non-urgent)"),
+        response_time=None,
+        response_note="Best effort",
+        resolution_target=None,
+        escalation="None",
+        page=False,
+        update_every=None,
+        review_within=None,
+    ),
+}
+
+
+class Rule(BaseModel):
+    """``value > threshold`` (or ``>=`` when inclusive) means at least ``level``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Level
+    threshold: float
+    inclusive: bool = True
+
+    def matches(self, value: float) -> bool:
+        # Rounded so a ratio computed as 0.049999999999 by PromQL still counts as the plan's 5%.
+        v = round(value, 9)
+        return v >= self.threshold if self.inclusive else v > self.threshold
+
+    @property
+    def text(self) -> str:
+        return f"{'≥' if self.inclusive else '>'} {self.threshold:g}"
+
+
+class MetricRules(BaseModel):
+    """The plan's metric examples as rules: "Error rate > 10%" is P1, "5-10%" P2, "1-5%" P3, …"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error_ratio: tuple[Rule, ...] = (
+        Rule(level=Level.P1, threshold=0.10, inclusive=False),
+        Rule(level=Level.P2, threshold=0.05),
+        Rule(level=Level.P3, threshold=0.01),
+    )
+    latency_ratio: tuple[Rule, ...] = (
+        Rule(level=Level.P1, threshold=10.0, inclusive=False),
+        Rule(level=Level.P2, threshold=3.0),
+        Rule(level=Level.P3, threshold=2.0),
+    )
+    unavailable_at_or_below: float = Field(
+        0.0, description="availability (share of healthy targets) at or below this is a complete outage: P0"
+    )
+
+
+class SeverityPolicy(BaseModel):
+    """The whole P0–P4 table; every level must be present."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    levels: dict[Level, LevelPolicy] = Field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    metric_rules: MetricRules = MetricRules()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: object) -> object:
+        # A config file may override a few fields of a few levels; the rest keep the plan's values.
+        if isinstance(data, dict) and isinstance(data.get("levels"), dict):
+            merged: dict[str, object] = {}
+            for level in Level:
+                base = DEFAULT_LEVELS[level].model_dump()
+                override = data["levels"].get(level.value) or data["levels"].get(level) or {}
+                if not isinstance(override, dict):
+                    merged[level.value] = override
+                    continue
+                merged[level.value] = {**base, **override}
+            unknown = set(map(str, data["levels"])) - {lv.value for lv in Level}
+            if unknown:
+                raise ValueError(f"unknown severity level(s) {sorted(unknown)}; expected P0..P4")
+            return {**data, "levels": merged}
+        return data
+
+    def __getitem__(self, level: Level | str) -> LevelPolicy:
+        return self.levels[Level(level)]
+
+    def response_due(self, level: Level | str, detected_at: datetime) -> datetime | None:
+        """When a responder must be engaged; None when the level is best effort."""
+        rt = self[level].response_time
+        return detected_at + rt if rt is not None else None
+
+    def resolution_due(self, level: Level | str, detected_at: datetime) -> datetime | None:
+        """When the incident must be resolved; None when it goes to the backlog."""
+        rt = self[level].resolution_target
+        return detected_at + rt if rt is not None else None
+
+    def next_update_due(
+        self, level: Level | str, detected_at: datetime, last_update_at: datetime | None
+    ) -> datetime | None:
+        """When the next stakeholder update is due: one cadence after the last update (or detection)."""
+        every = self[level].update_every
+        if every is None:
+            return None
+        return (last_update_at or detected_at) + every
+
+    def review_due(self, level: Level | str, resolved_at: datetime) -> tuple[datetime, datetime] | None:
+        """The post-incident review window (earliest, latest) after resolution; None when not required."""
+        pol = self[level]
+        if pol.review_within is None:
+            return None
+        return resolved_at + (pol.review_earliest or timedelta(0)), resolved_at + pol.review_within
+
+
+def most_severe(levels: list[Level]) -> Level:
+    """The most severe of several levels (P0 beats P1)."""
+    return min(levels, key=lambda lv: lv.rank)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One piece of evidence and the level it implies."""
+
+    signal: str
+    value: float
+    threshold: str
+    level: Level
+    text: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "signal": self.signal,
+            "value": self.value,
+            "threshold": self.threshold,
+            "level": self.level.value,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the signals showed (worst values over the evaluation window); None = could not read."""
+
+    error_ratio: float | None = None
+    latency_p99: float | None = None
+    latency_baseline: float | None = None
+    availability: float | None = None
+    health_ok: bool | None = None  # False = the health endpoint failed everywhere
+    unavailable: dict[str, str] = dataclass_field(default_factory=dict)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        if self.latency_p99 is None or not self.latency_baseline:
+            return None
+        return self.latency_p99 / self.latency_baseline
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A severity level with every reason that decided it, and what could not be checked."""
+
+    level: Level | None
+    reasons: tuple[Reason, ...]
+    unavailable: dict[str, str]
+    alert_label: str | None = None
+
+    def summary(self) -> str:
+        if self.level is None:
+            if self.unavailable and not self.reasons:
+                return "could not assess from metrics: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            return "no metric evidence of impact (all signals below the plan's thresholds)"
+        deciding = [r.text for r in self.reasons if r.level == self.level]
+        return f"{self.level.value}: " + "; ".join(deciding)
+
+
+def classify(evidence: Evidence, rules: MetricRules | None = None) -> Assessment:
+    """The most severe level the evidence supports, with every reason (signal, value, threshold)."""
+    rules = rules or MetricRules()
+    reasons: list[Reason] = []
+    unavailable = dict(evidence.unavailable)
+    if evidence.availability is not None and evidence.availability <= rules.unavailable_at_or_below:
+        reasons.append(
+            Reason(
+                "availability",
+                evidence.availability,
+                f"≤ {rules.unavailable_at_or_below:g}",
+                Level.P0,
+                f"no healthy targets (availability {evidence.availability:.0%}): service completely unavailable",
+            )
+        )
+    if evidence.health_ok is False:
+        reasons.append(Reason("health", 0.0, "failing everywhere", Level.P0, "health check failing everywhere"))
+    if evidence.error_ratio is not None:
+        for rule in rules.error_ratio:
+            if rule.matches(evidence.error_ratio):
+                reasons.append(
+                    Reason(
+                        "error_ratio",
+                        evidence.error_ratio,
+                        rule.text,
+                        rule.level,
+                        f"error ratio {evidence.error_ratio:.1%} {rule.text.split()[0]} {rule.threshold:.0%}",
+                    )
+                )
+                break
+    ratio = evidence.latency_ratio
+    if ratio is not None:
+        for rule in rules.latency_ratio:
+            if rule.matches(ratio):
+                reasons.append(
+                    Reason(
+                        "latency_ratio",
+                        ratio,
+                        rule.text,
+                        rule.level,
+                        f"p99 latency {ratio:.1f}x normal {rule.text.split()[0]} {rule.threshold:g}x "
+                        f"({evidence.latency_p99:.3g}s vs {evidence.latency_baseline:.3g}s)",
+                    )
+                )
+                break
+    elif evidence.latency_p99 is not None and "latency_baseline" not in unavailable:
+        unavailable["latency_baseline"] = "no baseline data for the same window a week earlier"
+    level = most_severe([r.level for r in reasons]) if reasons else None
+    return Assessment(level, tuple(sorted(reasons, key=lambda r: r.level.rank)), unavailable)

@@ -1,0 +1,51 @@
+"""The package's declared dependencies: environment.yml mirrors pyproject.toml, floor for floor."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# conda-forge names for the few packages whose PyPI name differs
+CONDA_NAMES = {"redis": "redis-py", "build": "python-build", "kubernetes": "python-kubernetes"}
+REQ = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][0-9.]*)")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_environment_yml_mirrors_every_pyproject_floor() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {}
+    for req in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        m = REQ.match(req)
+        assert m, f"pyproject dependency without a >= floor: {req}"
+        name = _norm(m.group(1))
+        wanted[_norm(CONDA_NAMES.get(name, name))] = m.group(2)
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    have = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, str) and (m := REQ.match(dep)):
+            have[_norm(m.group(1))] = m.group(2)
+    missing = {k: v for k, v in wanted.items() if k not in have}
+    assert not missing, f"in pyproject.toml but not environment.yml: {missing}"
+    differ = {k: (v, have[k]) for k, v in wanted.items() if have[k] != v}
+    assert not differ, f"floors differ (pyproject, environment.yml): {differ}"
+
+
+def test_runbooks_and_templates_are_package_data() -> None:
+    from importlib.resources import files
+
+    from irkit.runner import LIFECYCLE, default_notebooks_dir
+
+    assert all((default_notebooks_dir() / rb.filename).is_file() for rb in LIFECYCLE)
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["irkit"]
+    root = Path(str(files("irkit")))
+    shipped = {p.relative_to(root).as_posix() for pattern in package_data for p in root.glob(pattern) if p.is_file()}
+    for sub in ("templates", "runbooks"):
+        on_disk = {p.relative_to(root).as_posix() for p in (root / sub).rglob("*") if p.is_file()}
+        assert on_disk <= shipped, f"not shipped in the wheel: {sorted(on_disk - shipped)}"
