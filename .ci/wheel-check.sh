@@ -10,7 +10,9 @@ work=$(mktemp -d /tmp/irkit-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
-if ! "$PY" -m build --sdist --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1; then
+# Without --sdist/--wheel, build makes the sdist and then the wheel FROM it: what ships is what works,
+# and nothing is built inside the checkout.
+if ! "$PY" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1; then
     tail -30 "$work/build.log" >&2
     echo "wheel-check: python -m build failed" >&2
     exit 1

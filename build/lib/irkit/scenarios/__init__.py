@@ -1,1 +1,0 @@
-"""Recorded incidents bundled with irkit, and the deterministic generators that produce them."""
