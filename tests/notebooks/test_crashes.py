@@ -44,15 +44,20 @@ def setup(tmp_path: Path, records: Path) -> tuple[Path, dict[str, str]]:
     return records, env
 
 
-def test_kill_9_mid_run_seals_the_partial_notebook_as_interrupted(setup) -> None:
-    records, env = setup
-    proc = subprocess.Popen(
+def start_run(records: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``irkit run ID triage`` in its own process group (so kill -9 takes its kernel too)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "irkit.cli", "run", ID, "triage", "--records", str(records), "--no-progress"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def test_kill_9_mid_run_seals_the_partial_notebook_as_interrupted(setup) -> None:
+    records, env = setup
+    proc = start_run(records, env)
     runs = records / ID / ".runs"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not any(
@@ -88,13 +93,7 @@ def test_kill_9_mid_run_seals_the_partial_notebook_as_interrupted(setup) -> None
 
 def test_a_live_run_is_not_taken_for_an_interrupted_one(setup) -> None:
     records, env = setup
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "irkit.cli", "run", ID, "triage", "--records", str(records), "--no-progress"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_run(records, env)
     try:
         runs = records / ID / ".runs"
         deadline = time.monotonic() + 90
