@@ -241,10 +241,12 @@ class RedactionSettings(_Model):
         r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{1,256}+",
         r"\bxox[abprs]-[A-Za-z0-9-]{10,256}+",
         r"\bgh[pousr]_[A-Za-z0-9]{36,255}+",
-        r"\beyJ[A-Za-z0-9_-]{8,4096}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{8,4096}+",  # JWTs
-        r"-----BEGIN [A-Z ]{0,40}+PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,16384}+(?:-----END [A-Z ]{0,40}+PRIVATE KEY-----)?",
+        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{8,4096}+",  # JWTs
+        r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,16384}+"
+        r"(?:-----END (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----)?",
         # user:password@host, with or without a scheme in front (a DSN pasted into a note)
-        r"(?:(?<=://)|(?<![^\s'\"(=,\[<]))[^\s:/@'\"<>=,(\[]{1,128}+:(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[\w\[])",
+        r"(?:(?<=://)|(?<![^\s'\"(=,<]))(?!mailto:)[A-Za-z_][^\s:/@'\"<>=,(\[\]]{0,127}+:"
+        r"(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[A-Za-z\[])",
         r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
         r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]{1,1024}+)",
         r"(?i)[\"']?+(?:password|passwd|secret|token|api_?key|client_secret)[\"']?+\s{0,8}+:\s{0,8}+[\"']"

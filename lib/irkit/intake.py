@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,11 @@ from irkit.config import Settings
 from irkit.errors import IncidentExists, IrkitError, StorageError
 from irkit.record import Record, parse_ts, utcnow
 
-MAX_ATTEMPTS = 5  # a notification that failed this often (not for bad input) is marked failed, and counted
+MAX_ATTEMPTS = 5  # a notification that failed this often (a bug, not bad input or a full disk) is marked failed
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
   id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, payload BLOB NOT NULL, processed INTEGER NOT NULL DEFAULT 0,
-  incident_id TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+  incident_id TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, retry_at TEXT);
 CREATE TABLE IF NOT EXISTS groups (
   group_key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, resolved_at TEXT);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,6 +54,8 @@ class Queue:
             columns = {row[1] for row in c.execute("PRAGMA table_info(notifications)")}
             if "attempts" not in columns:  # a queue made by an older irkit
                 c.execute("ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+            if "retry_at" not in columns:
+                c.execute("ALTER TABLE notifications ADD COLUMN retry_at TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -71,7 +74,11 @@ class Queue:
     def pending_notifications(self, limit: int = 100) -> list[tuple[int, bytes]]:
         with self._conn() as c:
             return list(
-                c.execute("SELECT id, payload FROM notifications WHERE processed = 0 ORDER BY id LIMIT ?", (limit,))
+                c.execute(
+                    "SELECT id, payload FROM notifications WHERE processed = 0 AND (retry_at IS NULL OR retry_at <= ?) "
+                    "ORDER BY id LIMIT ?",
+                    (utcnow().isoformat(), limit),
+                )
             )
 
     def mark_processed(self, nid: int, incident_id: str | None, error: str | None = None) -> None:
@@ -81,16 +88,20 @@ class Queue:
                 (incident_id, error, nid),
             )
 
-    def attempt_failed(self, nid: int, error: str, max_attempts: int) -> bool:
-        """Count a failed attempt; after ``max_attempts`` mark it processed with its error. True if given up."""
+    def attempt_failed(self, nid: int, error: str, max_attempts: int | None) -> bool:
+        """Count a failed attempt and back off (2, 4, 8 … s, at most 5 min) before the next one.
+
+        After ``max_attempts`` (None: never) it is marked processed with its error. True if given up.
+        """
         with self._conn() as c:
             c.execute("BEGIN IMMEDIATE")
             row = c.execute("SELECT attempts FROM notifications WHERE id = ?", (nid,)).fetchone()
             attempts = (int(row[0]) if row else 0) + 1
-            give_up = attempts >= max_attempts
+            give_up = max_attempts is not None and attempts >= max_attempts
+            retry_at = (utcnow() + timedelta(seconds=min(300, 2**attempts))).isoformat()
             c.execute(
-                "UPDATE notifications SET attempts = ?, processed = ?, error = ? WHERE id = ?",
-                (attempts, 1 if give_up else 0, error, nid),
+                "UPDATE notifications SET attempts = ?, processed = ?, error = ?, retry_at = ? WHERE id = ?",
+                (attempts, 1 if give_up else 0, error, retry_at, nid),
             )
             c.execute("COMMIT")
             return give_up
@@ -256,8 +267,8 @@ class Intake:
             for nid, payload in batch:
                 try:
                     incident_id = self.apply(parse_notification(payload))
-                except StorageError as exc:  # may pass (a full disk): retry, give up after MAX_ATTEMPTS
-                    self._failed(nid, "storage", str(exc), tried)
+                except StorageError as exc:  # may pass (a full disk): retried with backoff, never given up
+                    self._failed(nid, "storage", str(exc), tried, give_up_after=None)
                     continue
                 except IrkitError as exc:  # can never apply: bad input, a record that does not verify
                     self.queue.mark_processed(nid, None, str(exc))
@@ -270,9 +281,11 @@ class Intake:
                 done += 1
         return done
 
-    def _failed(self, nid: int, reason: str, error: str, tried: set[int]) -> None:
+    def _failed(
+        self, nid: int, reason: str, error: str, tried: set[int], *, give_up_after: int | None = MAX_ATTEMPTS
+    ) -> None:
         tried.add(nid)
-        gave_up = self.queue.attempt_failed(nid, error[:500], MAX_ATTEMPTS)
+        gave_up = self.queue.attempt_failed(nid, error[:500], give_up_after)
         self.on_event("intake_failed", {"reason": reason if not gave_up else f"{reason}, gave up", "error": error})
 
     # ---- jobs → runbook runs

@@ -539,8 +539,9 @@ class Record:
                 raise IncidentExists(f"incident {rec.id} already exists at {rec.path}")
             # The name carries the creator's pid: remove_stale_creations() tells a crashed creation
             # (its process is gone) from a live one at any moment, even right after this mkdir.
-            tmp = rec.root / f".creating.{rec.id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-            tmp.mkdir(mode=0o755)
+            tmp = rec.root / f".creating.{rec.id}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            os.chmod(tmp, 0o755)  # noqa: S103  # a record is read by the whole team, whatever the umask
         except OSError as exc:
             raise _storage_error(exc, f"the records root {rec.root}") from exc
         final = rec.path
@@ -1166,16 +1167,23 @@ def _half_made(path: Path) -> bool:
     return True
 
 
+def _host() -> str:
+    """This machine's (or container's) name, as a path-safe token: pids only mean something on it."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+
+
 def remove_stale_creations(root: str | Path) -> int:
-    """Remove hidden ``.creating.<id>.<pid>.<rand>`` folders whose creating process is gone (a crash)."""
+    """Remove hidden ``.creating.<id>.<host>.<pid>.<rand>`` folders whose creating process on this host is gone."""
     removed = 0
     base = Path(root)
     for d in base.glob(".creating.*") if base.is_dir() else []:
-        parts = d.name.rsplit(".", 2)
-        if d.is_symlink() or not d.is_dir() or len(parts) != 3 or not parts[1].isdigit():
-            continue
+        parts = d.name.rsplit(".", 3)
+        if d.is_symlink() or not d.is_dir() or len(parts) != 4 or not parts[2].isdigit() or parts[1] != _host():
+            continue  # another host's (or container's) creation: its pid means nothing here
         try:
-            os.kill(int(parts[1]), 0)
+            os.kill(int(parts[2]), 0)
             continue  # its creator is alive
         except ProcessLookupError:
             pass

@@ -11,6 +11,7 @@ would corrupt them.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import re
 import threading
@@ -65,10 +66,22 @@ def scrub_url(url: str) -> str:
     return out if "://" in url else out.removeprefix("//")
 
 
+def base64_forms(value: str) -> set[str]:
+    """The characters of ``value``'s base64 that depend on its bytes alone, at each byte offset mod 3."""
+    import base64
+
+    raw = value.encode()
+    forms = set()
+    for b64 in (base64.b64encode, base64.urlsafe_b64encode):
+        for pad in range(3):
+            enc = b64(b"\0" * pad + raw).decode()
+            forms.add(enc[-(-8 * pad // 6) : 8 * (pad + len(raw)) // 6])
+    return {f for f in forms if len(f) >= 4}
+
+
 def escaped_forms(value: str) -> set[str]:
     """``value`` as code prints or encodes it: raw, ``repr`` (str and bytes), JSON, HTML, papermill's
     parameter literal, URL-encoded, and base64 (at every byte alignment inside a longer encoding)."""
-    import base64
     from urllib.parse import quote, quote_plus
 
     forms = {
@@ -83,11 +96,7 @@ def escaped_forms(value: str) -> set[str]:
         quote(value, safe=""),
         quote_plus(value, safe=""),
     }
-    raw = value.encode()
-    for b64 in (base64.b64encode, base64.urlsafe_b64encode):
-        for pad in range(3):  # the secret at each byte offset mod 3 inside a longer base64 text:
-            enc = b64(b"\0" * pad + raw).decode()  # keep the characters made of its bits alone
-            forms.add(enc[-(-8 * pad // 6) : 8 * (pad + len(raw)) // 6])
+    forms |= base64_forms(value)
     return {f for f in forms if len(f) >= 4}
 
 
@@ -116,8 +125,13 @@ DETECTORS = (
     "TelegramBotTokenDetector",
     "TwilioKeyDetector",
 )
-# A line worth handing to the detector: a long token, a credential in a URL, a key block.
-CANDIDATE = re.compile(r"[A-Za-z0-9_+=]{20}|://[^\s/@]{1,256}@|BEGIN")
+# Where a detector plugin could match: their own prefixes and keywords (a cheap first pass).
+CANDIDATE = re.compile(
+    r"AKIA|ASIA|AKC|AP[0-9A-F]|AccountKey|://[^\s/@]{1,256}@|gh[pousr]_|gl[a-z]{2,6}-|GR1348941|eyJ[A-Za-z0-9_-]{8,512}+\.|npm_|"
+    r"sk-|[sr]k_live|SG\.|xox|sq0|pypi-|-us[0-9]|[0-9]{8,10}:|AC[a-f0-9]{32}|SK[a-f0-9]{32}|"
+    r"(?i:private key|putty|cloudant|softlayer|ibm|_authtoken|hooks\.slack|secret_access_key)"
+)
+MAX_WINDOWS = 200  # per line: a pathological line costs at most this many detector scans
 _DETECTOR_LOCK = threading.Lock()
 _CONFIGURED = False
 
@@ -135,11 +149,18 @@ def detected_secrets(text: str) -> set[str]:
             get_settings().configure_plugins([{"name": name} for name in DETECTORS])
             _CONFIGURED = True
         for line in text.splitlines():
-            if len(line) > 20_000 or not CANDIDATE.search(line):
-                continue
-            for hit in scan_line(line):
-                if hit.secret_value and len(hit.secret_value) >= 8:
-                    found.add(hit.secret_value)
+            windows: list[tuple[int, int]] = []  # around each candidate, so a long line costs what its candidates cost
+            for m in itertools.islice(CANDIDATE.finditer(line), MAX_WINDOWS):
+                a, b = max(0, m.start() - 300), m.end() + 600
+                if windows and a <= windows[-1][1]:
+                    windows[-1] = (windows[-1][0], b)
+                else:
+                    windows.append((a, b))
+            for a, b in windows:
+                for hit in scan_line(line[a:b]):
+                    value = hit.secret_value or ""
+                    if len(value) >= 8 and "PRIVATE KEY" not in value and not value.startswith("BEGIN"):
+                        found.add(value)
     return found
 
 
@@ -160,8 +181,10 @@ class Redactor:
         min_secret_length: int = 6,
         detect: bool = False,
     ) -> None:
-        needles = {form for v in secret_values if v and len(v) >= min_secret_length for form in escaped_forms(v)}
+        values = [v for v in secret_values if v and len(v) >= min_secret_length]
+        needles = {form for v in values for form in escaped_forms(v)}
         self._needles = sorted(needles, key=len, reverse=True)
+        self._base64 = {form for v in values for form in base64_forms(v)}
         self._patterns = [re.compile(p) for p in patterns]
         self.replacement = replacement
         self.detect = detect
@@ -181,13 +204,14 @@ class Redactor:
     def _spans(self, s: str) -> list[tuple[int, int]]:
         """Where a secret occurs in ``s``: whole, or cut short by a display or a line break.
 
-        A prefix of 8+ characters counts where something cut it: followed by ``...``/``…``, a line
-        break or the end of the text (pandas truncation, wrapped base64); a suffix of 8+ characters
-        where a line break or the start of the text precedes it. Elsewhere a shared prefix (``https://``
-        of a secret URL) is ordinary text and stays.
+        A prefix of 8+ characters counts where a display cut it (followed by ``...`` or ``…``, as
+        pandas truncates). For base64 forms only — wrapped at 64/76 columns — a prefix before a line
+        break or the end, and a suffix after a line break or the start, count too. Elsewhere a shared
+        beginning (``postgres`` of a secret DSN) is ordinary text and stays.
         """
         spans = []
         for needle in self._needles:
+            wrapped = needle in self._base64
             head = needle[: min(MIN_PREFIX, len(needle))]
             i = s.find(head)
             while i >= 0:
@@ -195,10 +219,11 @@ class Redactor:
                 while n < len(needle) and i + n < len(s) and s[i + n] == needle[n]:
                     n += 1
                 rest = s[i + n : i + n + 3]
-                if n == len(needle) or rest in ("", "...") or rest[:1] in ("…", "\n", "\r"):
+                cut = rest == "..." or rest[:1] == "…" or (wrapped and (rest == "" or rest[:1] in "\r\n"))
+                if n == len(needle) or cut:
                     spans.append((i, i + n))
                 i = s.find(head, i + 1)
-            if len(needle) > MIN_PREFIX:
+            if wrapped and len(needle) > MIN_PREFIX:
                 tail = needle[-MIN_PREFIX:]
                 j = s.find(tail)
                 while j >= 0:
@@ -227,10 +252,6 @@ class Redactor:
                     pos = b
                 out.append(s[pos:])
                 s = "".join(out)
-        if self.detect and CANDIDATE.search(s):
-            for found in sorted(detected_secrets(s), key=len, reverse=True):
-                # a plugin may match a token's head only: the rest of the token goes with it
-                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self.replacement, s)
         for rx in self._patterns:
             if "s" in rx.groupindex:
                 s = rx.sub(
@@ -238,6 +259,11 @@ class Redactor:
                 )
             else:
                 s = rx.sub(self.replacement, s)
+        # After the patterns (which take whole key blocks): what no one configured, of known shapes.
+        if self.detect and CANDIDATE.search(s):
+            for found in sorted(detected_secrets(s), key=len, reverse=True):
+                # a plugin may match a token's head only: the rest of the token goes with it
+                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self.replacement, s)
         return s
 
     def data(self, obj: Any, *, _bundle: bool = False) -> Any:
@@ -250,6 +276,7 @@ class Redactor:
             return self.text(obj)
         if isinstance(obj, Mapping):
             out: dict[Any, Any] = {}
+            is_output = obj.get("output_type") in ("display_data", "execute_result")
             for k, v in obj.items():
                 key = self.text(k) if isinstance(k, str) else k
                 binary = (
@@ -260,7 +287,7 @@ class Redactor:
                     and isinstance(v, str)
                     and BASE64.fullmatch(v) is not None
                 )
-                out[key] = v if binary else self.data(v, _bundle=k == "data")
+                out[key] = v if binary else self.data(v, _bundle=is_output and k == "data")
             return out
         if isinstance(obj, list | tuple):
             return [self.data(v) for v in obj]

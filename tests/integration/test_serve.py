@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -589,7 +590,10 @@ def test_a_notification_that_keeps_failing_never_stalls_the_ones_behind_it(setti
     q.accept(json.dumps(payload("fine")).encode())
     assert it.process_pending() == 1  # the good one went through
     assert len(list_incidents(records)) == 1 and q.counts()["notifications_pending"] == 1
+    assert it.process_pending() == 0  # backing off: not retried at once
     for _ in range(MAX_ATTEMPTS - 1):
+        with sqlite3.connect(q.path) as c:  # as if the backoff had elapsed
+            c.execute("UPDATE notifications SET retry_at = NULL")
         it.process_pending()
     counts = q.counts()
     assert counts["notifications_pending"] == 0 and counts["notifications_failed"] == 1
@@ -609,3 +613,27 @@ def test_the_queue_under_the_records_root_stores_notifications_redacted(tmp_path
         assert c.post("/alerts", json=body, headers=AUTH).status_code == 200
     stored = b"".join(p.read_bytes() for p in (records / ".irkit").iterdir())
     assert secret.encode() not in stored and b"[REDACTED]" in stored
+
+
+def test_a_full_disk_never_makes_intake_give_up_an_accepted_notification(settings, records: Path) -> None:
+    from irkit.errors import StorageError
+    from irkit.intake import MAX_ATTEMPTS
+
+    class DiskFull(Intake):
+        full = True
+
+        def apply(self, note):
+            if self.full:
+                raise StorageError("cannot write: No space left on device")
+            return super().apply(note)
+
+    q = Queue(records / ".irkit" / "q.sqlite")
+    it = DiskFull(settings, ENV, records, q, FakeRun())
+    q.accept(json.dumps(payload("disk")).encode())
+    for _ in range(MAX_ATTEMPTS + 3):
+        it.process_pending()
+        with sqlite3.connect(q.path) as c:
+            c.execute("UPDATE notifications SET retry_at = NULL")
+    assert q.counts()["notifications_failed"] == 0 and q.counts()["notifications_pending"] == 1
+    it.full = False  # space freed
+    assert it.process_pending() == 1 and len(list_incidents(records)) == 1

@@ -37,7 +37,7 @@ def test_configured_secrets_come_from_the_named_env_vars() -> None:
 
 def test_images_are_left_alone() -> None:
     r = Redactor(["AAAAAAAA"], [])
-    nb = {"outputs": [{"data": {"image/png": "AAAAAAAABBBB", "text/plain": "AAAAAAAA"}}]}
+    nb = {"outputs": [{"output_type": "display_data", "data": {"image/png": "AAAAAAAABBBB", "text/plain": "AAAAAAAA"}}]}
     out = r.notebook(nb)
     assert out["outputs"][0]["data"] == {"image/png": "AAAAAAAABBBB", "text/plain": "[REDACTED]"}
 
@@ -112,8 +112,8 @@ def test_line_wrapped_base64_and_binary_looking_keys_do_not_carry_a_secret_throu
     # Only inside a notebook output bundle is a binary payload left alone.
     assert r.data({"annotations": {"audio/x": secret}}) == {"annotations": {"audio/x": "[REDACTED]"}}
     png = base64.b64encode(b"\x89PNG...").decode()
-    bundle = {"outputs": [{"data": {"image/png": png, "text/plain": secret}}]}
-    assert r.data(bundle) == {"outputs": [{"data": {"image/png": png, "text/plain": "[REDACTED]"}}]}
+    bundle = {"outputs": [{"output_type": "execute_result", "data": {"image/png": png, "text/plain": secret}}]}
+    assert r.data(bundle)["outputs"][0]["data"] == {"image/png": png, "text/plain": "[REDACTED]"}
 
 
 def test_a_secret_url_does_not_swallow_every_url_and_ordinary_words_stay() -> None:
@@ -132,3 +132,19 @@ def test_credentials_nobody_configured_are_found_by_the_secret_detector() -> Non
     assert r.text(f'"sha256": "{digest}"') == f'"sha256": "{digest}"'
     off = Redactor.from_settings(load_config(None, {"IRKIT_REDACTION__DETECT_SECRETS": "false"}), {})
     assert "sk_live_51H8" in off.text(text)
+
+
+def test_review_cases_private_keys_promql_and_a_secret_dsns_ordinary_words() -> None:
+    r = Redactor.from_settings(load_config(None, {}), {})
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAAbm9uZQ==\n-----END OPENSSH PRIVATE KEY-----"
+    )
+    assert "b3BlbnNzaC1rZXktdjEAAAAA" not in r.text(f"key: {key}")
+    for ordinary in ("rate(x[1h:5m]@1609746000)", "mailto:ops@example.com", "12:30:00@node-1"):
+        assert r.text(ordinary) == ordinary
+    dsn = Redactor(["postgres://app:pw@db.prod.svc.cluster.local:5432/orders"], [])
+    for ordinary in ("postgres", "docker.io/library/postgres", "app: postgres"):
+        assert dsn.text(ordinary) == ordinary
+    assert dsn.data(
+        {"parameters": {"data": {"image/png": "postgres://app:pw@db.prod.svc.cluster.local:5432/orders"}}}
+    ) == {"parameters": {"data": {"image/png": "[REDACTED]"}}}
