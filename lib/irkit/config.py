@@ -246,7 +246,7 @@ class RedactionSettings(_Model):
         r"(?:-----END (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----)?",
         # user:password@host, with or without a scheme in front (a DSN pasted into a note)
         r"(?:(?<=://)|(?<![^\s'\"(=,<]))(?!mailto:)[A-Za-z_][^\s:/@'\"<>=,(\[\]]{0,127}+:"
-        r"(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[A-Za-z\[])",
+        r"(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[\w\[])",
         r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
         r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]{1,1024}+)",
         r"(?i)[\"']?+(?:password|passwd|secret|token|api_?key|client_secret)[\"']?+\s{0,8}+:\s{0,8}+[\"']"

@@ -142,6 +142,7 @@ def test_review_cases_private_keys_promql_and_a_secret_dsns_ordinary_words() -> 
     assert "b3BlbnNzaC1rZXktdjEAAAAA" not in r.text(f"key: {key}")
     for ordinary in ("rate(x[1h:5m]@1609746000)", "mailto:ops@example.com", "12:30:00@node-1"):
         assert r.text(ordinary) == ordinary
+    assert r.text("svc:hunter2-pw@127.0.0.1:9") == "svc:[REDACTED]@127.0.0.1:9"  # a netloc with an IP host
     dsn = Redactor(["postgres://app:pw@db.prod.svc.cluster.local:5432/orders"], [])
     for ordinary in ("postgres", "docker.io/library/postgres", "app: postgres"):
         assert dsn.text(ordinary) == ordinary
