@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +20,7 @@ from pathlib import Path
 import requests
 
 from irkit.record import list_incidents
-from irkit.scenarios.tsdb import free_port
+from irkit.scenarios.launch import serve_process
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a throwaway token for a loopback bench)
 
@@ -65,32 +62,7 @@ def main() -> None:
         records = Path(tmp) / "reports"
         cfg = Path(tmp) / "irkit.yaml"
         cfg.write_text(json.dumps({"serve": {"token_env": "BENCH_TOKEN", "runbooks": []}}))
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "irkit.cli",
-                "serve",
-                "--records",
-                str(records),
-                "--config",
-                str(cfg),
-                "--port",
-                str(port),
-            ],
-            env={**os.environ, "BENCH_TOKEN": TOKEN},
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if requests.get(f"{url}/healthz", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.1)
+        with serve_process(records, cfg, env={**os.environ, "BENCH_TOKEN": TOKEN}) as (url, _proc):
             session = requests.Session()
             headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
             interval = args.seconds / args.notifications
@@ -136,9 +108,6 @@ def main() -> None:
                 f"accept latency p50 {statistics.median(lat):.1f} ms, p99 {lat[int(0.99 * len(lat)) - 1]:.1f} ms; "
                 f"drain after the last send {drain:.2f} s"
             )
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from irkit.demo import SCENARIO_DIR, _open
 from irkit.kernels import KernelPool
 from irkit.record import Record, list_incidents
 from irkit.runner import default_notebooks_dir, run_runbook
+from irkit.scenarios.launch import serve_process
 from irkit.scenarios.tsdb import free_port
 from irkit.sources import RecordedSource, copy_recording
 
@@ -120,27 +120,9 @@ def main() -> None:
                 }
             )
         )
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "irkit.cli",
-                "serve",
-                "--records",
-                str(serve_records),
-                "--config",
-                str(cfg),
-                "--port",
-                str(port),
-            ],
-            env={**env, "BENCH_TOKEN": "bench-token-0123456789"},
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
         latencies = []
-        try:
+        serve_env = {**env, "BENCH_TOKEN": "bench-token-0123456789"}
+        with serve_process(serve_records, cfg, env=serve_env, ready_timeout_s=120) as (url, _proc):
             for i in range(3):
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:  # a warm kernel waiting, as in steady state
@@ -167,9 +149,6 @@ def main() -> None:
                         break
                     time.sleep(0.02)
                 latencies.append(time.perf_counter() - t)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
         print(f"alert → sealed triage record through irkit serve (3 alerts): {stats(latencies)}")
     imports = []
     for _ in range(5):

@@ -26,7 +26,7 @@ ID = "BENCH-1"
 def _writer(root: str, n: int) -> None:
     rec = Record.open(root, ID)
     for i in range(n):
-        rec.append("note", {"i": i}, actor="bench")
+        rec.append("note", {"text": str(i)}, actor="bench")
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         lat = []
         for i in range(args.events):
             t0 = time.perf_counter()
-            rec.append("note", {"i": i}, actor="bench")
+            rec.append("note", {"text": str(i)}, actor="bench")
             lat.append((time.perf_counter() - t0) * 1000)
         lat.sort()
         p95 = lat[int(0.95 * len(lat)) - 1]
@@ -68,7 +68,7 @@ def _median_append_ms(rec: Record, n: int) -> float:
     lat = []
     for i in range(n):
         t0 = time.perf_counter()
-        rec.append("note", {"i": i, "text": "routine note with a little text in it"}, actor="bench")
+        rec.append("note", {"text": f"{i}: routine note with a little text in it"}, actor="bench")
         lat.append((time.perf_counter() - t0) * 1000)
     return statistics.median(lat)
 
@@ -90,7 +90,7 @@ def large(n: int) -> None:
         )
         irkit.record._TAILS.clear()  # what a new `irkit` process sees
         t0 = time.perf_counter()
-        rec.append("note", {"first": "of a new process"}, actor="bench")
+        rec.append("note", {"text": "first of a new process"}, actor="bench")
         print(
             f"first append of a new process at {n:,} events (one full chain check): {(time.perf_counter() - t0) * 1000:.0f} ms"
         )

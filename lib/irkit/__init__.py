@@ -6,12 +6,15 @@ matplotlib or papermill here): heavy libraries are imported where they are used.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
 
 from irkit.config import Settings, load_config
 from irkit.errors import IrkitError
-from irkit.record import Record, Status, validate_incident_id
+from irkit.events import Status
+from irkit.record import Record, validate_incident_id
 from irkit.severity import Level, SeverityPolicy
+
+__version__ = _version("irkit")  # one source: pyproject.toml
 
 __all__ = [
     "IrkitError",

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from irkit.errors import BadInputError
-from irkit.record import Clock, Record, rfc3339, utcnow
+from irkit.record import Record
 from irkit.redact import Redactor
 from irkit.severity import Level
+from irkit.times import Clock, rfc3339, utcnow
 
 if TYPE_CHECKING:
     from irkit.signing import Signer
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class Alert(BaseModel):
@@ -42,6 +42,7 @@ class Alert(BaseModel):
     fingerprint: str = ""
 
     def event_data(self) -> dict[str, Any]:
+        """The alert as stored in the incident's events: labels, annotations, RFC 3339 times, no unset end."""
         ends = rfc3339(self.endsAt) if self.endsAt and self.endsAt.year > 1 else None
         return {
             "fingerprint": self.fingerprint,
@@ -72,10 +73,12 @@ class Notification(BaseModel):
 
     @property
     def started_at(self) -> datetime:
+        """When the group started firing: the earliest ``startsAt`` among its alerts."""
         return min(a.startsAt for a in self.alerts)
 
     @property
     def title(self) -> str:
+        """A one-line title: the first common summary/title/description annotation, else the alertname."""
         for key in ("summary", "title", "description"):
             if self.commonAnnotations.get(key):
                 return self.commonAnnotations[key][:200]

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from irkit.cluster import ClusterView
 from irkit.config import Dependency, Settings
-from irkit.errors import SourceUnavailable
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.events import Event
+from irkit.http import Http
 from irkit.probes import CheckResult, CheckStatus, ProbeRegistry
-from irkit.record import Event, Record
+from irkit.record import Record
+from irkit.times import parse_ts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +55,7 @@ def _cluster(ev: Evidence, kind: str) -> ClusterView:
 
 
 def check_recent_changes(ev: Evidence) -> CheckResult:
+    """Problem when a rollout or Helm release landed in the two hours before detection; lists each change."""
     view = _cluster(ev, "replicasets")
     changes = view.recent_changes(ev.detected_at, RECENT_CHANGE_WINDOW)
     if not changes:
@@ -75,6 +79,7 @@ def check_recent_changes(ev: Evidence) -> CheckResult:
 
 
 def check_error_logs(ev: Evidence) -> CheckResult:
+    """Count error lines in each pod's recent log (configured patterns or the defaults); name the commonest."""
     view = _cluster(ev, "pods")
     if not view.logs:
         raise SourceUnavailable("no pod logs could be read")
@@ -92,6 +97,7 @@ def check_error_logs(ev: Evidence) -> CheckResult:
 
 
 def check_resources(ev: Evidence) -> CheckResult:
+    """Flag CrashLoopBackOff/OOMKilled pods and pods at ≥80% of a CPU/memory limit (metrics API, else Prometheus)."""
     view = _cluster(ev, "pods")
     pods = view.pod_rows()
     findings = [f"{p['pod']}: {p['callout']}" for p in pods if p["callout"]]
@@ -168,8 +174,7 @@ def check_network(ev: Evidence) -> CheckResult:
 
 
 def check_sentry(ev: Evidence) -> CheckResult:
-    import requests
-
+    """New unresolved Sentry issues first seen around the incident (plan: "check Sentry for new errors")."""
     cfg = ev.settings.sentry
     if cfg is None:
         return CheckResult(
@@ -179,18 +184,14 @@ def check_sentry(ev: Evidence) -> CheckResult:
     if not token:
         raise SourceUnavailable(f"environment variable {cfg.token_env} (Sentry token) is not set")
     url = f"{cfg.url.rstrip('/')}/api/0/projects/{cfg.org}/{cfg.project}/issues/"
-    try:
-        resp = requests.get(
-            url,
-            params={"query": "is:unresolved", "statsPeriod": "24h"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=cfg.timeout_s,
-        )
-    except requests.exceptions.RequestException as exc:
-        raise SourceUnavailable(f"Sentry unreachable: {type(exc).__name__}") from exc
-    if resp.status_code != 200:
-        raise SourceUnavailable(f"Sentry answered HTTP {resp.status_code}")
-    issues = resp.json()
+    issues = Http(timeout_s=cfg.timeout_s).get_json(
+        url,
+        what="Sentry",
+        params={"query": "is:unresolved", "statsPeriod": "24h"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    if not isinstance(issues, list):
+        raise SourceUnavailable(f"Sentry answered {str(issues)[:80]!r}, not a list of issues")
     window_start = ev.detected_at - RECENT_CHANGE_WINDOW
     new = [i for i in issues if i.get("firstSeen") and _after(i["firstSeen"], window_start)]
     if not new:
@@ -207,7 +208,6 @@ def check_sentry(ev: Evidence) -> CheckResult:
 
 
 def _after(ts: str, start: datetime) -> bool:
-    from irkit.record import parse_ts
 
     try:
         return parse_ts(ts) >= start
@@ -216,6 +216,7 @@ def _after(ts: str, start: datetime) -> bool:
 
 
 def check_security(ev: Evidence) -> CheckResult:
+    """Compare the configured security PromQL query with its threshold; left to a human when none is set."""
     cfg = ev.settings.security_query
     if cfg is None:
         return CheckResult("security", CheckStatus.AWAITING, "no security_query configured; a human must check")
@@ -276,6 +277,7 @@ def run_checklist(ev: Evidence, probes: ProbeRegistry) -> list[CheckResult]:
 
 
 def record_result(record: Record, result: CheckResult, *, actor: str, automated: bool) -> Event:
+    """Append one item's answer, automated or human, as a ``check.recorded`` event."""
     item = ITEMS.get(result.name)
     return record.append(
         "check.recorded",
@@ -320,6 +322,63 @@ def checklist_rows(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def checklist_table(events: list[Event]) -> pd.DataFrame:
+    """The checklist as it stands, as a DataFrame indexed by item number (for the notebook)."""
     import pandas as pd
 
     return pd.DataFrame(checklist_rows(events)).set_index("#")
+
+
+def run_automated(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    view: ClusterView,
+    *,
+    metrics_source: str,
+    actor: str,
+    probes: ProbeRegistry | None = None,
+) -> list[CheckResult]:
+    """Run every automated item against ``view`` (and live Prometheus when ``metrics_source`` is live); record each."""
+    from irkit.probes import default_registry
+
+    query = None
+    if metrics_source == "live":
+        from irkit.prom import PrometheusSource
+
+        prom = PrometheusSource(settings, environ)
+
+        def query(promql: str) -> float | None:
+            frame = prom.query(promql)
+            return float(frame.iloc[0].sum()) if not frame.empty else None
+
+    detected = parse_ts(record.state()["detected_at"])
+    ev = Evidence(settings, environ, detected, view, query=query)
+    results = run_checklist(ev, probes or default_registry())
+    for result in results:
+        record_result(record, result, actor=actor, automated=True)
+    return results
+
+
+def answer(record: Record, item: str, status: str, evidence: str, *, actor: str) -> str:
+    """Record a responder's answer to a checklist item (it takes precedence over automation)."""
+    if item not in ITEMS:
+        raise BadInputError(f"no checklist item {item!r}; items: {', '.join(ITEMS)}")
+    try:
+        st = CheckStatus(status)
+    except ValueError:
+        raise BadInputError(f"status must be one of {[s.value for s in CheckStatus]}") from None
+    if not evidence.strip():
+        raise BadInputError("an answer needs evidence: what did you look at?")
+    record_result(record, CheckResult(item, st, evidence), actor=actor, automated=False)
+    return f"{ITEMS[item].title}: {st.value} ({actor})"
+
+
+def health_check(record: Record, settings: Settings, environ: Mapping[str, str], *, actor: str) -> CheckResult:
+    """Probe the service's health endpoint (plan 2 ``curl …/health``) and record the result."""
+    from irkit.probes import probe_http
+
+    r = probe_http(Dependency(name="health", kind="http", url=settings.service.health_url), environ)
+    record.append(
+        "check.recorded", {"item": "health", "title": "Health endpoint", **r.as_dict(), "automated": True}, actor=actor
+    )
+    return r

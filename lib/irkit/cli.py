@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 a runbook failed or a record did not verify; 2 bad usage or 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -29,8 +30,9 @@ from irkit.errors import (
     SourceUnavailable,
     VerificationFailed,
 )
-from irkit.record import Record, list_incidents, parse_ts, utcnow, validate_incident_id
+from irkit.record import Record, list_incidents, validate_incident_id
 from irkit.severity import Level
+from irkit.times import parse_ts, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +48,7 @@ class Ctx:
 
     @property
     def actor(self) -> str:
+        """Who is running the command: ``IRKIT_ACTOR`` or the login name."""
         from irkit.runner import default_actor
 
         return default_actor(self.environ)
@@ -58,25 +61,32 @@ class Ctx:
 
 
 def common(fn: F) -> F:
-    """``--records`` and ``--config`` on every verb."""
-    fn = click.option(
+    """``--records`` and ``--config`` on every verb; the command receives the built :class:`Ctx` as ``c``."""
+
+    @functools.wraps(fn)
+    def with_ctx(*args: Any, records: str | None, config: str | None, **kwargs: Any) -> Any:
+        return fn(*args, c=build(records, config), **kwargs)
+
+    wrapped: Any = with_ctx
+    wrapped = click.option(
         "--config",
         "config",
         type=click.Path(dir_okay=False),
         default=None,
         help="Settings file (default: $IRKIT_CONFIG or ./irkit.yaml if present).",
-    )(fn)
-    fn = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--records",
         "records",
         type=click.Path(file_okay=False),
         default=None,
         help="Records root (default: records_dir from settings, 'reports').",
-    )(fn)
-    return fn
+    )(wrapped)
+    return cast(F, wrapped)
 
 
 def build(records: str | None, config: str | None) -> Ctx:
+    """Settings, records root and environment for one command."""
     environ = dict(os.environ)
     path = config or environ.get("IRKIT_CONFIG")
     settings = load_config(path or "irkit.yaml", environ, required=bool(path))
@@ -86,6 +96,7 @@ def build(records: str | None, config: str | None) -> Ctx:
 
 
 def fail(exc: IrkitError) -> None:
+    """Print the error as one ``irkit: …`` line on stderr and exit with its exit code."""
     click.echo(f"irkit: {exc}", err=True)
     sys.exit(exc.exit_code)
 
@@ -94,12 +105,14 @@ class IrkitGroup(click.Group):
     """Maps :class:`IrkitError` and usage errors to one line on stderr and their exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; an :class:`IrkitError` becomes one stderr line and its exit code."""
         try:
             return super().invoke(ctx)
         except IrkitError as exc:
             fail(exc)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the CLI outside click's standalone mode so any failure ends as one stderr line and an exit code."""
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
@@ -157,11 +170,9 @@ def open_cmd(
     title: str | None,
     severity: str | None,
     params: tuple[tuple[str, str], ...],
-    records: str | None,
-    config: str | None,
+    c: Ctx,
 ) -> None:
     """Open a new incident (no arguments), or prepare a runbook copy for JupyterLab (ID RUNBOOK)."""
-    c = build(records, config)
     if incident_id is None:
         rec = open_incident(c, service=service, title=title, severity=severity)
         click.echo(rec.id)
@@ -237,13 +248,11 @@ def run_cmd(
     params: tuple[tuple[str, str], ...],
     batch: bool,
     progress: bool,
-    records: str | None,
-    config: str | None,
+    c: Ctx,
 ) -> None:
     """Run RUNBOOK for INCIDENT_ID and seal the executed copy into the record."""
     from irkit.runner import coerce_cli_parameters, declared_parameters, default_registry, run_runbook
 
-    c = build(records, config)
     rec = c.record(incident_id)
     reg = default_registry(c.settings)
     typed = coerce_cli_parameters(declared_parameters(reg.path(reg.get(runbook))), dict(params))
@@ -281,11 +290,10 @@ def run_cmd(
 @click.argument("incident_id")
 @click.argument("paths", nargs=-1)
 @common
-def seal_cmd(incident_id: str, paths: tuple[str, ...], records: str | None, config: str | None) -> None:
+def seal_cmd(incident_id: str, paths: tuple[str, ...], c: Ctx) -> None:
     """Redact working copies (all, or PATHS relative to the record) and record their hashes."""
     from irkit.runner import seal_notebook
 
-    c = build(records, config)
     rec = c.record(incident_id)
     targets = list(paths) or sorted(rec.state()["working_copies"])
     if not targets:
@@ -309,9 +317,8 @@ def _row(state: dict[str, Any]) -> dict[str, Any]:
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
-def list_cmd(as_json: bool, records: str | None, config: str | None) -> None:
+def list_cmd(as_json: bool, c: Ctx) -> None:
     """List every incident under the records root."""
-    c = build(records, config)
     rows = []
     for iid in list_incidents(c.records):
         try:  # one corrupt record never hides the others
@@ -339,11 +346,11 @@ def list_cmd(as_json: bool, records: str | None, config: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--events", "n_events", default=20, show_default=True, help="How many recent events to list.")
 @common
-def show_cmd(incident_id: str, as_json: bool, n_events: int, records: str | None, config: str | None) -> None:
+def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
     """Status, severity, policy clocks (with overdue flags) and recent events of one incident."""
-    from irkit.session import compute_clocks, describe_event
+    from irkit.severity import compute_clocks
+    from irkit.views import describe_event
 
-    c = build(records, config)
     rec = Record.open(c.records, validate_incident_id(incident_id))  # read only: needs no signing key
     problem = rec.broken()
     state = rec.state()
@@ -403,13 +410,11 @@ def verify_cmd(
     incident_ids: tuple[str, ...],
     expect_head: str | None,
     public_key: str | None,
-    records: str | None,
-    config: str | None,
+    c: Ctx,
 ) -> None:
     """Recompute the hash chain and every sealed artifact's hash; name the first break."""
     from irkit.signing import load_verifier
 
-    c = build(records, config)
     if expect_head is not None and len(incident_ids) != 1:
         raise BadInputError("--expect-head checks one incident at a time")
     verifier = load_verifier(public_key) if public_key is not None else None
@@ -456,11 +461,10 @@ def keygen_cmd(out: str) -> None:
 @click.argument("to")
 @click.option("--reason", default="", help="Why (goes into the timeline).")
 @common
-def status_cmd(incident_id: str, to: str, reason: str, records: str | None, config: str | None) -> None:
+def status_cmd(incident_id: str, to: str, reason: str, c: Ctx) -> None:
     """Move an incident to status TO (detected → acknowledged → investigating → … → reviewed)."""
-    from irkit.record import Status
+    from irkit.events import Status
 
-    c = build(records, config)
     try:
         status = Status(to)
     except ValueError:
@@ -484,6 +488,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_time(text: str | None) -> datetime:
+    """Parse an RFC 3339 ``--at`` value (now when omitted); a bad one is a :class:`BadInputError`."""
     if not text:
         return utcnow()
     try:
@@ -499,13 +504,12 @@ def parse_time(text: str | None) -> datetime:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
 def assess_cmd(
-    service: str | None, at: str | None, window: str, as_json: bool, records: str | None, config: str | None
+    service: str | None, at: str | None, window: str, as_json: bool, c: Ctx
 ) -> None:
     """Severity from live Prometheus signals, per the plan's thresholds, with every reason."""
     from irkit.metrics import read_metrics
     from irkit.prom import PrometheusSource
 
-    c = build(records, config)
     settings = c.settings
     if service:
         settings = settings.model_copy(update={"service": settings.service.model_copy(update={"name": service})})
@@ -555,13 +559,12 @@ def assess_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
 def check_cmd(
-    incident_id: str, cluster_source: str, metrics_source: str, as_json: bool, records: str | None, config: str | None
+    incident_id: str, cluster_source: str, metrics_source: str, as_json: bool, c: Ctx
 ) -> None:
     """Run the investigation checklist's automated checks, record them, print the checklist."""
     from irkit.checklist import checklist_rows
     from irkit.session import Session
 
-    c = build(records, config)
     rec = c.record(incident_id)
     session = Session(rec, c.settings, actor=c.actor, batch=False, environ=c.environ)
     session.run_checklist(cluster_source, metrics_source)
@@ -583,12 +586,11 @@ def check_cmd(
 @click.option("--root-cause", default="", help="For resolution messages.")
 @common
 def comms_cmd(
-    incident_id: str, action: str, kind: str, root_cause: str, records: str | None, config: str | None
+    incident_id: str, action: str, kind: str, root_cause: str, c: Ctx
 ) -> None:
     """Render or send a message: KIND is one of the plan's messages, 'initial', 'resolved' or 'page'."""
     from irkit import comms
 
-    c = build(records, config)
     rec = c.record(incident_id)
     now = utcnow()
     if kind == "page":
@@ -637,11 +639,10 @@ def comms_cmd(
     "--weeks", default=4, show_default=True, type=click.IntRange(0, 520), help="How far ahead to list handovers."
 )
 @common
-def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | None) -> None:
+def oncall_cmd(at: str | None, weeks: int, c: Ctx) -> None:
     """Who is on call, and the next handovers."""
     from irkit.oncall import handovers, on_call
 
-    c = build(records, config)
     when = parse_time(at)
     oc = on_call(c.settings.rotation, when)
     click.echo(
@@ -656,11 +657,10 @@ def oncall_cmd(at: str | None, weeks: int, records: str | None, config: str | No
 @click.option("--host", help="Listen address (default serve.host, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default serve.port, 9095).")
 @common
-def serve_cmd(host: str | None, port: int | None, records: str | None, config: str | None) -> None:
+def serve_cmd(host: str | None, port: int | None, c: Ctx) -> None:
     """Receive Alertmanager webhooks (POST /alerts), open incidents, run triage and investigation in batch."""
     from irkit.serve import serve
 
-    c = build(records, config)
     click.echo(
         f"irkit serve: http://{host or c.settings.serve.host}:{port or c.settings.serve.port}/alerts → {c.records}",
         err=True,
@@ -686,13 +686,11 @@ def postmortem_cmd(
     action_items: str | None,
     title: str,
     progress: bool,
-    records: str | None,
-    config: str | None,
+    c: Ctx,
 ) -> None:
     """Run the post-mortem runbook: postmortem.md and postmortem.html from the record alone."""
     from irkit.runner import run_runbook
 
-    c = build(records, config)
     rec = c.record(incident_id)
     params: dict[str, Any] = {"root_cause": root_cause, "title": title}
     if action_items:
@@ -715,11 +713,10 @@ def postmortem_cmd(
 
 @main.command("index")
 @common
-def index_cmd(records: str | None, config: str | None) -> None:
+def index_cmd(c: Ctx) -> None:
     """Write <records>/index.html: every incident, its notebooks (as HTML) and post-mortem."""
     from irkit.index import build_index
 
-    c = build(records, config)
     click.echo(build_index(c.records, c.settings))
 
 
@@ -729,11 +726,10 @@ def index_cmd(records: str | None, config: str | None) -> None:
 @main.command("demo")
 @click.option("--progress/--no-progress", default=True, help="Show a per-cell progress bar.")
 @common
-def demo_cmd(progress: bool, records: str | None, config: str | None) -> None:
+def demo_cmd(progress: bool, c: Ctx) -> None:
     """Run the incident lifecycle on the bundled recorded incident (no servers needed)."""
     from irkit.demo import run_demo
 
-    c = build(records, config)
     started = datetime.now()
     result = run_demo(
         c.records,

@@ -20,12 +20,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from irkit.errors import SourceUnavailable
-from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, utcnow, versioned_dir
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.files import atomic_write_bytes
+from irkit.record import Record, versioned_dir
+from irkit.times import parse_ts, rfc3339, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from irkit.config import Settings
     from irkit.redact import Redactor
 
 OBJECTS = ("deployment", "replicasets", "pods", "events", "helm-releases", "pod-metrics")
@@ -45,9 +48,13 @@ class ClusterSource(Protocol):
 
     name: str
 
-    def read(self, kind: str) -> dict[str, Any]: ...
+    def read(self, kind: str) -> dict[str, Any]:
+        """One kind of object from ``OBJECTS`` as the API's JSON; raises SourceUnavailable if it cannot be read."""
+        ...
 
-    def logs(self, pod: str, tail_lines: int) -> str: ...
+    def logs(self, pod: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines of the pod's log; raises SourceUnavailable if it cannot be read."""
+        ...
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -88,6 +95,7 @@ class RecordedCluster:
         self.directory = Path(directory)
 
     def meta(self) -> dict[str, Any]:
+        """The snapshot's ``meta.json``: when and from where it was taken, and what was unavailable then."""
         try:
             data: dict[str, Any] = json.loads((self.directory / "meta.json").read_text())
             return data
@@ -95,6 +103,7 @@ class RecordedCluster:
             raise SourceUnavailable(f"no cluster snapshot in {self.directory}") from exc
 
     def read(self, kind: str) -> dict[str, Any]:
+        """Load ``<kind>.json`` from the snapshot; what was unavailable when recorded stays unavailable."""
         unavailable = self.meta().get("unavailable", {})
         if kind in unavailable:
             raise SourceUnavailable(f"{kind}: {unavailable[kind]} (when recorded)")
@@ -105,6 +114,7 @@ class RecordedCluster:
             raise SourceUnavailable(f"{kind} not in the cluster snapshot") from exc
 
     def logs(self, pod: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines of the pod's recorded log (pod name checked before it touches a path)."""
         if not SAFE_NAME.fullmatch(pod):
             raise SourceUnavailable(f"bad pod name {pod[:80]!r}")
         try:
@@ -137,6 +147,44 @@ def capture(
         view.taken_at = parse_ts(with_meta["taken_at"]) if with_meta.get("taken_at") else view.taken_at
         view.source = f"recorded ({with_meta.get('source', '?')})"
     return view
+
+
+PLAN_KINDS = ("deployment", "replicasets", "helm-releases")  # what mitigations plan against (no logs)
+
+
+def open_cluster(record: Record, settings: Settings, source: str) -> ClusterSource:
+    """``live`` (the Kubernetes API from config) or ``recorded`` (the record's newest snapshot)."""
+    if source == "recorded":
+        return RecordedCluster(record.latest_dir(CLUSTER_DIR))
+    if source == "live":
+        from irkit.k8s import LiveCluster
+
+        return LiveCluster(settings)
+    raise BadInputError(f"cluster source must be 'live' or 'recorded', not {source!r}")
+
+
+def read_cluster(
+    record: Record, settings: Settings, source: str, *, now: datetime, actor: str, kinds: tuple[str, ...] = OBJECTS
+) -> tuple[ClusterSource | None, ClusterView]:
+    """Read the cluster for an incident: live reads of every kind are snapshotted and the read is recorded.
+
+    A plan-only read (``kinds`` narrower than everything, no logs) records nothing. When the API cannot
+    be reached the view says why for every kind, and the source is None.
+    """
+    full = kinds == OBJECTS
+    try:
+        src = open_cluster(record, settings, source)
+    except SourceUnavailable as exc:
+        view = ClusterView(source="kubernetes", taken_at=now, unavailable={kind: str(exc) for kind in kinds})
+        if full:
+            record.append("cluster.read", {"source": "kubernetes", "unavailable": view.unavailable}, actor=actor)
+        return None, view
+    view = capture(src, kinds=kinds, logs=full, tail_lines=settings.kubernetes.log_tail_lines)
+    if full:
+        if source == "live":
+            snapshot(record, view, actor=actor)
+        record.append("cluster.read", {"source": view.source, "unavailable": view.unavailable}, actor=actor)
+    return src, view
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -271,13 +319,16 @@ class ClusterView:
     unavailable: dict[str, str] = field(default_factory=dict)
 
     def items(self, kind: str) -> list[dict[str, Any]]:
+        """The ``items`` of a list kind (pods, replicasets, …); empty when that kind was not read."""
         items: list[dict[str, Any]] = self.objects.get(kind, {}).get("items", [])
         return items
 
     def pod_names(self) -> list[str]:
+        """Names of the captured pods."""
         return [p["metadata"]["name"] for p in self.items("pods")]
 
     def require(self, kind: str) -> None:
+        """Raise SourceUnavailable, with the recorded reason, when ``kind`` was not read."""
         if kind not in self.objects:
             raise SourceUnavailable(self.unavailable.get(kind, f"{kind} not read"))
 
@@ -292,6 +343,7 @@ class ClusterView:
     # ---- pods
 
     def pod_rows(self) -> list[dict[str, Any]]:
+        """Per pod: phase, readiness, restarts, waiting reasons, last terminations, CrashLoop/OOMKilled callouts."""
         rows = []
         for p in self.items("pods"):
             statuses = p.get("status", {}).get("containerStatuses", [])
@@ -319,6 +371,7 @@ class ClusterView:
         return rows
 
     def pods(self) -> pd.DataFrame:
+        """The pod rows as a table indexed by pod, or why pods could not be read."""
         import pandas as pd
 
         if (missing := self._missing("pods")) is not None:
@@ -328,6 +381,7 @@ class ClusterView:
     # ---- deployment and rollouts
 
     def deployment_status(self) -> pd.DataFrame:
+        """Desired/updated/ready/available replica counts and conditions of the Deployment, as a table."""
         import pandas as pd
 
         if (missing := self._missing("deployment")) is not None:
@@ -345,6 +399,7 @@ class ClusterView:
         return pd.DataFrame(rows, columns=["field", d["metadata"]["name"]]).set_index("field")
 
     def rollout_rows(self) -> list[dict[str, Any]]:
+        """One row per ReplicaSet (rollout revision): created, image, replicas, change-cause; newest first."""
         rows = []
         for rs in self.items("replicasets"):
             ann = rs["metadata"].get("annotations", {})
@@ -362,6 +417,7 @@ class ClusterView:
         return sorted(rows, key=lambda r: r["revision"], reverse=True)
 
     def rollouts(self) -> pd.DataFrame:
+        """The rollout history as a table indexed by revision, or why it could not be read."""
         import pandas as pd
 
         if (missing := self._missing("replicasets")) is not None:
@@ -369,6 +425,7 @@ class ClusterView:
         return pd.DataFrame(self.rollout_rows()).set_index("revision")
 
     def helm_rows(self) -> list[dict[str, Any]]:
+        """One row per decoded Helm release Secret: revision, status, chart, app version, time; newest first."""
         rows = []
         for secret in self.items("helm-releases"):
             try:
@@ -391,6 +448,7 @@ class ClusterView:
         return sorted(rows, key=lambda r: r["revision"] if isinstance(r["revision"], int) else -1, reverse=True)
 
     def helm_history(self) -> pd.DataFrame:
+        """The Helm release history as a table, or why it could not be read."""
         import pandas as pd
 
         if (missing := self._missing("helm-releases")) is not None:
@@ -431,6 +489,7 @@ class ClusterView:
     # ---- events and logs
 
     def events(self, limit: int = 20) -> pd.DataFrame:
+        """The newest ``limit`` Kubernetes events, warnings first, as a table."""
         import pandas as pd
 
         if (missing := self._missing("events")) is not None:
@@ -452,11 +511,13 @@ class ClusterView:
         return pd.DataFrame(rows[:limit], columns=["type", "last seen", "object", "reason", "count", "message"])
 
     def log_errors(self, patterns: tuple[str, ...] = DEFAULT_LOG_PATTERNS) -> LogErrors:
+        """Error lines in the captured pod logs matching ``patterns``, counted and grouped."""
         return extract_errors(self.logs, patterns)
 
     # ---- usage
 
     def usage_rows(self) -> list[dict[str, Any]]:
+        """CPU and memory use per pod from the metrics API, absolute and as a fraction of the pod's limits."""
         self.require("pod-metrics")
         limits: dict[str, tuple[float, float]] = {}
         for p in self.items("pods"):
@@ -484,6 +545,7 @@ class ClusterView:
         return rows
 
     def usage(self) -> pd.DataFrame:
+        """The usage rows as a table indexed by pod, or why the metrics API could not be read."""
         import pandas as pd
 
         if (missing := self._missing("pod-metrics")) is not None:
@@ -502,9 +564,11 @@ class LogErrors:
 
     @property
     def total(self) -> int:
+        """Number of matching error lines across all pods."""
         return sum(self.per_pod.values())
 
     def table(self) -> pd.DataFrame:
+        """The commonest error messages (numbers masked) with counts and one example line each."""
         import pandas as pd
 
         return pd.DataFrame(

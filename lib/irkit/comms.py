@@ -14,16 +14,19 @@ import smtplib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
+from irkit import templating
 from irkit.config import Settings
-from irkit.errors import BadInputError
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.http import Http
 from irkit.oncall import on_call
-from irkit.record import Record, parse_ts
-from irkit.severity import Level
+from irkit.record import Record
+from irkit.severity import Level, compute_clocks
+from irkit.times import human, parse_ts
 
 UNKNOWN = "not yet assessed"
 KINDS = ("slack_initial", "statuspage_initial", "email_stakeholders", "slack_resolved", "statuspage_resolved")
@@ -40,22 +43,15 @@ INITIAL = ("slack_initial", "statuspage_initial", "email_stakeholders")
 RESOLVED = ("slack_resolved", "statuspage_resolved")
 
 
-def _hm(delta: timedelta) -> str:
-    mins = int(delta.total_seconds() // 60)
-    return f"{mins // 60}h {mins % 60:02d}m" if mins >= 60 else f"{mins} minutes"
-
-
 def _cadence(settings: Settings, level: str | None) -> str:
     if not level:
         return UNKNOWN
     every = settings.severity[level].update_every
-    return _hm(every) if every else "no scheduled updates"
+    return human(every) if every else "no scheduled updates"
 
 
 def context(record: Record, settings: Settings, *, now: datetime, root_cause: str = "") -> dict[str, Any]:
     """Everything the templates use, from the record; unknown values say so."""
-    from irkit.session import compute_clocks
-
     st = record.state()
     events = record.events()
     level = st.get("severity")
@@ -132,7 +128,7 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
             "Verify metrics back to normal",
         ],
         "dashboard": settings.service.dashboard_url,
-        "duration": _hm(resolved - detected) if resolved else "ongoing",
+        "duration": human(resolved - detected) if resolved else "ongoing",
         "root_cause": root_cause or UNKNOWN,
         "resolution": (actions[-1] if actions else "service recovered") if resolved else UNKNOWN,
         "timeline": timeline,
@@ -142,27 +138,13 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
 
 @dataclass(frozen=True)
 class Rendered:
+    """One rendered message: its kind, text (and HTML for email), path in the record, and the template context."""
+
     kind: str
     text: str
     html: str | None
     path: str
     context: dict[str, Any]
-
-
-def _env(html: bool) -> Any:
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
-    common: dict[str, Any] = {
-        "loader": PackageLoader("irkit", "templates/comms"),
-        "undefined": StrictUndefined,
-        "trim_blocks": True,
-        "lstrip_blocks": True,
-        "keep_trailing_newline": True,
-    }
-    if html:
-        return Environment(autoescape=True, **common)
-    # Plain text; each channel escapes for its own format when sending (Slack: &, <, >).
-    return Environment(autoescape=False, **common)  # noqa: S701
 
 
 def applicable(kind: str, level: str | None) -> bool:
@@ -179,8 +161,8 @@ def render(
     if kind not in KINDS:
         raise BadInputError(f"unknown message kind {kind!r}; kinds: {', '.join(KINDS)}")
     ctx = context(record, settings, now=now, root_cause=root_cause)
-    text = _env(False).get_template(f"{kind}.txt.j2").render(**ctx)
-    html = _env(True).get_template(f"{kind}.html.j2").render(**ctx) if kind == "email_stakeholders" else None
+    text = templating.render(f"comms/{kind}.txt.j2", "text", **ctx)
+    html = templating.render(f"comms/{kind}.html.j2", "html", **ctx) if kind == "email_stakeholders" else None
     taken = {Path(p).name.split("-", 1)[0] for p in record.state()["artifacts"] if p.startswith("comms/")}
     first = len(taken)
 
@@ -204,6 +186,8 @@ def render(
 
 @dataclass
 class SendResult:
+    """What a delivery attempt came to: ok or the error, the provider's response id, attempts made."""
+
     ok: bool
     channel: str
     response_id: str | None = None
@@ -213,19 +197,27 @@ class SendResult:
 
 
 class Sender(Protocol):
+    """Delivers a rendered message on one channel."""
+
     channel: str
 
-    def send(self, message: Rendered, record_id: str) -> SendResult: ...
+    def send(self, message: Rendered, record_id: str) -> SendResult:
+        """Deliver ``message`` for incident ``record_id``; a failed delivery is reported in the result."""
+        ...
+
+
+SenderFactory = Callable[["Settings", Mapping[str, str]], Sender]
 
 
 class _Http:
-    """POST JSON with a timeout; retry 5xx, 429 and timeouts with exponential backoff."""
+    """A sender over HTTP: POST JSON with the comms timeout, retrying 5xx, 429 and no-answer with backoff."""
 
     channel = ""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
         self.cfg = settings.comms
         self.environ = environ
+        self.http = Http(timeout_s=self.cfg.timeout_s, retries=self.cfg.retries - 1, backoff_s=self.cfg.backoff_s)
 
     def _secret(self, name: str) -> str:
         value = self.environ.get(name)
@@ -233,27 +225,27 @@ class _Http:
             raise BadInputError(f"environment variable {name} is not set")
         return value
 
-    def post(
-        self, url: str, body: Any, headers: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None
-    ) -> tuple[int | None, Any, str | None, int]:
-        import requests
+    def _post(
+        self,
+        url: str,
+        body: Any,
+        ok: tuple[int, ...],
+        answer: Callable[[Any], tuple[str | None, dict[str, Any]] | None],
+        **kw: Any,
+    ) -> SendResult:
+        """POST ``body``; a status in ``ok`` whose payload ``answer`` accepts (→ response id, extra) is sent."""
+        try:
+            reply = self.http.post(url, json=body, what=self.channel, **kw)
+        except SourceUnavailable as exc:
+            return SendResult(False, self.channel, error=str(exc), attempts=self.http.retries + 1)
+        accepted = answer(reply.payload) if reply.status in ok else None
+        if accepted is None:
+            return SendResult(False, self.channel, error=reply.brief(), attempts=reply.attempts)
+        return SendResult(True, self.channel, accepted[0], attempts=reply.attempts, extra=accepted[1])
 
-        last_error = None
-        for attempt in range(1, self.cfg.retries + 1):
-            try:
-                resp = requests.post(url, json=body, headers=dict(headers or {}), auth=auth, timeout=self.cfg.timeout_s)
-                if resp.status_code < 500 and resp.status_code != 429:
-                    try:
-                        payload = resp.json()
-                    except ValueError:
-                        payload = resp.text
-                    return resp.status_code, payload, None, attempt
-                last_error = f"HTTP {resp.status_code}"
-            except requests.exceptions.RequestException as exc:
-                last_error = type(exc).__name__
-            if attempt < self.cfg.retries:
-                time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
-        return None, None, last_error, self.cfg.retries
+
+def _json_object(payload: Any) -> dict[str, Any] | None:
+    return payload if isinstance(payload, dict) else None
 
 
 class SlackSender(_Http):
@@ -262,6 +254,7 @@ class SlackSender(_Http):
     channel = "slack"
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
+        """POST the message to the Slack webhook as a header and body block, tagged with the incident id."""
         assert self.cfg.slack is not None
         url = self._secret(self.cfg.slack.webhook_url_env)
         text = slack_escape(message.text)
@@ -274,10 +267,7 @@ class SlackSender(_Http):
                 {"type": "context", "elements": [{"type": "mrkdwn", "text": f"irkit · {record_id}"}]},
             ],
         }
-        status, payload, err, attempts = self.post(url, body)
-        if status == 200:
-            return SendResult(True, self.channel, str(payload)[:40], attempts=attempts)
-        return SendResult(False, self.channel, error=err or f"HTTP {status}: {str(payload)[:120]}", attempts=attempts)
+        return self._post(url, body, (200,), lambda payload: (str(payload)[:40], {}), secret_url=True)
 
 
 PD_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
@@ -302,6 +292,7 @@ class PagerDutySender(_Http):
         component: str,
         details: Mapping[str, Any] | None = None,
     ) -> SendResult:
+        """Send a PagerDuty Events v2 trigger/acknowledge/resolve, deduplicated on the incident id."""
         assert self.cfg.pagerduty is not None
         if action not in ("trigger", "acknowledge", "resolve"):
             raise BadInputError(f"PagerDuty event_action must be trigger, acknowledge or resolve, not {action!r}")
@@ -318,14 +309,12 @@ class PagerDutySender(_Http):
                 "component": component,
                 "custom_details": dict(details or {}),
             }
-        status, payload, err, attempts = self.post(self.cfg.pagerduty.url, body)
-        if status == 202:
-            return SendResult(
-                True, self.channel, payload.get("dedup_key") if isinstance(payload, dict) else None, attempts=attempts
-            )
-        return SendResult(False, self.channel, error=err or f"HTTP {status}: {str(payload)[:120]}", attempts=attempts)
+        return self._post(
+            self.cfg.pagerduty.url, body, (202,), lambda p: ((_json_object(p) or {}).get("dedup_key"), {})
+        )
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
+        """Trigger a PagerDuty incident with the message's severity, title, component, status and impact."""
         ctx = message.context
         return self.event(
             "trigger",
@@ -343,6 +332,7 @@ class StatuspageSender(_Http):
     channel = "statuspage"
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
+        """Open (or, for resolution messages, resolve) a Statuspage incident for the component with the message text."""
         assert self.cfg.statuspage is not None
         sp = self.cfg.statuspage
         ctx = message.context
@@ -356,16 +346,13 @@ class StatuspageSender(_Http):
                 "deliver_notifications": True,
             }
         }
-        status, payload, err, attempts = self.post(
+        return self._post(
             f"{sp.url.rstrip('/')}/pages/{sp.page_id}/incidents",
             body,
+            (200, 201),
+            lambda p: (str(p.get("id")), {"url": p.get("shortlink")}) if _json_object(p) else None,
             headers={"Authorization": f"OAuth {self._secret(sp.api_key_env)}"},
         )
-        if status in (200, 201) and isinstance(payload, dict):
-            return SendResult(
-                True, self.channel, str(payload.get("id")), attempts=attempts, extra={"url": payload.get("shortlink")}
-            )
-        return SendResult(False, self.channel, error=err or f"HTTP {status}: {str(payload)[:120]}", attempts=attempts)
 
 
 class JiraSender(_Http):
@@ -374,6 +361,7 @@ class JiraSender(_Http):
     channel = "jira"
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
+        """Create a Jira issue titled with severity, title and incident id; the text is its description."""
         assert self.cfg.jira is not None
         j = self.cfg.jira
         ctx = message.context
@@ -386,15 +374,13 @@ class JiraSender(_Http):
                 "labels": ["incident", "irkit"],
             }
         }
-        status, payload, err, attempts = self.post(
-            f"{j.url.rstrip('/')}/rest/api/2/issue", body, auth=(j.email, self._secret(j.token_env))
+        return self._post(
+            f"{j.url.rstrip('/')}/rest/api/2/issue",
+            body,
+            (201,),
+            lambda p: (str(p.get("key")), {"url": f"{j.url.rstrip('/')}/browse/{p.get('key')}"}) if _json_object(p) else None,
+            auth=(j.email, self._secret(j.token_env)),
         )
-        if status == 201 and isinstance(payload, dict):
-            key = str(payload.get("key"))
-            return SendResult(
-                True, self.channel, key, attempts=attempts, extra={"url": f"{j.url.rstrip('/')}/browse/{key}"}
-            )
-        return SendResult(False, self.channel, error=err or f"HTTP {status}: {str(payload)[:120]}", attempts=attempts)
 
 
 class SmtpSender:
@@ -407,6 +393,7 @@ class SmtpSender:
         self.environ = environ
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
+        """Email the message (subject from its first line, HTML alternative if any) over SMTP, retrying with backoff."""
         assert self.cfg.smtp is not None
         s = self.cfg.smtp
         subject, _, body = message.text.partition("\n")
@@ -435,7 +422,7 @@ class SmtpSender:
         return SendResult(False, self.channel, error=last, attempts=self.cfg.retries)
 
 
-SENDERS: dict[str, Callable[[Settings, Mapping[str, str]], Sender]] = {
+SENDERS: dict[str, SenderFactory] = {
     "slack": SlackSender,
     "smtp": SmtpSender,
     "pagerduty": PagerDutySender,
@@ -444,11 +431,13 @@ SENDERS: dict[str, Callable[[Settings, Mapping[str, str]], Sender]] = {
 }
 
 
-def sender_for(channel: str, settings: Settings, environ: Mapping[str, str]) -> Sender | None:
+def sender_for(
+    channel: str, settings: Settings, environ: Mapping[str, str], senders: Mapping[str, SenderFactory] | None = None
+) -> Sender | None:
     """The configured sender for a channel, or None when that channel is not configured."""
     if getattr(settings.comms, channel, None) is None:
         return None
-    return SENDERS[channel](settings, environ)
+    return (SENDERS if senders is None else senders)[channel](settings, environ)
 
 
 def deliver(
@@ -459,10 +448,11 @@ def deliver(
     *,
     actor: str,
     channel: str | None = None,
+    senders: Mapping[str, SenderFactory] | None = None,
 ) -> SendResult:
     """Send a rendered message on its channel; record ``comms.sent`` or ``comms.failed``; never raise."""
     ch = channel or CHANNEL[message.kind]
-    sender = sender_for(ch, settings, environ)
+    sender = sender_for(ch, settings, environ, senders)
     if sender is None:
         result = SendResult(False, ch, error=f"{ch} is not configured (comms.{ch})")
         record.append("comms.skipped", {"kind": message.kind, "channel": ch, "reason": result.error}, actor=actor)
@@ -487,3 +477,67 @@ def render_set(
     return [
         render(record, settings, k, now=now, actor=actor, root_cause=root_cause) for k in kinds if applicable(k, level)
     ]
+
+
+def communicate(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    which: str,
+    *,
+    send: bool,
+    now: datetime,
+    actor: str,
+    root_cause: str = "",
+    senders: Mapping[str, SenderFactory] | None = None,
+) -> tuple[list[Rendered], list[SendResult]]:
+    """Render the plan's ``initial`` or ``resolved`` messages into comms/; deliver each when ``send``."""
+    kinds = {"initial": INITIAL, "resolved": RESOLVED}.get(which)
+    if kinds is None:
+        raise BadInputError("which must be 'initial' or 'resolved'")
+    rendered = render_set(record, settings, kinds, now=now, actor=actor, root_cause=root_cause)
+    results = [deliver(record, settings, environ, r, actor=actor, senders=senders) for r in rendered] if send else []
+    return rendered, results
+
+
+def page_due_escalations(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    now: datetime,
+    actor: str,
+    senders: Mapping[str, SenderFactory] | None = None,
+) -> list[str]:
+    """Page every overdue ladder step through PagerDuty (when configured) and record it; one line per step."""
+    from irkit.oncall import ladder
+
+    pager = sender_for("pagerduty", settings, environ, senders)
+    st = record.state()
+    steps = ladder(settings.escalation, settings.rotation, st, record.events(), now)
+    overdue = [s for s in steps if s.state == "OVERDUE" and s.role != "On-call SRE"]
+    if not overdue:
+        return ["no escalation due"]
+    if not isinstance(pager, PagerDutySender):
+        return [f"{s.role} ({s.who}) is due: no pager configured (comms.pagerduty)" for s in overdue]
+    out = []
+    for s in overdue:
+        res = pager.event(
+            "trigger",
+            f"{record.id}-{s.role.lower().replace(' ', '-')}",
+            f"Escalation to {s.role}: [{st.get('severity')}] {st.get('title')}",
+            st.get("severity"),
+            settings.service.component,
+            {"incident": record.id, "who": s.who},
+        )
+        if res.ok:
+            record.append("escalation.paged", {"role": s.role, "who": s.who, "response_id": res.response_id}, actor=actor)
+            out.append(f"paged {s.role} ({s.who})")
+        else:
+            record.append(
+                "comms.failed",
+                {"kind": "escalation", "channel": "pagerduty", "role": s.role, "error": res.error},
+                actor=actor,
+            )
+            out.append(f"could not page {s.role}: {res.error}")
+    return out

@@ -44,11 +44,15 @@ class ServiceSettings(_Model):
 
 
 class BasicAuth(_Model):
+    """HTTP basic auth for Prometheus: a username and the env var holding the password."""
+
     username: str
     password_env: EnvName
 
 
 class PrometheusAuth(_Model):
+    """How to authenticate to Prometheus: a bearer token or basic auth, secrets named by env var."""
+
     bearer_token_env: EnvName | None = None
     basic: BasicAuth | None = None
 
@@ -159,11 +163,15 @@ class ResolutionSettings(_Model):
 
 
 class SlackSettings(_Model):
+    """Slack incoming webhook: the env var holding its URL, and the channel it posts to."""
+
     webhook_url_env: EnvName
     channel: str = "#incidents"
 
 
 class SmtpSettings(_Model):
+    """SMTP server, login (password named by env var), sender and recipients for stakeholder email."""
+
     host: str
     port: int = 587
     starttls: bool = True
@@ -175,17 +183,23 @@ class SmtpSettings(_Model):
 
 
 class PagerDutySettings(_Model):
+    """PagerDuty Events v2: the env var holding the routing key, and the endpoint."""
+
     routing_key_env: EnvName
     url: str = "https://events.pagerduty.com/v2/enqueue"
 
 
 class StatuspageSettings(_Model):
+    """Statuspage page id, the env var holding the API key, and the API base URL."""
+
     page_id: str
     api_key_env: EnvName
     url: str = "https://api.statuspage.io/v1"
 
 
 class JiraSettings(_Model):
+    """Jira site, project, issue type and account (API token named by env var) for incident tickets."""
+
     url: str
     project: str
     email: str

@@ -20,10 +20,11 @@ from irkit.cluster import RecordedCluster, capture
 from irkit.cluster import snapshot as cluster_snapshot
 from irkit.config import Settings
 from irkit.errors import IncidentExists
-from irkit.record import Record, ReplayClock, VerifyReport
+from irkit.record import Record, VerifyReport
 from irkit.runner import RunbookRegistry, RunResult, default_registry, run_runbook
 from irkit.scenarios.pool_exhaustion import TIMELINE
 from irkit.sources import RecordedSource, copy_recording
+from irkit.times import ReplayClock
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios" / "pool-exhaustion"
 RECORDED: dict[str, Any] = {"metrics_source": "recorded", "cluster_source": "recorded"}
@@ -108,6 +109,8 @@ STEPS = (
 
 @dataclass
 class DemoResult:
+    """What a demo replay produced: the record, each runbook run, the verification, post-mortem and index."""
+
     incident_id: str
     path: Path
     runs: list[RunResult] = field(default_factory=list)
@@ -117,10 +120,12 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
+        """True when every runbook run succeeded and the record verified."""
         return all(r.ok for r in self.runs) and self.verify is not None and self.verify.ok
 
 
-def _open(records_root: str | Path, settings: Settings, actor: str) -> Record:
+def open_demo_incident(records_root: str | Path, settings: Settings, actor: str) -> Record:
+    """Open a record for the bundled notification; a second demo in the same root gets the next free id."""
     note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
     base = incident_id_for(note)
     for n in range(1, 1000):
@@ -186,7 +191,7 @@ def _replay(
     say: Callable[[str], None],
     pool: Any,
 ) -> DemoResult:
-    rec = _open(records_root, settings, actor)
+    rec = open_demo_incident(records_root, settings, actor)
     say(
         f"opened {rec.id} from the recorded Alertmanager notification (replayed from {TIMELINE['alert']:%Y-%m-%d %H:%M} UTC)"
     )

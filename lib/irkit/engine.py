@@ -33,15 +33,18 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
     on_progress: Callable[[Any], None] | None = None  # called with the notebook after every cell
 
     def save(self, **kwargs: Any) -> None:
+        """Write the notebook only once execution has finished; earlier saves are skipped."""
         if self._final:
             super().save(**kwargs)
 
     def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        """Mark the cell done and hand the notebook to ``on_progress``, if set."""
         super().cell_complete(cell, cell_index=cell_index, **kwargs)
         if self.on_progress is not None:
             self.on_progress(self.nb)
 
     def notebook_complete(self, **kwargs: Any) -> None:
+        """Allow the one final save, then let papermill finish (and write) the notebook."""
         self._final = True
         super().notebook_complete(**kwargs)
 
@@ -61,6 +64,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         on_progress: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> Any:
+        """Execute ``nb`` under a :class:`FinalSaveManager`, so it is written once, at the end."""
         nb_man = FinalSaveManager(
             nb,
             output_path=output_path,
@@ -93,6 +97,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         kernel_pool: Any = None,
         **kwargs: Any,
     ) -> Any:
+        """Run the notebook on a warm pooled kernel if one is free, else a fresh one with this env, cwd and IPC dir."""
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
         final = merge_kwargs(
             kwargs,

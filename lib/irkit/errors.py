@@ -15,6 +15,7 @@ CLI exit code it maps to, so "bad input" (2), "the check/run/verification found 
     │   ├── IncidentNotFound
     │   ├── IncidentExists
     │   ├── TransitionError      an illegal status change (detected -> resolved, ...)
+    │   ├── ActionRefused        a guard refused a mitigation (resolved incident, repeat, batch run)
     │   ├── RecordBroken         (exit 1) the chain does not verify: nothing more is appended
     │   └── StorageError         (exit 1) the disk refused a write (full, read-only, gone)
     ├── VerificationFailed       (exit 1) the record's chain or an artifact does not verify
@@ -69,6 +70,10 @@ class IncidentExists(RecordError):
 
 class TransitionError(RecordError):
     """An illegal status transition was requested."""
+
+
+class ActionRefused(RecordError):
+    """A guard refused to execute a mitigation (resolved incident, resolved alerts, a repeat, a batch run)."""
 
 
 class RecordBroken(RecordError):

@@ -15,15 +15,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from irkit import templating
 from irkit.config import Settings
 from irkit.errors import IrkitError
-from irkit.postmortem import human
-from irkit.record import Record, atomic_write_bytes, list_incidents, parse_ts, sha256_file, utcnow
-from irkit.session import compute_clocks
+from irkit.files import atomic_write_bytes, sha256_file
+from irkit.record import Record, list_incidents
+from irkit.severity import compute_clocks
+from irkit.times import human, parse_ts, utcnow
 
 
 @dataclass
 class Row:
+    """One incident's index row: identity, times, whether targets were met, notebook and post-mortem links."""
+
     id: str
     title: str
     severity: str
@@ -38,6 +42,7 @@ class Row:
     postmortem: str | None
 
     def verdict(self, ok: bool | None) -> str:
+        """"met", "missed" or "—" (not known) for a target, as shown in the index and used as its CSS class."""
         return {True: "met", False: "missed", None: "—"}[ok]
 
 
@@ -233,7 +238,6 @@ def _charts(rows: list[Row]) -> dict[str, str]:
 
 def build_index(root: str | Path, settings: Settings) -> Path:
     """Write ``<root>/index.html`` and return its path."""
-    from jinja2 import Environment, PackageLoader
 
     base = Path(root).resolve()
     rows, broken = [], []
@@ -243,7 +247,6 @@ def build_index(root: str | Path, settings: Settings) -> Path:
         except (IrkitError, KeyError, TypeError, ValueError) as exc:
             broken.append((iid, str(exc)[:300]))
     rows.sort(key=lambda r: r.started, reverse=True)
-    env = Environment(loader=PackageLoader("irkit", "templates"), autoescape=True)
     ctx: dict[str, Any] = {
         "rows": rows,
         "broken": broken,
@@ -251,7 +254,7 @@ def build_index(root: str | Path, settings: Settings) -> Path:
         "charts": _charts(rows),
         "generated": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
     }
-    html = env.get_template("index.html.j2").render(**ctx)
+    html = templating.render("index.html.j2", "html", **ctx)
     out = base / "index.html"
     atomic_write_bytes(out, html.encode(), durable=False)
     return out

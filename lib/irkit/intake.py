@@ -27,7 +27,8 @@ from typing import Any
 from irkit.alerts import Notification, incident_id_for, open_from_notification, parse_notification, record_alerts
 from irkit.config import Settings
 from irkit.errors import IncidentExists, IrkitError, StorageError
-from irkit.record import Record, parse_ts, utcnow
+from irkit.record import Record
+from irkit.times import parse_ts, utcnow
 
 MAX_ATTEMPTS = 5  # a notification that failed this often (a bug, not bad input or a full disk) is marked failed
 SCHEMA = """
@@ -72,6 +73,7 @@ class Queue:
             return int(cur.lastrowid or 0)
 
     def pending_notifications(self, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Unprocessed notifications whose backoff has expired, oldest first, as ``(id, payload)``."""
         with self._conn() as c:
             return list(
                 c.execute(
@@ -82,6 +84,7 @@ class Queue:
             )
 
     def mark_processed(self, nid: int, incident_id: str | None, error: str | None = None) -> None:
+        """Mark a notification done, with the incident it went to or the error that rules it out for good."""
         with self._conn() as c:
             c.execute(
                 "UPDATE notifications SET processed = 1, incident_id = ?, error = ? WHERE id = ?",
@@ -115,11 +118,13 @@ class Queue:
         return max(0.0, (utcnow() - parse_ts(row[0])).total_seconds())
 
     def group(self, key: str) -> tuple[str, str | None] | None:
+        """The incident an alert group maps to and when its alerts all resolved (None while firing), if known."""
         with self._conn() as c:
             row = c.execute("SELECT incident_id, resolved_at FROM groups WHERE group_key = ?", (key,)).fetchone()
             return (row[0], row[1]) if row else None
 
     def set_group(self, key: str, incident_id: str, resolved_at: str | None) -> None:
+        """Point an alert group at its incident and record when it resolved (None while still firing)."""
         with self._conn() as c:
             c.execute(
                 "INSERT INTO groups (group_key, incident_id, resolved_at) VALUES (?, ?, ?) "
@@ -129,6 +134,7 @@ class Queue:
             )
 
     def enqueue(self, incident_id: str) -> None:
+        """Queue a runbook job for an incident; a no-op if that incident already has one."""
         with self._conn() as c:
             c.execute(
                 "INSERT OR IGNORE INTO jobs (incident_id, created_at) VALUES (?, ?)",
@@ -151,6 +157,7 @@ class Queue:
             return int(row[0]), str(row[1])
 
     def finish(self, job_id: int, state: str, result: str) -> None:
+        """Close a job as ``done`` or ``failed`` with its one-line result."""
         with self._conn() as c:
             c.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, result = ? WHERE id = ?",
@@ -163,6 +170,7 @@ class Queue:
             return c.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'").rowcount
 
     def counts(self) -> dict[str, int]:
+        """Jobs per state and pending/total/failed notification counts, for the health endpoint."""
         with self._conn() as c:
             out = {f"jobs_{state}": n for state, n in c.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
             out["notifications_pending"] = c.execute(
@@ -333,6 +341,7 @@ class Workers:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Requeue jobs interrupted by a previous process, then start the intake thread and the job workers."""
         self.intake.queue.requeue_interrupted()
         self._threads = [threading.Thread(target=self._process_loop, name="irkit-intake", daemon=True)]
         self._threads += [
@@ -342,9 +351,11 @@ class Workers:
             t.start()
 
     def notify(self) -> None:
+        """Wake the intake thread now (a notification was just accepted) instead of at the next poll."""
         self._wake.set()
 
     def stop(self, timeout: float = 30) -> None:
+        """Signal every thread to stop and wait up to ``timeout`` seconds for each."""
         self._stop.set()
         self._wake.set()
         for t in self._threads:
@@ -374,4 +385,5 @@ class Workers:
 
 
 def default_queue_path(settings: Settings, records: Path) -> Path:
+    """The queue database: ``serve.queue_path`` from settings, else ``<records>/.irkit/queue.sqlite``."""
     return Path(settings.serve.queue_path) if settings.serve.queue_path else records / ".irkit" / "queue.sqlite"

@@ -66,6 +66,7 @@ class LiveCluster:
             raise SourceUnavailable(f"{what}: Kubernetes API unreachable ({type(exc).__name__})") from exc
 
     def read(self, kind: str) -> dict[str, Any]:
+        """GET one kind of object (Deployment, ReplicaSets, pods, events, Helm Secrets, pod metrics) as raw JSON."""
         ns = self.namespace
         calls = {
             "deployment": (self.apps.read_namespaced_deployment, (self.deployment, ns), {}),
@@ -94,6 +95,7 @@ class LiveCluster:
         return data
 
     def logs(self, pod: str, tail_lines: int) -> str:
+        """Fetch the last ``tail_lines`` lines of a pod's log from the API server."""
         resp = self._call(
             f"logs of {pod}", self.core.read_namespaced_pod_log, pod, self.namespace, tail_lines=tail_lines
         )

@@ -43,16 +43,20 @@ del _f, _ax
 
 @dataclass
 class WarmKernel:
+    """A started, pre-imported kernel and its private temp directory (IPC sockets, connection file)."""
+
     km: KernelManager
     directory: Path
 
     def alive(self) -> bool:
+        """True if the kernel process is still running (False on any error asking)."""
         try:
             return bool(self.km.is_alive())
         except Exception:
             return False
 
     def shutdown(self) -> None:
+        """Kill the kernel, release its resources and delete its socket directory; never raises."""
         with contextlib.suppress(Exception):
             self.km.shutdown_kernel(now=True)
         with contextlib.suppress(Exception):
@@ -196,6 +200,7 @@ class KernelPool:
         t.start()
 
     def ready(self) -> int:
+        """Number of warm kernels waiting to be taken."""
         return self._ready.qsize()
 
     def wait_ready(self, n: int | None = None, timeout: float = 120) -> bool:

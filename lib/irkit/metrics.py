@@ -8,16 +8,29 @@ peak error ratio, peak p99 latency against the baseline's median, lowest availab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from irkit.errors import SourceUnavailable
+from irkit.errors import BadInputError, SourceUnavailable
 from irkit.severity import Assessment, Evidence, MetricRules, classify
-from irkit.sources import SignalSeries, SignalSource, baseline_window, fetch_all
+from irkit.sources import (
+    SIGNALS_DIR,
+    RecordedSource,
+    SignalSeries,
+    SignalSource,
+    baseline_window,
+    fetch_all,
+    snapshot,
+)
+from irkit.times import parse_ts
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from irkit.config import Settings
+    from irkit.record import Record
 
 GOLDEN_SIGNALS = ("request_rate", "error_ratio", "latency_p99", "saturation_cpu", "saturation_memory", "availability")
 EVALUATION = timedelta(minutes=15)
@@ -42,6 +55,7 @@ class IncidentMetrics:
         return total[(total.index >= self.eval_start - shift) & (total.index <= self.eval_end - shift)]
 
     def worst(self, signal: str, *, lowest: bool = False) -> float | None:
+        """The signal's peak (or, with ``lowest``, its minimum) in the evaluation window; None without data."""
         s = self.series.get(signal)
         if s is None:
             return None
@@ -59,6 +73,7 @@ class IncidentMetrics:
         return float(values.median()) if not values.empty else None
 
     def evidence(self) -> Evidence:
+        """Reduce the signals to severity evidence: peak error ratio and p99 against baseline, lowest availability."""
         unavailable = dict(self.unavailable)
         for sig in ("error_ratio", "latency_p99", "availability"):
             if sig in self.series and self.worst(sig, lowest=sig == "availability") is None:
@@ -72,6 +87,7 @@ class IncidentMetrics:
         )
 
     def assess(self, rules: MetricRules | None = None) -> Assessment:
+        """Classify the evidence into a severity level with its reasons (default rules unless given)."""
         return classify(self.evidence(), rules)
 
     def table(self) -> pd.DataFrame:
@@ -110,6 +126,7 @@ class IncidentMetrics:
         return frame.set_index("signal")
 
     def describe(self) -> dict[str, Any]:
+        """Source, windows, signals read and unavailable ones, as ``metrics.read`` event data."""
         return {
             "source": self.source,
             "window": [self.start.isoformat(), self.end.isoformat()],
@@ -187,3 +204,103 @@ def impact(m: IncidentMetrics) -> pd.DataFrame:
 def _route(column: str) -> str:
     """``{route="/subjects"}`` → ``/subjects``."""
     return column.split("=", 1)[-1].strip('{}"')
+
+
+# --------------------------------------------------------------------------- reading an incident's metrics
+
+RETROSPECTIVE_AFTER = timedelta(hours=1)
+
+
+def live_window(
+    detected: datetime, now: datetime, lookback: timedelta = timedelta(hours=1)
+) -> tuple[datetime, datetime, datetime]:
+    """(start, end, evaluate-at) for reading live metrics about an incident.
+
+    While the incident is young (under an hour) the window runs to now and severity is judged on the
+    last 15 minutes. Later — a retrospective read — it covers two hours from detection and severity
+    is judged on the first 15 minutes after detection, as triage would have seen it.
+    """
+    if now - detected <= RETROSPECTIVE_AFTER:
+        return min(detected - lookback, now - lookback), now, now
+    return detected - lookback, min(now, detected + timedelta(hours=2)), detected + EVALUATION
+
+
+def signal_source(kind: str, record: Record, settings: Settings, environ: Mapping[str, str]) -> SignalSource:
+    """``live`` (Prometheus from config) or ``recorded`` (the record's newest snapshots)."""
+    if kind == "live":
+        from irkit.prom import PrometheusSource
+
+        return PrometheusSource(settings, environ)
+    if kind == "recorded":
+        return RecordedSource(record.latest_dir(SIGNALS_DIR))
+    raise BadInputError(f"metrics source must be 'live' or 'recorded', not {kind!r}")
+
+
+def read_incident_metrics(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    source: str,
+    *,
+    now: datetime,
+    actor: str,
+    lookback: timedelta = timedelta(hours=1),
+) -> IncidentMetrics:
+    """The golden signals and their baseline for an incident; live readings are snapshotted into the record.
+
+    A source that cannot be reached gives an empty reading that says why (runbooks go on and show it).
+    """
+    detected = parse_ts(record.state()["detected_at"])
+
+    def nothing(exc: Exception) -> IncidentMetrics:
+        return IncidentMetrics(
+            source, detected - lookback, detected, detected, detected, settings.baseline_offset, unavailable={"all": str(exc)}
+        )
+
+    try:
+        src = signal_source(source, record, settings, environ)
+        if isinstance(src, RecordedSource):
+            start, end = src.window()
+            at = min(end, detected + EVALUATION)
+        else:
+            start, end, at = live_window(detected, now, lookback)
+    except SourceUnavailable as exc:
+        return nothing(exc)
+    signals = tuple(s for s in (*GOLDEN_SIGNALS, "error_ratio_by_route") if s in settings.signals)
+    m = read_metrics(src, signals=signals, start=start, end=end, eval_end=at, baseline_offset=settings.baseline_offset)
+    if not isinstance(src, RecordedSource):
+        snapshot(record, [*m.series.values(), *m.baseline.values()], actor=actor)
+    record.append("metrics.read", m.describe(), actor=actor)
+    return m
+
+
+def assess_and_record(
+    record: Record, reading: IncidentMetrics, settings: Settings, *, actor: str
+) -> tuple[Assessment, str | None, str | None, str | None]:
+    """Classify severity from a reading and record it; raise (never lower) the incident's severity.
+
+    Returns the assessment, the alert's own severity label, the severity before, and what changed (or None).
+    """
+    from irkit.severity import Level
+
+    st = record.state()
+    a = reading.assess(settings.severity.metric_rules)
+    label = st.get("alert_severity_label")
+    record.append(
+        "severity.assessed",
+        {
+            "level": a.level.value if a.level else None,
+            "summary": a.summary(),
+            "reasons": [r.as_dict() for r in a.reasons],
+            "unavailable": a.unavailable,
+            "alert_severity_label": label,
+            "source": reading.source,
+        },
+        actor=actor,
+    )
+    current = st.get("severity")
+    changed = None
+    if a.level is not None and (current is None or a.level.rank < Level(current).rank):
+        record.set_severity(a.level, actor=actor, reason=f"metrics: {a.summary()}")
+        changed = f"severity raised {current or 'unassessed'} → {a.level.value}"
+    return a, label, current, changed

@@ -11,18 +11,22 @@ same action has not run in the last ``window`` (alert storms re-running runbooks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from irkit.cluster import ClusterView, without_env_values
 from irkit.config import Dependency, Settings
-from irkit.errors import BadInputError, IrkitError, RecordError, SourceUnavailable
-from irkit.record import Record, Status, canonical_json, parse_ts, rfc3339
+from irkit.errors import ActionRefused, BadInputError, IrkitError, SourceUnavailable
+from irkit.events import Status
+from irkit.files import canonical_json
+from irkit.record import Record
+from irkit.times import parse_ts, rfc3339
 
 DEFAULT_WINDOW = timedelta(minutes=10)
 ARGUMENTS: dict[str, tuple[str, ...]] = {
@@ -34,10 +38,6 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
     "db_maintenance": ("tables", "dependency"),
 }
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-class ActionRefused(RecordError):
-    """A guard refused to execute an action (resolved incident, resolved alerts, duplicate, batch)."""
 
 
 @dataclass
@@ -66,9 +66,11 @@ class Plan:
 
     @property
     def key(self) -> str:
+        """The action with its canonical arguments: identifies "the same action" for approvals and the repeat window."""
         return f"{self.action}:{canonical_json(self.args).decode()}"
 
     def diff(self) -> list[dict[str, Any]]:
+        """Only the fields the action changes, each with its before and after value."""
         keys = list(dict.fromkeys([*self.before, *self.after]))
         return [
             {"field": k, "before": self.before.get(k), "after": self.after.get(k)}
@@ -77,6 +79,7 @@ class Plan:
         ]
 
     def as_event(self) -> dict[str, Any]:
+        """The plan as ``action.planned`` event data: target, diff, cost and request body (env values stripped)."""
         return {
             "action": self.action,
             "args": self.args,
@@ -92,16 +95,27 @@ class Plan:
 
 
 class Action(Protocol):
+    """One mitigation: it plans, dry-runs, executes and verifies itself."""
+
     name: str
     title: str
+    reads_cluster: bool  # plans against the deployment, its ReplicaSets and Helm history
 
-    def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan: ...
+    def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Read the current state and say what ``args`` would change, and at what cost; change nothing."""
+        ...
 
-    def dry_run(self, ctx: Context, plan: Plan) -> str: ...
+    def dry_run(self, ctx: Context, plan: Plan) -> str:
+        """Have the target validate or rehearse ``plan`` without applying it; a one-line result."""
+        ...
 
-    def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]: ...
+    def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
+        """Apply ``plan`` for real (only after approval); what the target reported back."""
+        ...
 
-    def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]: ...
+    def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Re-read the target: whether it now matches the plan's "after", and what was seen."""
+        ...
 
 
 # --------------------------------------------------------------------------- Kubernetes actions
@@ -141,6 +155,7 @@ class _PatchAction:
 
     name = ""
     title = ""
+    reads_cluster = True
 
     def dry_run(self, ctx: Context, plan: Plan) -> str:
         cluster = _need_live(ctx, "server-side dry run")
@@ -155,9 +170,12 @@ class _PatchAction:
 
 
 class Restart(_PatchAction):
+    """Rollout restart (``kubectl rollout restart``): stamp the pod template's restartedAt annotation."""
+
     name, title = "restart", "Rollout restart (restart connections)"
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Plan a new restartedAt stamp on the pod template, so every pod is replaced by a rolling update."""
         dep = _deployment(ctx)
         stamp = rfc3339(ctx.now) if ctx.now else "now"
         old = dep["spec"]["template"].get("metadata", {}).get("annotations", {}).get(RESTARTED_AT)
@@ -174,6 +192,7 @@ class Restart(_PatchAction):
         )
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Check the Deployment's pod template carries the planned restartedAt stamp; report ready replicas."""
         dep = _deployment(ctx)
         got = dep["spec"]["template"].get("metadata", {}).get("annotations", {}).get(RESTARTED_AT)
         ok = got == plan.after[RESTARTED_AT]
@@ -181,9 +200,12 @@ class Restart(_PatchAction):
 
 
 class SetEnv(_PatchAction):
+    """Set one environment variable on a Deployment container (``kubectl set env``), e.g. a circuit breaker flag."""
+
     name, title = "set_env", "Set an environment variable (e.g. enable circuit breakers)"
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Plan a PATCH setting ``name=value`` on the container (default: the first), with the old value as before."""
         if not args.get("name") or "value" not in args:
             raise BadInputError(
                 "set_env needs arguments name and value, e.g. {name: CIRCUIT_BREAKER_ENABLED, value: 'true'}"
@@ -210,15 +232,20 @@ class SetEnv(_PatchAction):
         )
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Check the container's variable now has the planned value."""
         name = str(plan.args["name"])
         got = _env(_container(_deployment(ctx), plan.args.get("container"))).get(name)
         return got == plan.after[name], f"{name}={got}"
 
 
 class Scale:
+    """Set the Deployment's replica count (plan: ``kubectl scale deployment/… --replicas=N``)."""
+
     name, title = "scale", "Scale to N replicas"
+    reads_cluster = True
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Plan the new replica count (0–500) against the Deployment's current one, with pods added or removed."""
         try:
             replicas = int(args["replicas"])
         except (KeyError, TypeError, ValueError):
@@ -239,14 +266,17 @@ class Scale:
         )
 
     def dry_run(self, ctx: Context, plan: Plan) -> str:
+        """Ask the API server to validate the scale-subresource PATCH with ``dryRun=All``."""
         result = _need_live(ctx, "server-side dry run").patch_scale(plan.after["replicas"], dry_run=True)
         return f"API server accepted scale to {result['spec']['replicas']} (dryRun=All)"
 
     def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
+        """PATCH the Deployment's scale subresource to the planned replica count."""
         result = _need_live(ctx, "execute").patch_scale(plan.after["replicas"], dry_run=False)
         return {"replicas": result["spec"]["replicas"]}
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Check the Deployment's ``spec.replicas`` is the planned count; report ready replicas."""
         dep = _deployment(ctx)
         got = dep["spec"].get("replicas")
         return got == plan.after["replicas"], f"spec.replicas={got}; ready {dep.get('status', {}).get('readyReplicas')}"
@@ -263,6 +293,7 @@ class Rollback(_PatchAction):
         return shutil.which("helm")
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Plan ``helm rollback`` to the previous (or given) release, else a PATCH to an older ReplicaSet's template."""
         dep = _deployment(ctx)
         name = dep["metadata"]["name"]
         current = int(dep["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0))
@@ -277,6 +308,9 @@ class Rollback(_PatchAction):
             ]
             if deployed and older:
                 target = int(args.get("revision") or older[0]["revision"])
+                chosen = next((r for r in releases if r["revision"] == target), None)
+                if chosen is None:
+                    raise BadInputError(f"helm release has no revision {target}; revisions: {[r['revision'] for r in releases]}")
                 release = ctx.settings.kubernetes.helm_release or ctx.settings.service.name
                 namespace = ctx.settings.kubernetes.namespace or ctx.settings.service.namespace
                 return Plan(
@@ -291,8 +325,8 @@ class Rollback(_PatchAction):
                     },
                     {
                         "helm revision": target,
-                        "chart": next(r["chart"] for r in releases if r["revision"] == target),
-                        "app version": next(r["app version"] for r in releases if r["revision"] == target),
+                        "chart": chosen["chart"],
+                        "app version": chosen["app version"],
                     },
                     "pods replaced by a rolling update",
                     {"helm": [helm, "rollback", release, str(target), "-n", namespace]},
@@ -309,7 +343,9 @@ class Rollback(_PatchAction):
         if not older:
             raise BadInputError(f"no earlier revision than {current} to roll back to")
         prev = older[0]
-        rs = next(i for i in ctx.view.items("replicasets") if i["metadata"]["name"] == prev["replicaset"])
+        rs = next((i for i in ctx.view.items("replicasets") if i["metadata"]["name"] == prev["replicaset"]), None)
+        if rs is None:
+            raise SourceUnavailable(f"ReplicaSet {prev['replicaset']} of revision {prev['revision']} was not read")
         template = json.loads(json.dumps(rs["spec"]["template"]))
         template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
         before_c = _container(dep, None)
@@ -332,22 +368,20 @@ class Rollback(_PatchAction):
         )
 
     def dry_run(self, ctx: Context, plan: Plan) -> str:
+        """Run ``helm rollback --dry-run``, or for a ReplicaSet rollback a server-side dry-run PATCH."""
         if isinstance(plan.body, dict) and "helm" in plan.body:
-            out = subprocess.run([*plan.body["helm"], "--dry-run"], capture_output=True, text=True, timeout=120)
-            if out.returncode:
-                raise SourceUnavailable(f"helm rollback --dry-run failed: {out.stderr.strip()[:200]}")
-            return f"helm accepted the rollback (--dry-run): {out.stdout.strip()[:200]}"
+            out = _helm([*plan.body["helm"], "--dry-run"], timeout_s=120)
+            return f"helm accepted the rollback (--dry-run): {out[:200]}"
         return super().dry_run(ctx, plan)
 
     def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
+        """Run ``helm rollback``, or PATCH the Deployment back to the older ReplicaSet's pod template."""
         if isinstance(plan.body, dict) and "helm" in plan.body:
-            out = subprocess.run(plan.body["helm"], capture_output=True, text=True, timeout=600)
-            if out.returncode:
-                raise SourceUnavailable(f"helm rollback failed: {out.stderr.strip()[:200]}")
-            return {"helm": out.stdout.strip()[:500]}
+            return {"helm": _helm(plan.body["helm"], timeout_s=600)[:500]}
         return super().execute(ctx, plan)
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Check the Deployment's image is the planned one (after a helm rollback, trust helm's exit status)."""
         if isinstance(plan.body, dict) and "helm" in plan.body:
             return True, "helm reported success; watch the rollout in the next runbook"
         image = _container(_deployment(ctx), None).get("image")
@@ -355,6 +389,29 @@ class Rollback(_PatchAction):
 
 
 # --------------------------------------------------------------------------- Redis and PostgreSQL
+
+
+def _helm(argv: list[str], *, timeout_s: float) -> str:
+    """Run a helm command; its failure, absence or hang is :class:`SourceUnavailable` with helm's own words."""
+    what = " ".join(argv[1:3])
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SourceUnavailable(f"helm {what} could not run: {exc}") from None
+    if out.returncode:
+        raise SourceUnavailable(f"helm {what} failed: {out.stderr.strip()[:200]}")
+    return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def _redis_errors(dep: Dependency) -> Iterator[None]:
+    """Redis errors (refused, timed out, auth) become :class:`SourceUnavailable` naming the dependency."""
+    import redis
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise SourceUnavailable(f"{dep.name}: {type(exc).__name__}: {exc}") from None
 
 
 def _dependency(ctx: Context, kind: str, name: str | None) -> tuple[Dependency, str]:
@@ -372,6 +429,7 @@ class FlushCache:
     """``redis-cli FLUSHALL``, or only keys matching a pattern (SCAN + UNLINK), with the cost stated."""
 
     name, title = "flush_cache", "Clear cache (Redis)"
+    reads_cluster = False
 
     def _client(self, ctx: Context, args: Mapping[str, Any]) -> Any:
         import redis
@@ -383,16 +441,13 @@ class FlushCache:
         return list(client.scan_iter(match=pattern, count=1000))
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
-        import redis
-
+        """Count all keys and those matching the pattern (none: all), and state the cold-cache cost."""
         client, dep = self._client(ctx, args)
         pattern = args.get("pattern")
-        try:
+        with _redis_errors(dep):
             total = int(client.dbsize())
             matching = len(self._matching(client, pattern)) if pattern else total
             used = client.info("memory").get("used_memory_human")
-        except redis.RedisError as exc:
-            raise SourceUnavailable(f"{dep.name}: {type(exc).__name__}: {exc}") from exc
         what = f"keys matching {pattern!r}" if pattern else "ALL keys (FLUSHALL)"
         return Plan(
             self.name,
@@ -406,39 +461,47 @@ class FlushCache:
         )
 
     def dry_run(self, ctx: Context, plan: Plan) -> str:
-        client, _ = self._client(ctx, plan.args)
+        """Count with SCAN the keys that would be deleted; delete nothing."""
+        client, dep = self._client(ctx, plan.args)
         pattern = plan.args.get("pattern")
-        n = len(self._matching(client, pattern)) if pattern else int(client.dbsize())
+        with _redis_errors(dep):
+            n = len(self._matching(client, pattern)) if pattern else int(client.dbsize())
         return f"rehearsal: {n} keys would be deleted (counted with SCAN, nothing deleted)"
 
     def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
-        client, _ = self._client(ctx, plan.args)
+        """FLUSHALL, or UNLINK the keys matching the pattern in batches of 500; how many were deleted."""
+        client, dep = self._client(ctx, plan.args)
         pattern = plan.args.get("pattern")
-        if not pattern:
-            client.flushall()
-            return {"deleted": "all"}
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
+        with _redis_errors(dep):
+            if not pattern:
+                client.flushall()
+                return {"deleted": "all"}
+            deleted = 0
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(client.unlink(*batch))
+                    batch.clear()
+            if batch:
                 deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
         return {"deleted": deleted}
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
-        client, _ = self._client(ctx, plan.args)
+        """Check no matching keys are left; report how many keys remain in total."""
+        client, dep = self._client(ctx, plan.args)
         pattern = plan.args.get("pattern")
-        left = len(self._matching(client, pattern)) if pattern else int(client.dbsize())
-        return left == 0, f"{left} matching keys left; {client.dbsize()} keys in total"
+        with _redis_errors(dep):
+            left = len(self._matching(client, pattern)) if pattern else int(client.dbsize())
+            total = client.dbsize()
+        return left == 0, f"{left} matching keys left; {total} keys in total"
 
 
 class DatabaseMaintenance:
     """``VACUUM (ANALYZE)`` of configured tables (``./scripts/db-maintenance.sh --vacuum``)."""
 
     name, title = "db_maintenance", "Database maintenance (VACUUM ANALYZE)"
+    reads_cluster = False
 
     def _tables(self, ctx: Context, args: Mapping[str, Any]) -> list[str]:
         tables = args.get("tables") or list(ctx.settings.maintenance_tables)
@@ -463,10 +526,11 @@ class DatabaseMaintenance:
                         raise BadInputError(f"table {t} does not exist in {dep.name}")
                     out[t] = {"dead tuples": row[0], "last vacuum": str(row[1]), "last analyze": str(row[2])}
         except psycopg.Error as exc:
-            raise SourceUnavailable(f"{dep.name}: {str(exc).strip().splitlines()[0][:200]}") from exc
+            raise SourceUnavailable(f"{dep.name}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from exc
         return out
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
+        """Read dead tuples and last vacuum/analyze of each table to plan ``VACUUM (ANALYZE)`` of them."""
         tables = self._tables(ctx, args)
         before = self._stats(ctx, args)
         return Plan(
@@ -480,21 +544,27 @@ class DatabaseMaintenance:
         )
 
     def dry_run(self, ctx: Context, plan: Plan) -> str:
+        """Check every table exists and report its dead tuples; vacuum nothing."""
         stats = self._stats(ctx, plan.args)
         return "rehearsal: tables exist; dead tuples " + ", ".join(f"{t}={s['dead tuples']}" for t, s in stats.items())
 
     def execute(self, ctx: Context, plan: Plan) -> dict[str, Any]:
+        """Run ``VACUUM (ANALYZE)`` on each planned table, outside any transaction."""
         import psycopg
         from psycopg import sql
 
-        _dep, dsn = _dependency(ctx, "postgres", plan.args.get("dependency"))
-        with psycopg.connect(dsn, autocommit=True) as conn:  # VACUUM cannot run inside a transaction
-            for t in plan.args["tables"]:
-                parts = [sql.Identifier(p) for p in str(t).split(".")]
-                conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(".").join(parts)))
+        dep, dsn = _dependency(ctx, "postgres", plan.args.get("dependency"))
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:  # VACUUM cannot run inside a transaction
+                for t in plan.args["tables"]:
+                    parts = [sql.Identifier(p) for p in str(t).split(".")]
+                    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(".").join(parts)))
+        except psycopg.Error as exc:
+            raise SourceUnavailable(f"{dep.name}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}") from None
         return {"vacuumed": plan.args["tables"]}
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
+        """Check every table now has a last-vacuum time; report it and the dead tuples left."""
         after = self._stats(ctx, plan.args)
         ok = all(s["last vacuum"] != "None" for s in after.values())
         return ok, "; ".join(
@@ -509,15 +579,18 @@ class ActionRegistry:
         self._actions: dict[str, Action] = {a.name: a for a in actions or []}
 
     def get(self, name: str) -> Action:
+        """The action called ``name``; an unknown name is a BadInputError listing the known ones."""
         if name not in self._actions:
             raise BadInputError(f"unknown action {name!r}; actions: {', '.join(self._actions)}")
         return self._actions[name]
 
     def names(self) -> list[str]:
+        """Names of the registered actions, in registration order."""
         return list(self._actions)
 
 
 def default_actions() -> ActionRegistry:
+    """The plan's six mitigations: rollback, scale, restart, set env, flush cache, database maintenance."""
     return ActionRegistry([Rollback(), Scale(), Restart(), SetEnv(), FlushCache(), DatabaseMaintenance()])
 
 
@@ -658,3 +731,41 @@ def _move_to_mitigating(record: Record, actor: str) -> None:
     }.get(status, [])
     for step in path:
         record.set_status(step, actor=actor, reason="mitigation approved")
+
+
+def mitigate(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    action: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    approve: bool,
+    approver: str,
+    actor: str,
+    batch: bool,
+    now: datetime,
+    cluster_source: str = "live",
+    window: timedelta = DEFAULT_WINDOW,
+    actions: ActionRegistry | None = None,
+) -> Outcome:
+    """Plan, dry-run and — only with ``approve`` and a named ``approver`` — execute one mitigation by name.
+
+    A plan that cannot even be made (the cluster or a dependency is unreachable) is recorded as
+    ``action.failed`` and returned as "could not plan".
+    """
+    from irkit.cluster import PLAN_KINDS, read_cluster
+
+    act = (actions or default_actions()).get(action)
+    ctx = Context(settings, environ, now=now)
+    if act.reads_cluster:
+        src, ctx.view = read_cluster(record, settings, cluster_source, now=now, actor=actor, kinds=PLAN_KINDS)
+        ctx.cluster = src if cluster_source == "live" else None
+    try:
+        return run_action(
+            record, act, arguments or {}, ctx, approve=approve, approver=approver, actor=actor, batch=batch, window=window
+        )
+    except SourceUnavailable as exc:
+        plan = Plan(action, dict(arguments or {}), "?", act.title, {}, {}, "")
+        record.append("action.failed", {"key": plan.key, "action": action, "error": f"could not plan: {exc}"}, actor=actor)
+        return Outcome(plan, "could not plan", "", reason=str(exc))

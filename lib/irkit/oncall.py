@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from irkit.record import Event, parse_ts
+from irkit.events import Event
 from irkit.severity import Level
+from irkit.times import parse_ts
 
 
 class _Model(BaseModel):
@@ -27,6 +28,8 @@ class _Model(BaseModel):
 
 
 class Contact(_Model):
+    """An escalation contact: display name and, optionally, email and Slack handle."""
+
     name: str
     email: str | None = None
     slack: str | None = None
@@ -66,6 +69,8 @@ class RotationSettings(_Model):
 
 
 class LadderStep(_Model):
+    """One escalation step: the role to engage, how long after detection, and who fills it."""
+
     role: str
     after: timedelta
     who: str | None = Field(None, description="'primary', 'secondary' or a contacts role; default: the role")
@@ -85,6 +90,8 @@ class EscalationSettings(_Model):
 
 @dataclass(frozen=True)
 class OnCall:
+    """Who holds the pager at a moment: primary and secondary, and the shift's start and end."""
+
     primary: str
     secondary: str
     shift_start: datetime
@@ -128,6 +135,8 @@ def handovers(cfg: RotationSettings, start: datetime, end: datetime) -> list[tup
 
 @dataclass(frozen=True)
 class StepState:
+    """One ladder step for an incident: who, when due, when engaged, and its state (engaged, OVERDUE, …)."""
+
     role: str
     who: str
     due_at: datetime
@@ -135,6 +144,7 @@ class StepState:
     state: str  # engaged | overdue | due later | not needed
 
     def row(self) -> dict[str, Any]:
+        """The step as a table row, times as HH:MM:SS ("—" when not engaged)."""
         return {
             "role": self.role,
             "who": self.who,

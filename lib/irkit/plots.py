@@ -9,9 +9,10 @@ alert, mitigation, resolved) are vertical markers.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter, date2num
@@ -19,6 +20,10 @@ from matplotlib.figure import Figure
 
 from irkit.metrics import GOLDEN_SIGNALS, IncidentMetrics
 from irkit.severity import MetricRules
+from irkit.times import parse_ts
+
+if TYPE_CHECKING:
+    from irkit.record import Record
 
 TITLES = {
     "request_rate": ("Request rate", "req/s"),
@@ -158,6 +163,38 @@ def golden_signals_figure(
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """Render a Matplotlib figure to PNG bytes (for sealing into the record or embedding in HTML)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def incident_markers(record: Record) -> list[Marker]:
+    """Event markers for an incident's plots: each alert's start, mitigation, restoration, resolution, rollouts."""
+    from irkit.cluster import CLUSTER_DIR, RecordedCluster, capture
+
+    out: list[Marker] = []
+    seen_alerts: set[str] = set()
+    for ev in record.events():
+        d = ev["data"]
+        if ev["type"] == "alert.firing" and d.get("fingerprint") not in seen_alerts:
+            seen_alerts.add(d.get("fingerprint", ""))
+            out.append(Marker(parse_ts(d["starts_at"]), f"alert {d.get('alertname', '')}", "alert"))
+        elif ev["type"] == "status.changed" and d.get("to") in ("mitigating", "monitoring", "resolved"):
+            kind = {"mitigating": "mitigation", "monitoring": "resolved", "resolved": "resolved"}[d["to"]]
+            out.append(Marker(parse_ts(ev["ts"]), d["to"], kind))
+    recorded = RecordedCluster(record.latest_dir(CLUSTER_DIR))
+    if (recorded.directory / "meta.json").is_file():
+        view = capture(recorded, kinds=("replicasets",), logs=False)  # only rollouts become markers
+        detected = parse_ts(record.state()["detected_at"])
+        for change in view.recent_changes(detected, timedelta(hours=6)):
+            if change.kind == "rollout":
+                out.append(Marker(change.at, f"deploy rev {change.revision}", "deploy"))
+    return out
+
+
+def incident_window(state: Mapping[str, Any], metrics: IncidentMetrics) -> tuple[datetime, datetime]:
+    """The span to shade: detection until resolution (or the end of the reading), within the reading."""
+    resolved = state["status_times"].get("resolved")
+    end = parse_ts(resolved) if resolved else metrics.end
+    return parse_ts(state["detected_at"]), min(end, metrics.end)

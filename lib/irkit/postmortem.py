@@ -16,36 +16,30 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from irkit import templating
 from irkit.cluster import CLUSTER_DIR, RecordedCluster, capture
 from irkit.config import Settings
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.events import Event
 from irkit.metrics import IncidentMetrics, read_metrics
-from irkit.record import Event, Record, parse_ts, rfc3339, versioned
+from irkit.record import Record, versioned
 from irkit.severity import Level
 from irkit.sources import SIGNALS_DIR, RecordedSource
+from irkit.times import human, parse_ts, rfc3339
 
 IMPACT_RATIO = 0.01  # the plan's "error rate < 1%" marks normal
 
 
-def human(delta: timedelta | None) -> str:
-    if delta is None:
-        return "—"
-    secs = round(delta.total_seconds())
-    sign = "-" if secs < 0 else ""
-    secs = abs(secs)
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{sign}{h}h {m:02d}m"
-    return f"{sign}{m}m {s:02d}s" if s else f"{sign}{m}m"
-
-
 @dataclass(frozen=True)
 class Entry:
+    """One timeline entry: when, what happened, and where that is known from (record, alertmanager, …)."""
+
     at: datetime
     event: str
     source: str
 
     def row(self, start: datetime) -> dict[str, str]:
+        """The entry as a timeline row, with its time since ``start``."""
         return {
             "time": f"{self.at:%H:%M:%S}",
             "since start": human(self.at - start),
@@ -56,6 +50,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Verdict:
+    """One response measure (e.g. time to acknowledge) judged against its severity target."""
+
     measure: str
     value: str
     target: str
@@ -63,6 +59,7 @@ class Verdict:
 
     @property
     def mark(self) -> str:
+        """"met", "missed" or "not recorded", as the post-mortem shows it."""
         return {True: "met", False: "missed", None: "not recorded"}[self.ok]
 
 
@@ -97,13 +94,14 @@ class PostMortem:
 
     @property
     def duration(self) -> str:
+        """Time from detection to resolution in human form, or "ongoing"."""
         return human(self.resolved - self.detected) if self.resolved else "ongoing"
 
 
 # --------------------------------------------------------------------------- evidence
 
 
-def _impact_window(m: IncidentMetrics, detected: datetime) -> tuple[datetime | None, datetime | None]:
+def impact_window(m: IncidentMetrics, detected: datetime) -> tuple[datetime | None, datetime | None]:
     """The contiguous stretch of error ratio ≥ 1% that the incident is about.
 
     The stretch containing detection (or, failing that, the last one that began before detection, or
@@ -250,7 +248,7 @@ def build(
     try:
         w_start, w_end = src.window()
         m = read_metrics(src, start=w_start, end=w_end, eval_end=w_end, baseline_offset=settings.baseline_offset)
-    except Exception:  # no recordings: the post-mortem still has the timeline and verdicts
+    except SourceUnavailable as exc:  # no recordings: the post-mortem still has the timeline and verdicts
         m = IncidentMetrics(
             "recorded",
             detected,
@@ -258,9 +256,9 @@ def build(
             detected,
             detected,
             settings.baseline_offset,
-            unavailable={"all": "no recorded metric series in this record"},
+            unavailable={"all": f"no recorded metric series in this record: {exc}"},
         )
-    impact_start, impact_end = _impact_window(m, detected)
+    impact_start, impact_end = impact_window(m, detected)
     cluster_dir = record.latest_dir(CLUSTER_DIR)
     view = capture(RecordedCluster(cluster_dir)) if (cluster_dir / "meta.json").is_file() else None
     marks = []
@@ -434,29 +432,6 @@ def _unchecked(events: list[Event]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- rendering
 
 
-def md_escape(value: Any) -> str:
-    """Incident text as inert Markdown: no HTML (entities), no table breaks (pipes, newlines)."""
-    text = "" if value is None else str(value)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _env(html: bool) -> Any:
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
-    common: dict[str, Any] = {
-        "loader": PackageLoader("irkit", "templates"),
-        "undefined": StrictUndefined,
-        "trim_blocks": True,
-        "lstrip_blocks": True,
-        "keep_trailing_newline": True,
-    }
-    if html:
-        return Environment(autoescape=True, **common)
-    # Markdown: every value printed goes through md_escape, so alert text can never become markup.
-    return Environment(autoescape=False, finalize=md_escape, **common)  # noqa: S701
-
-
 def figures(record: Record, pm: PostMortem, settings: Settings, *, actor: str) -> list[str]:
     """Plots from the recorded series with the incident window shaded and events marked (sealed)."""
     from irkit.plots import Marker, golden_signals_figure, png_bytes, signal_figure
@@ -511,10 +486,70 @@ def render(record: Record, pm: PostMortem, *, actor: str) -> tuple[Path, Path]:
         "images": images,
         "generated": rfc3339(record.clock()),
     }
-    md = _env(False).get_template("postmortem.md.j2").render(**ctx)
-    html = _env(True).get_template("postmortem.html.j2").render(**ctx)
+    md = templating.render("postmortem.md.j2", "markdown", **ctx)
+    html = templating.render("postmortem.html.j2", "html", **ctx)
     files = {"postmortem.md": md.encode(), "postmortem.html": html.encode()}
     md_rel, html_rel = record.seal(
         lambda n: {versioned(name, n): data for name, data in files.items()}, actor=actor, kind="postmortem"
     )
     return record.path / md_rel, record.path / html_rel
+
+
+ACTION_ITEM_KEYS = ("item", "owner", "due", "priority")
+
+
+def load_action_items(path: Path) -> list[dict[str, Any]]:
+    """Action items from YAML: a list of {item, owner, due, priority}."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInputError(f"{path}: cannot read action items: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise BadInputError(f"{path}: expected a list of {{item, owner, due, priority}}")
+    for d in data:
+        unknown = set(d) - set(ACTION_ITEM_KEYS)
+        if unknown or "item" not in d:
+            raise BadInputError(f"{path}: action item {d!r}: needs 'item'; allowed keys {ACTION_ITEM_KEYS}")
+    return [{k: str(v) for k, v in d.items()} for d in data]
+
+
+def write(
+    record: Record,
+    settings: Settings,
+    *,
+    actor: str,
+    root_cause: str = "",
+    action_items: list[dict[str, Any]] | None = None,
+    action_items_file: str = "",
+    contributing: list[str] | None = None,
+    lessons: list[str] | None = None,
+    title: str = "",
+) -> tuple[PostMortem, Path, Path]:
+    """Build, plot and render the post-mortem from the record, and record ``postmortem.rendered``."""
+    items = list(action_items or [])
+    if action_items_file:
+        items += load_action_items(Path(action_items_file))
+    pm = build(
+        record,
+        settings,
+        root_cause=root_cause,
+        action_items=items,
+        contributing=contributing,
+        lessons=lessons,
+        title=title,
+    )
+    pm.figures = figures(record, pm, settings, actor=actor)
+    md, html = render(record, pm, actor=actor)
+    record.append(
+        "postmortem.rendered",
+        {
+            "markdown": md.relative_to(record.path).as_posix(),
+            "html": html.relative_to(record.path).as_posix(),
+            "root_cause_given": bool(root_cause),
+            "action_items": len(items),
+        },
+        actor=actor,
+    )
+    return pm, md, html

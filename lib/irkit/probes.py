@@ -18,10 +18,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from irkit.config import Dependency
+from irkit.errors import SourceUnavailable
+from irkit.http import Http
 from irkit.redact import scrub_url
 
 
 class CheckStatus(enum.StrEnum):
+    """The four answers a check can give: ok, problem found, could not check, awaiting a human."""
+
     OK = "ok"
     PROBLEM = "problem found"
     UNCHECKED = "could not check"
@@ -39,6 +43,7 @@ class CheckResult:
     latency_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (status as its text, latency rounded to 0.1 ms)."""
         return {
             "name": self.name,
             "status": self.status.value,
@@ -58,9 +63,11 @@ class ProbeRegistry:
         self._probes: dict[str, Probe] = dict(probes or {})
 
     def register(self, kind: str, probe: Probe) -> None:
+        """Use ``probe`` for dependencies of ``kind``, replacing any earlier one."""
         self._probes[kind] = probe
 
     def run(self, dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
+        """Probe one dependency and time it; no probe for its kind, or a crashing probe, is "could not check"."""
         probe = self._probes.get(dep.kind)
         if probe is None:
             return CheckResult(dep.name, CheckStatus.UNCHECKED, f"no probe for kind {dep.kind!r}")
@@ -73,6 +80,7 @@ class ProbeRegistry:
         return CheckResult(result.name, result.status, result.evidence, result.details, ms)
 
     def run_all(self, deps: Iterable[Dependency], environ: Mapping[str, str]) -> list[CheckResult]:
+        """Probe every dependency concurrently (up to 8 at once); results in the order given."""
         deps = list(deps)
         if not deps:
             return []
@@ -110,19 +118,17 @@ def _missing(dep: Dependency) -> CheckResult:
 
 def probe_http(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
     """GET the URL: 2xx/3xx ok, any other status a problem, no answer could not check."""
-    import requests
-
     url = _address(dep, environ)
     if not url:
         return _missing(dep)
     try:
-        resp = requests.get(url, timeout=dep.timeout_s, allow_redirects=False)
-    except requests.exceptions.RequestException as exc:
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"no answer from {scrub_url(url)}: {type(exc).__name__}")
-    details = {"status_code": resp.status_code, "elapsed_ms": round(resp.elapsed.total_seconds() * 1000, 1)}
-    if resp.status_code < 400:
-        return CheckResult(dep.name, CheckStatus.OK, f"HTTP {resp.status_code}", details)
-    return CheckResult(dep.name, CheckStatus.PROBLEM, f"HTTP {resp.status_code} {resp.reason}", details)
+        reply = Http(timeout_s=dep.timeout_s).get(url, allow_redirects=False)
+    except SourceUnavailable as exc:
+        return CheckResult(dep.name, CheckStatus.UNCHECKED, str(exc))
+    details = {"status_code": reply.status, "elapsed_ms": reply.elapsed_ms}
+    if reply.status < 400:
+        return CheckResult(dep.name, CheckStatus.OK, f"HTTP {reply.status}", details)
+    return CheckResult(dep.name, CheckStatus.PROBLEM, f"HTTP {reply.status} {reply.reason}", details)
 
 
 def _host_port(url: str, default_port: int) -> tuple[str, int]:
@@ -272,6 +278,7 @@ def probe_s3(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
 
 
 def default_registry() -> ProbeRegistry:
+    """Probes for the built-in dependency kinds: http, tcp, postgres, redis and s3."""
     return ProbeRegistry(
         {"http": probe_http, "tcp": probe_tcp, "postgres": probe_postgres, "redis": probe_redis, "s3": probe_s3}
     )

@@ -20,6 +20,8 @@ from urllib3.util.retry import Retry
 
 from irkit.config import PrometheusSettings, Settings
 from irkit.errors import ConfigError, SourceUnavailable
+from irkit.http import Http
+from irkit.redact import scrub_url
 from irkit.sources import (
     PLOT_MAX_POINTS,
     PROMETHEUS_MAX_POINTS,
@@ -95,20 +97,21 @@ class PrometheusSource:
     # ---- raw queries
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        where = scrub_url(self.cfg.url)
         try:
             return fn(*args, **kwargs)
         except requests.exceptions.Timeout as exc:
             raise SourceUnavailable(
-                f"Prometheus at {self.cfg.url} timed out after {self.cfg.timeout_s}s ({what})"
+                f"Prometheus at {where} timed out after {self.cfg.timeout_s}s ({what})"
             ) from exc
         except requests.exceptions.ConnectionError as exc:
-            raise SourceUnavailable(f"Prometheus at {self.cfg.url} is unreachable ({what})") from exc
+            raise SourceUnavailable(f"Prometheus at {where} is unreachable ({what})") from exc
         except requests.exceptions.RequestException as exc:
             raise SourceUnavailable(f"Prometheus request failed ({what}): {type(exc).__name__}") from exc
         except PrometheusApiClientException as exc:
             text = str(exc)
             if "401" in text[:40] or "403" in text[:40]:
-                raise SourceUnavailable(f"Prometheus at {self.cfg.url} refused our credentials ({what})") from exc
+                raise SourceUnavailable(f"Prometheus at {where} refused our credentials ({what})") from exc
             raise SourceUnavailable(f"Prometheus could not answer {what}: {text[:200]}") from exc
 
     def query(self, promql: str, at: datetime | None = None) -> pd.DataFrame:
@@ -130,6 +133,7 @@ class PrometheusSource:
     # ---- named signals
 
     def signal_query(self, signal: str) -> str:
+        """The PromQL for a named signal, with the service's name and namespace filled in safely."""
         template = self.settings.signals.get(signal)
         if template is None:
             raise ConfigError(
@@ -149,16 +153,12 @@ class PrometheusSource:
 
     def active_alerts(self, service: str) -> list[dict[str, Any]]:
         """Firing alerts whose ``service`` label is ``service`` (Prometheus ``/api/v1/alerts``)."""
-        url = f"{self.cfg.url.rstrip('/')}/api/v1/alerts"
-        resp = self._call(
-            "alerts",
-            self.client._session.get,
-            url,
-            headers=self.client.headers,
+        verify = (self.cfg.ca_file or True) if self.cfg.verify_tls else False
+        body = Http(timeout_s=self.cfg.timeout_s, retries=1, verify=verify).get_json(
+            f"{self.cfg.url.rstrip('/')}/api/v1/alerts",
+            what="Prometheus alerts API",
+            headers=self.client.headers or {},
             auth=self.client.auth,
-            timeout=self.cfg.timeout_s,
         )
-        if resp.status_code != 200:
-            raise SourceUnavailable(f"Prometheus alerts API answered HTTP {resp.status_code}")
-        alerts = resp.json().get("data", {}).get("alerts", [])
+        alerts = body.get("data", {}).get("alerts", []) if isinstance(body, dict) else []
         return [a for a in alerts if a.get("state") == "firing" and a.get("labels", {}).get("service") == service]

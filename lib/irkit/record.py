@@ -18,7 +18,6 @@ folded state, replaced atomically (temp + rename); it is rebuilt whenever it dis
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import fcntl
 import hashlib
@@ -30,11 +29,10 @@ import shutil
 import stat as statmod
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,56 +46,23 @@ from irkit.errors import (
     StorageError,
     TransitionError,
 )
+from irkit.events import SEALING_EVENTS, Event, Status, check_transition, declared_problem, shape_problem
+from irkit.files import atomic_write_bytes, canonical_json, fsync_dir, sha256_file
 from irkit.redact import Redactor
 from irkit.severity import Level
+from irkit.times import parse_ts, rfc3339, utcnow
 
 if TYPE_CHECKING:
     from irkit.signing import Signer, Verifier
+    from irkit.times import Clock
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9-]{1,64}$")
 GENESIS = "0" * 64
 EVENT_KEYS = ("seq", "ts", "type", "actor", "data", "prev", "hash")
 SIG_KEY = "sig"  # optional, outside the hash: an Ed25519 signature of "hash" (see irkit.signing)
-SEALING_EVENTS = ("notebook.finished", "notebook.sealed", "artifact.added", "run.interrupted")
 MAX_TITLE = 200
 MAX_TEXT = 64 * 1024
 SUBDIRS = ("notebooks", "data", "figures", "comms")
-Event = dict[str, Any]
-Clock = Callable[[], datetime]
-
-
-class Status(enum.StrEnum):
-    """Where an incident is in its life."""
-
-    DETECTED = "detected"
-    ACKNOWLEDGED = "acknowledged"
-    INVESTIGATING = "investigating"
-    MITIGATING = "mitigating"
-    MONITORING = "monitoring"
-    RESOLVED = "resolved"
-    REVIEWED = "reviewed"
-
-
-# The forward path of the plan, plus the steps back that real incidents take: a mitigation that did
-# not hold sends the incident back to investigating; a regression reopens a resolved incident.
-TRANSITIONS: dict[Status, tuple[Status, ...]] = {
-    Status.DETECTED: (Status.ACKNOWLEDGED,),
-    Status.ACKNOWLEDGED: (Status.INVESTIGATING,),
-    Status.INVESTIGATING: (Status.MITIGATING, Status.MONITORING),
-    Status.MITIGATING: (Status.MONITORING, Status.INVESTIGATING),
-    Status.MONITORING: (Status.RESOLVED, Status.INVESTIGATING, Status.MITIGATING),
-    Status.RESOLVED: (Status.REVIEWED, Status.INVESTIGATING),
-    Status.REVIEWED: (),
-}
-
-
-def check_transition(current: Status | str, to: Status | str) -> None:
-    """Raise :class:`TransitionError` unless ``current -> to`` is allowed."""
-    cur, new = Status(current), Status(to)
-    allowed = TRANSITIONS[cur]
-    if new not in allowed:
-        choices = ", ".join(s.value for s in allowed) or "none (final state)"
-        raise TransitionError(f"cannot change status from {cur.value} to {new.value}; allowed next: {choices}")
 
 
 def validate_incident_id(incident_id: object) -> str:
@@ -108,109 +73,10 @@ def validate_incident_id(incident_id: object) -> str:
     return incident_id
 
 
-def canonical_json(obj: Any) -> bytes:
-    """The one byte form used for hashing: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def event_hash(prev: str, body: Mapping[str, Any]) -> str:
     """sha256 over the previous hash and the canonical JSON of the event without prev/hash."""
     payload = {k: body[k] for k in ("seq", "ts", "type", "actor", "data")}
     return hashlib.sha256(prev.encode() + canonical_json(payload)).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class ReplayClock:
-    """A clock that starts at a recorded moment and runs at real speed: for replaying an incident.
-
-    Only a record opened as a replay (``incident.opened`` with ``replay: true``) accepts events
-    stamped by it, so a live incident's audit trail can never be backdated.
-    """
-
-    def __init__(self, start: datetime) -> None:
-        if start.tzinfo is None:
-            raise ValueError("naive datetime: irkit keeps every time in UTC")
-        self.start = start.astimezone(UTC)
-        self._t0 = time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self._t0)
-
-
-def rfc3339(dt: datetime) -> str:
-    """RFC 3339 in UTC with a Z suffix."""
-    if dt.tzinfo is None:
-        raise ValueError("naive datetime: irkit keeps every time in UTC")
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_ts(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp (Z or offset) into an aware UTC datetime."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp without a timezone: {value!r}")
-    return dt.astimezone(UTC)
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temp file and rename, so readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide records from the team's other responders
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-# The fields the fold relies on, per event type: checked before an event is written, and by verify.
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "incident.opened": ("id",),
-    "severity.set": ("level",),
-    "status.changed": ("to",),
-    "notebook.started": ("path",),
-    "notebook.prepared": ("path",),
-}
-SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def shape_problem(type: str, data: Mapping[str, Any]) -> str | None:
-    """Why ``data`` cannot be an event of ``type`` (a field the state fold needs is missing), or None."""
-    for name in REQUIRED_FIELDS.get(type, ()):
-        if not isinstance(data.get(name), str) or not data[name]:
-            return f"data.{name} must be a non-empty string"
-    if type in SEALING_EVENTS and data.get("sha256") is not None:
-        if not isinstance(data.get("path"), str) or not data["path"]:
-            return "data.path must be a non-empty string"
-        if not isinstance(data["sha256"], str) or not SHA256.fullmatch(data["sha256"]):
-            return "data.sha256 must be 64 lowercase hex digits"
-    if type in ("alert.firing", "alert.resolved") and not isinstance(data.get("labels", {}), dict):
-        return "data.labels must be an object"
-    return None
 
 
 def bounded_text(value: object, what: str, limit: int = MAX_TEXT) -> str:
@@ -245,6 +111,7 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
 
 
 def initial_state() -> dict[str, Any]:
+    """The derived state of a record with no events yet, which :func:`apply_event` folds events into."""
     return {
         "id": None,
         "title": None,
@@ -357,9 +224,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when verification found no problem."""
         return not self.problems
 
     def summary(self) -> str:
+        """One line: ``OK <id>: …`` with counts, signing, unsealed files and head, or the first problem."""
         if self.ok:
             wc = f"; {len(self.working_copies)} unsealed working cop(ies)" if self.working_copies else ""
             sig = f"; every event signed by key {self.signed}" if self.signed else ""
@@ -550,7 +419,7 @@ class Record:
                 (tmp / sub).mkdir()
             rec._at(tmp)
             rec.append("incident.opened", opened, actor=actor)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             _install(tmp, final, rec.id)
         except OSError as exc:
             raise _storage_error(exc, f"incident {rec.id}") from exc
@@ -675,8 +544,8 @@ class Record:
             return self._append_locked(state, type, data, actor)
 
     def _append_locked(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
-        if (shape := shape_problem(type, data)) is not None:
-            raise BadInputError(f"event {type}: {shape}")
+        if (problem := declared_problem(type, data)) is not None:
+            raise BadInputError(f"event {type}: {problem}")
         if self.clock is not utcnow and not (state["replay"] or (type == "incident.opened" and data.get("replay"))):
             raise RecordError(f"record {self.id} is not a replay: its events are stamped with the real time")
         if type in SEALING_EVENTS and data.get("sha256"):
@@ -867,7 +736,7 @@ class Record:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            _fsync_dir(full.parent)
+            fsync_dir(full.parent)
         except FileExistsError:
             raise RecordError(f"{relpath} already exists in {self.id}; sealed files are never rewritten") from None
         except OSError as exc:
@@ -1118,20 +987,12 @@ def _bookkeeping(rel: str) -> bool:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(tmp: Path, final: Path, incident_id: str) -> None:
     """Rename a fully built record into place; a half-made folder (no events) left by a crash is replaced."""
     for _attempt in range(2):
         try:
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):

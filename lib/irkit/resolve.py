@@ -10,17 +10,23 @@ person forces it with a reason, which is recorded.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from irkit.config import Settings
 from irkit.errors import SourceUnavailable
+from irkit.events import Status
+from irkit.http import Http
 from irkit.metrics import IncidentMetrics
+from irkit.times import parse_ts, rfc3339
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from irkit.record import Record
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Criterion:
 
     @property
     def state(self) -> str:
+        """"pass", "FAIL" or "could not check", as the criteria table shows it."""
         return {True: "pass", False: "FAIL", None: "could not check"}[self.passed]
 
 
@@ -102,24 +109,18 @@ def _matcher_value(value: str) -> str:
 
 def alertmanager_alerts(url: str, service: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """Active, unsilenced alerts with ``service=<service>`` from Alertmanager's v2 API."""
-    import requests
-
-    try:
-        resp = requests.get(
-            f"{url.rstrip('/')}/api/v2/alerts",
-            params={
-                "active": "true",
-                "silenced": "false",
-                "inhibited": "false",
-                "filter": f'service="{_matcher_value(service)}"',
-            },
-            timeout=timeout_s,
-        )
-    except requests.exceptions.RequestException as exc:
-        raise SourceUnavailable(f"Alertmanager at {url} unreachable ({type(exc).__name__})") from exc
-    if resp.status_code != 200:
-        raise SourceUnavailable(f"Alertmanager answered HTTP {resp.status_code}")
-    alerts: list[dict[str, Any]] = resp.json()
+    alerts = Http(timeout_s=timeout_s).get_json(
+        f"{url.rstrip('/')}/api/v2/alerts",
+        what="Alertmanager",
+        params={
+            "active": "true",
+            "silenced": "false",
+            "inhibited": "false",
+            "filter": f'service="{_matcher_value(service)}"',
+        },
+    )
+    if not isinstance(alerts, list):
+        raise SourceUnavailable(f"Alertmanager answered {str(alerts)[:80]!r}, not a list of alerts")
     return alerts
 
 
@@ -130,22 +131,20 @@ def recorded_alerts(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def smoke_criteria(settings: Settings, environ: Mapping[str, str]) -> list[Criterion]:
     """Configured HTTP smoke tests and the smoke-test command (``./scripts/smoke-test.sh production``)."""
-    import requests
-
     res = settings.resolution
     out = []
     for t in res.smoke_tests:
         try:
-            resp = requests.get(t.url, timeout=t.timeout_s)
+            reply = Http(timeout_s=t.timeout_s).get(t.url)
             out.append(
                 Criterion(
                     f"smoke: {t.name}",
-                    resp.status_code == t.expect_status,
-                    f"HTTP {resp.status_code} (expected {t.expect_status})",
+                    reply.status == t.expect_status,
+                    f"HTTP {reply.status} (expected {t.expect_status})",
                 )
             )
-        except requests.exceptions.RequestException as exc:
-            out.append(Criterion(f"smoke: {t.name}", None, f"no answer: {type(exc).__name__}"))
+        except SourceUnavailable as exc:
+            out.append(Criterion(f"smoke: {t.name}", None, str(exc)))
     if res.smoke_command:
         try:
             proc = subprocess.run(
@@ -180,14 +179,17 @@ class Decision:
 
     @property
     def passed(self) -> bool:
+        """True only when every criterion passed; one that could not be checked does not pass."""
         return all(c.passed is True for c in self.criteria)
 
     def table(self) -> pd.DataFrame:
+        """The criteria as a table: name, result and evidence."""
         import pandas as pd
 
         return pd.DataFrame([{"criterion": c.name, "result": c.state, "evidence": c.evidence} for c in self.criteria])
 
     def lines(self) -> list[str]:
+        """What was decided: the refusal, or the status moved to (and any forcing reason), for display."""
         if self.refused:
             return [f"resolution refused: {self.refused}"]
         out = [f"status → {self.moved_to}"] if self.moved_to else ["status unchanged"]
@@ -214,3 +216,95 @@ def decide(criteria: list[Criterion], *, watched: timedelta, watch_required: tim
         return d
     d.moved_to = "resolved" if (d.forced or (watch_required and watched >= watch_required)) else "monitoring"
     return d
+
+
+def check_resolution(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    source: str,
+    *,
+    now: Callable[[], datetime],
+    actor: str,
+    as_of: str = "",
+    watch_minutes: float = 0,
+    force_reason: str = "",
+) -> Decision:
+    """Check the plan's criteria, record them, then move to monitoring or resolved — or refuse, with the reasons."""
+    from irkit.metrics import read_metrics, signal_source
+
+    res = settings.resolution
+    watch = timedelta(minutes=watch_minutes)
+    live = source == "live"
+    src = signal_source(source, record, settings, environ)
+    if as_of:
+        at = parse_ts(as_of)
+    elif live:
+        if watch:  # watch the live signals for the period before judging it
+            time.sleep(watch.total_seconds())
+        at = now()
+    else:
+        at = src.window()[1]  # type: ignore[attr-defined]
+    start = at - max(res.window, watch)
+    m = read_metrics(
+        src,
+        signals=("error_ratio", "latency_p99"),
+        start=start,
+        end=at,
+        eval_end=at,
+        baseline_offset=settings.baseline_offset,
+        evaluation=max(res.window, watch),
+    )
+    criteria = metric_criteria(m, settings, start, at)
+    if live:
+        criteria.append(_live_alerts(record, settings, environ))
+        criteria += smoke_criteria(settings, environ)
+    else:
+        criteria.append(alerts_criterion(recorded_alerts(record.state())))
+    decision = decide(criteria, watched=watch, watch_required=watch, force_reason=force_reason)
+    record.append(
+        "resolution.checked",
+        {
+            "as_of": rfc3339(at),
+            "source": source,
+            "watch_minutes": watch_minutes,
+            "criteria": [{"name": c.name, "result": c.state, "evidence": c.evidence} for c in criteria],
+            "decision": decision.moved_to or "refused",
+            "refused": decision.refused,
+            "forced": decision.forced,
+        },
+        actor=actor,
+    )
+    if decision.moved_to:
+        advance_to(record, Status(decision.moved_to), decision, actor=actor)
+    return decision
+
+
+def _live_alerts(record: Record, settings: Settings, environ: Mapping[str, str]) -> Criterion:
+    """"No active alerts" from Alertmanager when configured, else from Prometheus."""
+    service = record.state()["service"] or settings.service.name
+    try:
+        if settings.alertmanager_url:
+            return alerts_criterion(alertmanager_alerts(settings.alertmanager_url, service))
+        from irkit.prom import PrometheusSource
+
+        return alerts_criterion(PrometheusSource(settings, environ).active_alerts(service))
+    except SourceUnavailable as exc:
+        return alerts_criterion(None, str(exc))
+
+
+FORWARD = (Status.DETECTED, Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MONITORING, Status.RESOLVED)
+
+
+def advance_to(record: Record, target: Status, decision: Decision, *, actor: str) -> None:
+    """Move forward along the plan's path to ``target`` (never back through investigating)."""
+    reason = "criteria passed" + (f" and held for {decision.watched}" if target == Status.RESOLVED else "")
+    if decision.forced:
+        reason = f"FORCED: {decision.forced}"
+    current = Status(record.state()["status"])
+    if current == Status.MITIGATING:
+        current = Status.INVESTIGATING  # mitigating → monitoring is the next forward step
+    if current not in FORWARD:
+        return
+    for step in FORWARD[FORWARD.index(current) + 1 : FORWARD.index(target) + 1]:
+        record.set_status(step, actor=actor, reason=reason)

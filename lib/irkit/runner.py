@@ -23,17 +23,19 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from irkit import __version__
 from irkit.config import Settings
 from irkit.errors import BadInputError, ParameterError, RecordError, UnknownRunbook
-from irkit.record import Record, ReplayClock, rfc3339, sha256_file, utcnow
+from irkit.files import sha256_file
+from irkit.record import Record
 from irkit.redact import Redactor
 from irkit.runstate import in_flight, recover_interrupted
+from irkit.times import ReplayClock, rfc3339, utcnow
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
 OUTCOME_OK = "ok"
@@ -73,6 +75,7 @@ class RunbookRegistry:
             self.register(rb)
 
     def register(self, runbook: Runbook) -> None:
+        """Add ``runbook`` under its name, replacing any runbook of the same name."""
         self._runbooks[runbook.name] = runbook
 
     def names(self) -> list[str]:
@@ -80,12 +83,14 @@ class RunbookRegistry:
         return [rb.name for rb in sorted(self._runbooks.values(), key=lambda r: r.order) if self.path(rb).is_file()]
 
     def get(self, name: str) -> Runbook:
+        """The runbook called ``name`` if its notebook exists; else UnknownRunbook listing the available ones."""
         rb = self._runbooks.get(name)
         if rb is None or not self.path(rb).is_file():
             raise UnknownRunbook(f"unknown runbook {name!r}; available: {', '.join(self.names()) or 'none'}")
         return rb
 
     def path(self, runbook: Runbook) -> Path:
+        """Where the runbook's notebook file is expected, whether or not it exists."""
         return self.directory / runbook.filename
 
 
@@ -154,6 +159,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """True when the run finished without a failing cell or timeout."""
         return self.outcome == OUTCOME_OK
 
     def summary(self) -> str:
@@ -165,6 +171,7 @@ class RunResult:
         return f"{self.outcome}{where}{why}"
 
     def as_event(self) -> dict[str, Any]:
+        """The result as ``notebook.finished`` event data (redacted by the caller before it is appended)."""
         return {
             "runbook": self.runbook,
             "path": self.path,
@@ -286,6 +293,35 @@ def _reserve(record: Record, runbook: Runbook, event: str, data: dict[str, Any],
 # --------------------------------------------------------------------------- running
 
 
+def _resolve_call(
+    record: Record,
+    runbook: str,
+    parameters: Mapping[str, Any] | None,
+    settings: Settings,
+    config_path: str | None,
+    registry: RunbookRegistry | None,
+) -> tuple[Runbook, Path, dict[str, Any]]:
+    """The runbook, its source and the full parameters for one run; undeclared or reserved names are refused."""
+    registry = registry or default_registry(settings)
+    rb = registry.get(runbook)
+    source = registry.path(rb)
+    declared = declared_parameters(source)
+    params = dict(parameters or {})
+    for name in params:
+        if name in RESERVED_PARAMETERS:
+            raise ParameterError(f"parameter {name} is set by irkit and cannot be overridden")
+        if name not in declared:
+            raise ParameterError(f"runbook {rb.name} has no parameter {name!r}; it declares: {', '.join(declared)}")
+    cfg = config_path or settings.source_path or "irkit.yaml"
+    full: dict[str, Any] = {
+        "incident_id": record.id,
+        "records_dir": str(record.root.resolve()),
+        "config_path": str(Path(cfg).resolve()),
+        **params,
+    }
+    return rb, source, full
+
+
 def run_runbook(
     record: Record,
     runbook: str,
@@ -309,23 +345,7 @@ def run_runbook(
     Returns the :class:`RunResult`; the caller decides whether a non-ok outcome is an error.
     """
 
-    registry = registry or default_registry(settings)
-    rb = registry.get(runbook)
-    source = registry.path(rb)
-    declared = declared_parameters(source)
-    params = dict(parameters or {})
-    for name in params:
-        if name in RESERVED_PARAMETERS:
-            raise ParameterError(f"parameter {name} is set by irkit and cannot be overridden")
-        if name not in declared:
-            raise ParameterError(f"runbook {rb.name} has no parameter {name!r}; it declares: {', '.join(declared)}")
-    cfg = config_path or settings.source_path or "irkit.yaml"
-    full_params: dict[str, Any] = {
-        "incident_id": record.id,
-        "records_dir": str(record.root.resolve()),
-        "config_path": str(Path(cfg).resolve()),
-        **params,
-    }
+    rb, source, full_params = _resolve_call(record, runbook, parameters, settings, config_path, registry)
     redactor = Redactor.from_settings(settings, environ)
     safe_params = redactor.data(full_params)
     started_at = utcnow()
@@ -439,7 +459,7 @@ def _execute(
             result = RunResult(rb.name, rel, outcome, None, cell, ename, evalue, duration)
             _mark_failure(nb, result)
             nb.metadata["irkit"] = {
-                "irkit_version": __version__,
+                "irkit_version": version("irkit"),
                 "runbook": rb.name,
                 "source": str(source),
                 "source_sha256": sha256_file(source),
@@ -483,20 +503,7 @@ def prepare_runbook(
     """
     import papermill
 
-    registry = registry or default_registry(settings)
-    rb = registry.get(runbook)
-    source = registry.path(rb)
-    declared = declared_parameters(source)
-    for name in parameters or {}:
-        if name in RESERVED_PARAMETERS or name not in declared:
-            raise ParameterError(f"runbook {rb.name} has no settable parameter {name!r}")
-    cfg = config_path or settings.source_path or "irkit.yaml"
-    full = {
-        "incident_id": record.id,
-        "records_dir": str(record.root.resolve()),
-        "config_path": str(Path(cfg).resolve()),
-        **(parameters or {}),
-    }
+    rb, source, full = _resolve_call(record, runbook, parameters, settings, config_path, registry)
     redactor = Redactor.from_settings(settings, environ)
     rel = _reserve(record, rb, "notebook.prepared", {"parameters": redactor.data(full)}, actor)
     import nbformat

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from irkit.errors import BadInputError, IrkitError, RecordError, StorageError
-from irkit.record import Record, atomic_write_bytes, sha256_file
+from irkit.files import atomic_write_bytes, sha256_file
+from irkit.record import Record
 
 RUNS_DIR = ".runs"
 SAVE_EVERY_S = 1.0  # a partial save per cell at most this often (the first cell always saves)

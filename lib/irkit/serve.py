@@ -52,6 +52,7 @@ class Metrics:
         )
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
+        """Count an intake event (incident opened, intake failure, run finished) in the receiver's metrics."""
         if kind == "incident_opened":
             self.opened.inc()
         elif kind == "intake_failed":

@@ -9,11 +9,16 @@ same in the CLI, the runbooks and the post-mortem.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from irkit.events import Status
+from irkit.times import human, parse_ts, rfc3339
 
 
 class Level(enum.StrEnum):
@@ -152,12 +157,14 @@ class Rule(BaseModel):
     inclusive: bool = True
 
     def matches(self, value: float) -> bool:
+        """Whether ``value`` implies this rule's level: ≥ the threshold, or > when not inclusive."""
         # Rounded so a ratio computed as 0.049999999999 by PromQL still counts as the plan's 5%.
         v = round(value, 9)
         return v >= self.threshold if self.inclusive else v > self.threshold
 
     @property
     def text(self) -> str:
+        """The comparison as shown in reasons, e.g. ``≥ 0.05``."""
         return f"{'≥' if self.inclusive else '>'} {self.threshold:g}"
 
 
@@ -238,6 +245,102 @@ class SeverityPolicy(BaseModel):
         return resolved_at + (pol.review_earliest or timedelta(0)), resolved_at + pol.review_within
 
 
+# --------------------------------------------------------------------------- the clocks of one incident
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The policy clocks of an incident at a moment ``now``."""
+
+    now: datetime
+    severity: Level | None
+    detected_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    response_due: datetime | None
+    resolution_due: datetime | None
+    next_update_due: datetime | None
+    review_due: tuple[datetime, datetime] | None
+
+    @property
+    def response_overdue(self) -> bool:
+        """No acknowledgement and the response target has passed (or it was acknowledged late)."""
+        if self.response_due is None:
+            return False
+        return (self.acknowledged_at or self.now) > self.response_due
+
+    @property
+    def resolution_overdue(self) -> bool:
+        """Not resolved by the resolution target (or resolved after it)."""
+        if self.resolution_due is None:
+            return False
+        return (self.resolved_at or self.now) > self.resolution_due
+
+    @property
+    def update_overdue(self) -> bool:
+        """Still open and the next stakeholder update is late."""
+        return self.resolved_at is None and self.next_update_due is not None and self.now > self.next_update_due
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(clock, when, state) rows for tables and ``irkit show``."""
+
+        def fmt(dt: datetime | None) -> str:
+            return rfc3339(dt) if dt else "—"
+
+        def state(due: datetime | None, overdue: bool, done: datetime | None) -> str:
+            if due is None:
+                return "no target"
+            if overdue:
+                return "OVERDUE" if done is None else "missed"
+            return "met" if done is not None else f"due in {human(due - self.now)}"
+
+        rows = [
+            ("detected", fmt(self.detected_at), ""),
+            (
+                "response due",
+                fmt(self.response_due),
+                state(self.response_due, self.response_overdue, self.acknowledged_at),
+            ),
+            (
+                "resolution due",
+                fmt(self.resolution_due),
+                state(self.resolution_due, self.resolution_overdue, self.resolved_at),
+            ),
+        ]
+        if self.resolved_at is None:
+            rows.append(
+                ("next update due", fmt(self.next_update_due), state(self.next_update_due, self.update_overdue, None))
+            )
+        if self.review_due:
+            rows.append(("review window", f"{fmt(self.review_due[0])} .. {fmt(self.review_due[1])}", ""))
+        return rows
+
+
+def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: datetime) -> Clocks:
+    """Response, resolution, update and review clocks from the record's state and the policy."""
+    level = Level(state["severity"]) if state.get("severity") else None
+    detected = parse_ts(state["detected_at"])
+    times = state.get("status_times", {})
+    acked = parse_ts(times["acknowledged"]) if times.get("acknowledged") else None
+    # A reopened incident (resolved → investigating) is not resolved, whatever it once was.
+    closed = state.get("status") in (Status.RESOLVED, Status.REVIEWED)
+    resolved = parse_ts(times["resolved"]) if times.get("resolved") and closed else None
+    last_update = parse_ts(state["last_update_at"]) if state.get("last_update_at") else None
+    if level is None:
+        return Clocks(now, None, detected, acked, resolved, None, None, None, None)
+    return Clocks(
+        now=now,
+        severity=level,
+        detected_at=detected,
+        acknowledged_at=acked,
+        resolved_at=resolved,
+        response_due=policy.response_due(level, detected),
+        resolution_due=policy.resolution_due(level, detected),
+        next_update_due=policy.next_update_due(level, detected, last_update),
+        review_due=policy.review_due(level, resolved) if resolved else None,
+    )
+
+
 def most_severe(levels: list[Level]) -> Level:
     """The most severe of several levels (P0 beats P1)."""
     return min(levels, key=lambda lv: lv.rank)
@@ -257,6 +360,7 @@ class Reason:
     text: str
 
     def as_dict(self) -> dict[str, object]:
+        """The reason as JSON-ready data, level as its name (``P1``)."""
         return {
             "signal": self.signal,
             "value": self.value,
@@ -274,11 +378,11 @@ class Evidence:
     latency_p99: float | None = None
     latency_baseline: float | None = None
     availability: float | None = None
-    health_ok: bool | None = None  # False = the health endpoint failed everywhere
     unavailable: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
     def latency_ratio(self) -> float | None:
+        """p99 latency as a multiple of its baseline; None when either is missing."""
         if self.latency_p99 is None or not self.latency_baseline:
             return None
         return self.latency_p99 / self.latency_baseline
@@ -294,6 +398,7 @@ class Assessment:
     alert_label: str | None = None
 
     def summary(self) -> str:
+        """One line: the level and the reasons that decided it, or why no level was assigned."""
         if self.level is None:
             if self.unavailable and not self.reasons:
                 return "could not assess from metrics: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
@@ -317,8 +422,6 @@ def classify(evidence: Evidence, rules: MetricRules | None = None) -> Assessment
                 f"no healthy targets (availability {evidence.availability:.0%}): service completely unavailable",
             )
         )
-    if evidence.health_ok is False:
-        reasons.append(Reason("health", 0.0, "failing everywhere", Level.P0, "health check failing everywhere"))
     if evidence.error_ratio is not None:
         for rule in rules.error_ratio:
             if rule.matches(evidence.error_ratio):

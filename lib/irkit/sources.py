@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from irkit.errors import BadInputError, ConfigError, SourceUnavailable
-from irkit.record import Record, atomic_write_bytes, parse_ts, rfc3339, versioned_dir
+from irkit.files import atomic_write_bytes
+from irkit.record import Record, versioned_dir
+from irkit.times import parse_ts, rfc3339
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +51,7 @@ class SignalSeries:
 
     @property
     def key(self) -> str:
+        """``<signal>.<role>``: the series' file stem in a snapshot."""
         return f"{self.signal}.{self.role}"
 
     def total(self) -> pd.Series:
@@ -56,6 +59,7 @@ class SignalSeries:
         return self.frame.sum(axis=1, min_count=1)
 
     def meta(self) -> dict[str, Any]:
+        """The series' description (query, window, step, role, source, columns, points) saved beside its CSV."""
         return {
             "signal": self.signal,
             "query": self.query,
@@ -76,7 +80,9 @@ class SignalSource(Protocol):
 
     def range(
         self, signal: str, start: datetime, end: datetime, *, step_s: float | None = None, role: str = "incident"
-    ) -> SignalSeries: ...
+    ) -> SignalSeries:
+        """The signal over [start, end] at ``step_s`` (a default step when None), labelled with ``role``."""
+        ...
 
 
 # --------------------------------------------------------------------------- queries and steps
@@ -185,24 +191,28 @@ class RecordedSource:
         self.directory = Path(directory)
 
     def available(self) -> list[str]:
+        """``<signal>.<role>`` of every recording in the directory."""
         return sorted(p.stem for p in self.directory.glob("*.json"))
 
     def load(self, signal: str, role: str = "incident") -> SignalSeries:
+        """The whole recorded series for ``signal`` and ``role``; SourceUnavailable if missing or unreadable."""
         meta_path = self.directory / f"{signal}.{role}.json"
         if not meta_path.is_file():
             raise SourceUnavailable(f"no recording of {signal} ({role}) in {self.directory}")
-        meta = json.loads(meta_path.read_text())
-        frame = _csv_to_frame(self.directory / f"{signal}.{role}.csv")
-        return SignalSeries(
-            signal=meta["signal"],
-            query=meta["query"],
-            start=parse_ts(meta["start"]),
-            end=parse_ts(meta["end"]),
-            step_s=float(meta["step_s"]),
-            frame=frame,
-            role=meta["role"],
-            source=str(meta.get("source", "prometheus")),
-        )
+        try:
+            meta = json.loads(meta_path.read_text())
+            return SignalSeries(
+                signal=meta["signal"],
+                query=meta["query"],
+                start=parse_ts(meta["start"]),
+                end=parse_ts(meta["end"]),
+                step_s=float(meta["step_s"]),
+                frame=_csv_to_frame(self.directory / f"{signal}.{role}.csv"),
+                role=meta["role"],
+                source=str(meta.get("source", "prometheus")),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SourceUnavailable(f"the recording {meta_path.name} is unreadable: {type(exc).__name__}: {exc}") from None
 
     def range(
         self, signal: str, start: datetime, end: datetime, *, step_s: float | None = None, role: str = "incident"
@@ -216,10 +226,13 @@ class RecordedSource:
 
     def window(self) -> tuple[datetime, datetime]:
         """The span the incident recordings cover."""
-        metas = [json.loads(p.read_text()) for p in self.directory.glob("*.incident.json")]
-        if not metas:
-            raise SourceUnavailable(f"no recordings in {self.directory}")
-        return min(parse_ts(m["start"]) for m in metas), max(parse_ts(m["end"]) for m in metas)
+        try:
+            metas = [json.loads(p.read_text()) for p in self.directory.glob("*.incident.json")]
+            if metas:
+                return min(parse_ts(m["start"]) for m in metas), max(parse_ts(m["end"]) for m in metas)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SourceUnavailable(f"the recordings in {self.directory} are unreadable: {exc}") from None
+        raise SourceUnavailable(f"no recordings in {self.directory}")
 
 
 def copy_recording(src: RecordedSource, record: Record, *, actor: str, signals: Iterable[str] | None = None) -> int:

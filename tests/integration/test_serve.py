@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from irkit.alerts import parse_notification
 from irkit.config import load_config
 from irkit.intake import Intake, Queue
 from irkit.record import Record, list_incidents
+from irkit.scenarios.launch import serve_process
 from irkit.scenarios.tsdb import free_port
 from irkit.serve import create_app
 
@@ -227,45 +227,9 @@ def server(
             }
         )
     )
-    port = free_port()
     env = {**os.environ, **ENV, "IRKIT_ACTOR": "irkit-serve"}
-    with (tmp_path / "serve.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "irkit.cli",
-                "serve",
-                "--records",
-                str(records),
-                "--config",
-                str(cfg),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/healthz", timeout=1).ok:
-                        break
-                time.sleep(0.1)
-            else:
-                raise AssertionError((tmp_path / "serve.log").read_text()[-2000:])
-            yield url, proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+    with serve_process(records, cfg, env=env, log=tmp_path / "serve.log") as (url, proc):
+        yield url, proc
 
 
 def wait_for(predicate: Any, timeout: float = 90, what: str = "") -> None:

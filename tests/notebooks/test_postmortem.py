@@ -13,8 +13,9 @@ import pytest
 from irkit.config import load_config
 from irkit.index import build_index
 from irkit.postmortem import affected_requests, build, render
-from irkit.record import Record, ReplayClock, list_incidents
+from irkit.record import Record, list_incidents
 from irkit.scenarios.pool_exhaustion import TIMELINE
+from irkit.times import ReplayClock
 
 
 def test_demo_ran_every_runbook_and_printed_paths(demo_run) -> None:
@@ -37,7 +38,7 @@ def test_timeline_is_ordered_with_the_right_offsets(demo_run) -> None:
     for t, since, event in rows:
         first.setdefault(event.split(":")[0].split(" (")[0].split(" —")[0], (t, since))
     assert first["Deploy"] == ("14:24:00", "-4m")
-    assert first["Error ratio above 1%"] == ("14:28:00", "0m")
+    assert first["Error ratio above 1%"] == ("14:28:00", "0s")
     assert first["Alert fired"] == ("14:32:00", "4m")
     assert first["On-call acknowledged"][0].startswith("14:33")
     assert first["Mitigation planned"][0].startswith("14:40") and first["Mitigation planned"][1].startswith("12m")
@@ -128,7 +129,7 @@ def test_an_earlier_blip_is_not_the_incident() -> None:
     import pandas as pd
 
     from irkit.metrics import IncidentMetrics
-    from irkit.postmortem import _impact_window
+    from irkit.postmortem import impact_window
     from irkit.sources import SignalSeries
 
     idx = pd.date_range("2025-11-20T13:30Z", "2025-11-20T15:00Z", freq="15s")
@@ -147,7 +148,7 @@ def test_an_earlier_blip_is_not_the_incident() -> None:
     m.series["request_rate"] = SignalSeries(
         "request_rate", "q", idx[0], idx[-1], 15, pd.Series(100.0, index=idx).to_frame("value")
     )
-    start, end = _impact_window(m, TIMELINE["alert"])
+    start, end = impact_window(m, TIMELINE["alert"])
     assert (start, end) == (datetime(2025, 11, 20, 14, 28, tzinfo=UTC), datetime(2025, 11, 20, 14, 45, tzinfo=UTC))
     window = ratio[(idx >= start) & (idx <= end)]
     assert affected_requests(m, start, end) == pytest.approx(float((window * 100 * 15).sum()))
@@ -199,5 +200,5 @@ def test_demo_record_holds_the_plans_messages(demo_run) -> None:
     initial = (demo_run.path / "comms" / "01-slack_initial.txt").read_text()
     assert "Severity: P1" in initial and "Next Update: 15:02 UTC" in initial  # 30 min after detection (P1)
     resolved = (demo_run.path / "comms" / "04-slack_resolved.txt").read_text()
-    assert "✅ INCIDENT RESOLVED" in resolved and "Duration: 44 minutes" in resolved
+    assert "✅ INCIDENT RESOLVED" in resolved and "Duration: 44m 01s" in resolved
     assert "Root Cause: database connection pool exhausted" in resolved

@@ -86,9 +86,9 @@ def test_demo_then_verify_then_tamper(cli, tmp_path: Path) -> None:
     assert bad.exit_code == 1
     assert "event 1 (incident.opened)" in bad.stdout
     assert "post-mortem: " in res.stderr and "index: " in res.stderr
-    from irkit.demo import _open
+    from irkit.demo import open_demo_incident
 
-    again = _open(records, load_config(None, {}), "tester")  # a second demo gets its own id
+    again = open_demo_incident(records, load_config(None, {}), "tester")  # a second demo gets its own id
     assert again.id == f"{incident_id}-2"
 
 

@@ -8,8 +8,6 @@ def test_public_front_exports_exactly_all() -> None:
     public = {n for n in dir(irkit) if not n.startswith("_")} - {"annotations"}
     modules = {n for n in public if type(getattr(irkit, n)).__name__ == "module"}
     assert set(irkit.__all__) - {"__version__"} == public - modules
-    for name in irkit.__all__:
-        assert getattr(irkit, name) is not None
 
 
 def test_import_does_not_pull_heavy_libraries() -> None:

@@ -12,9 +12,11 @@ import pytest
 
 import irkit.errors
 import irkit.record
+import irkit.times
 from irkit.config import load_config
 from irkit.errors import BadInputError, RecordBroken, RecordError
-from irkit.record import Record, canonical_json, event_hash
+from irkit.files import canonical_json
+from irkit.record import Record, event_hash
 
 ID = "INC-SEAL-1"
 
@@ -72,7 +74,7 @@ def _render(root: str, n: int) -> str:
 
     settings = load_config(None, {})
     rec = Record.open(root, ID)
-    return comms.render(rec, settings, "slack_initial", now=irkit.record.utcnow(), actor=f"w{n}").path
+    return comms.render(rec, settings, "slack_initial", now=irkit.times.utcnow(), actor=f"w{n}").path
 
 
 def test_eight_concurrent_message_renders_seal_eight_distinct_files(records: Path) -> None:

@@ -10,10 +10,12 @@ import pytest
 
 from irkit.config import load_config
 from irkit.errors import BadInputError
+from irkit.events import Status
 from irkit.mitigate import Context, Plan, run_action
 from irkit.record import Record
-from irkit.resolve import decide
-from irkit.session import Session, compute_clocks
+from irkit.resolve import advance_to, decide
+from irkit.session import Session
+from irkit.severity import compute_clocks
 
 
 def session(records: Path, *statuses: str) -> Session:
@@ -25,16 +27,16 @@ def session(records: Path, *statuses: str) -> Session:
 
 def test_resolution_from_monitoring_moves_forward_only(records: Path) -> None:
     s = session(records, "acknowledged", "investigating", "monitoring")
-    s._advance_to(
-        "resolved", decide([], watched=timedelta(minutes=30), watch_required=timedelta(minutes=30), force_reason="")
-    )
+    decision = decide([], watched=timedelta(minutes=30), watch_required=timedelta(minutes=30), force_reason="")
+    advance_to(s.record, Status.RESOLVED, decision, actor="alice")
     moves = [(e["data"]["from"], e["data"]["to"]) for e in s.record.events() if e["type"] == "status.changed"]
     assert moves[-1] == ("monitoring", "resolved") and ("monitoring", "investigating") not in moves
 
 
 def test_resolution_from_mitigating_goes_through_monitoring(records: Path) -> None:
     s = session(records, "acknowledged", "investigating", "mitigating")
-    s._advance_to("resolved", decide([], watched=timedelta(0), watch_required=timedelta(0), force_reason="ok"))
+    decision = decide([], watched=timedelta(0), watch_required=timedelta(0), force_reason="ok")
+    advance_to(s.record, Status.RESOLVED, decision, actor="alice")
     moves = [(e["data"]["from"], e["data"]["to"]) for e in s.record.events() if e["type"] == "status.changed"]
     assert moves[-2:] == [("mitigating", "monitoring"), ("monitoring", "resolved")]
 

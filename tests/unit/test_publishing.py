@@ -100,9 +100,9 @@ def test_cluster_snapshots_keep_names_and_references_never_values(records: Path)
     import json
 
     from irkit.cluster import CLUSTER_DIR, ClusterView, snapshot
-    from irkit.record import utcnow
     from irkit.redact import Redactor
     from irkit.scenarios import pool_exhaustion_cluster as scenario
+    from irkit.times import utcnow
 
     secret = "CanaryClusterSecret-77aa"
     view = ClusterView(source="kubernetes", taken_at=utcnow())

@@ -16,7 +16,9 @@ import pytest
 
 import irkit.record
 from irkit.errors import BadInputError, IncidentExists, InvalidIncidentId, RecordError, TransitionError
-from irkit.record import GENESIS, Record, Status, canonical_json, event_hash, validate_incident_id
+from irkit.events import Status
+from irkit.files import canonical_json
+from irkit.record import GENESIS, Record, event_hash, validate_incident_id
 
 ID = "INC-TEST-1"
 
@@ -112,9 +114,9 @@ def test_append_refuses_unserializable_data_without_writing(records: Path) -> No
     rec = new(records)
     before = rec.events_path.read_bytes()
     with pytest.raises(BadInputError, match="cannot be recorded"):
-        rec.append("note", {"x": object()}, actor="a")
+        rec.append("note", {"text": object()}, actor="a")
     with pytest.raises(BadInputError, match="cannot be recorded"):
-        rec.append("note", {"x": float("nan")}, actor="a")
+        rec.append("note", {"text": "n", "x": float("nan")}, actor="a")
     assert rec.events_path.read_bytes() == before
 
 
@@ -252,7 +254,7 @@ def test_events_are_redacted_before_they_are_written(records: Path) -> None:
 def _writer(root: str, n: int, tag: int) -> None:
     rec = Record.open(root, ID)
     for i in range(n):
-        rec.append("note", {"writer": tag, "i": i}, actor=f"w{tag}")
+        rec.append("note", {"text": f"{tag}:{i}"}, actor=f"w{tag}")
 
 
 def test_eight_processes_append_concurrently(records: Path) -> None:
@@ -268,7 +270,7 @@ def test_eight_processes_append_concurrently(records: Path) -> None:
     report = rec.verify()
     assert report.ok, report.problems
     assert report.events == 1 + 8 * 200
-    per_writer = {t: [e["data"]["i"] for e in rec.events() if e["data"].get("writer") == t] for t in range(8)}
+    per_writer = {t: [int(e["data"]["text"].split(":")[1]) for e in rec.events() if e["actor"] == f"w{t}"] for t in range(8)}
     assert all(v == list(range(200)) for v in per_writer.values())
     assert rec.state()["head"]["seq"] == 1601
 
@@ -283,11 +285,11 @@ if sys.argv[3] == "hang-before-cache":
         print("written", flush=True)
         time.sleep(60)
     r.atomic_write_bytes = hang
-    rec.append("note", {"i": "last"}, actor="loop")
+    rec.append("note", {"text": "last"}, actor="loop")
 print("ready", flush=True)
 i = 0
 while True:
-    rec.append("note", {"i": i, "pad": "x" * 4000}, actor="loop")
+    rec.append("note", {"text": f"{i} " + "x" * 4000}, actor="loop")
     i += 1
 """
 
@@ -305,7 +307,7 @@ def test_writer_killed_between_log_and_cache_leaves_a_verifiable_record(records:
     new(records)
     _kill_appender(records, "hang-before-cache", 0.1)
     rec = Record.open(records, ID)
-    assert rec.events()[-1]["data"] == {"i": "last"}  # the event is in the log …
+    assert rec.events()[-1]["data"] == {"text": "last"}  # the event is in the log …
     assert json.loads(rec.state_path.read_text())["head"]["seq"] == 1  # … the cache never saw it
     assert rec.verify().ok
     ev = rec.note("next", actor="a")  # the stale cache is detected and the chain continues
@@ -354,7 +356,7 @@ def test_append_refuses_a_broken_chain(records: Path) -> None:
 def test_a_replay_clock_cannot_backdate_a_live_record(records: Path) -> None:
     from datetime import UTC, datetime
 
-    from irkit.record import ReplayClock
+    from irkit.times import ReplayClock
 
     live = new(records)
     backdated = Record.open(records, live.id, clock=ReplayClock(datetime(2025, 1, 1, tzinfo=UTC)))

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from irkit.errors import BadInputError
+from irkit.metrics import live_window
 from irkit.prom import result_to_frame
-from irkit.session import live_window
 from irkit.severity import Evidence, Level, classify
 from irkit.sources import PROMETHEUS_MAX_POINTS, choose_step, chunk_window, render_query
 

@@ -229,6 +229,7 @@ def record(directory: Path = DIRECTORY / "signals") -> list[str]:
 
 
 def main() -> None:
+    """Print the scenario as OpenMetrics text, or with ``--record`` regenerate the bundled signal recording."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="regenerate the bundled recording via a real Prometheus")
     args = ap.parse_args()

@@ -24,6 +24,7 @@ DEPLOY_UID = "8b0e6f3a-2d1c-4e5f-9a7b-1c2d3e4f5a6b"
 
 
 def ts(dt: datetime) -> str:
+    """A UTC datetime as the API server writes it: ``YYYY-MM-DDTHH:MM:SSZ``."""
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -50,6 +51,7 @@ def _template(image: str, pool: str, rs_hash: str) -> dict[str, Any]:
 
 
 def deployment() -> dict[str, Any]:
+    """The Deployment at revision 7 (the 1.8.0 deploy with a pool of 5): 3 replicas, 2 ready."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -127,6 +129,7 @@ def _replicaset(
 
 
 def replicasets() -> dict[str, Any]:
+    """The three ReplicaSets (revisions 5, 6 and the new 7), with images, pool sizes and change-causes."""
     items = [
         _replicaset(
             OLDER_RS,
@@ -208,6 +211,7 @@ def _pod(
 
 
 def pods() -> dict[str, Any]:
+    """The three pods of the new ReplicaSet: one healthy, one in CrashLoopBackOff, one restarted once."""
     items = [
         _pod(PODS[0], ready=True, restarts=0, waiting=None, last_reason=None, last_at=None),
         _pod(
@@ -249,6 +253,7 @@ def _event(
 
 
 def events() -> dict[str, Any]:
+    """The namespace's events: the rollout's scaling, then readiness failures, kills and back-offs."""
     d = TIMELINE["deploy"]
     items = [
         _event(
@@ -360,6 +365,7 @@ def helm_release(
 
 
 def helm_secrets() -> dict[str, Any]:
+    """The Helm release Secrets: v11 (superseded, chart 2.3.5) and v12 (deployed, chart 2.4.0)."""
     items = [
         helm_release(
             11, "superseded", "2.3.5", "1.7.3", INCIDENT_DAY - timedelta(days=7, hours=-10), "Upgrade complete"
@@ -370,6 +376,7 @@ def helm_secrets() -> dict[str, Any]:
 
 
 def pod_metrics() -> dict[str, Any]:
+    """The metrics API's CPU and memory usage for the three pods at snapshot time."""
     usage = {PODS[0]: ("712m", "698Mi"), PODS[1]: ("35m", "310Mi"), PODS[2]: ("688m", "702Mi")}
     items = [
         {
@@ -384,6 +391,7 @@ def pod_metrics() -> dict[str, Any]:
 
 
 def pod_log(pod: str) -> str:
+    """A pod's log from startup to snapshot: pool-timeout errors, slow requests and 500s."""
     lines = []
     t = TIMELINE["deploy"] + timedelta(seconds=25)
     lines.append(f"{ts(t)} INFO  starting schema-registry 1.8.0 (db pool size 5)")

@@ -24,6 +24,7 @@ CONFIG = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for the throwaway Prometheus)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -39,12 +40,15 @@ def _binary(name: str) -> str:
 
 @dataclass
 class Served:
+    """A running throwaway Prometheus: its URL and port, its process and its temp directory."""
+
     url: str
     port: int
     process: subprocess.Popen[bytes]
     directory: Path
 
     def stop(self) -> None:
+        """Terminate the Prometheus process (kill it after 10 s); a no-op if it has already exited."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
