@@ -314,6 +314,13 @@ def _row(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _review_overdue(state: dict[str, Any], settings: Settings) -> bool:
+    """Whether the incident's post-incident review window has closed without a review."""
+    from irkit.severity import compute_clocks, judged_at
+
+    return compute_clocks(state, settings.severity, judged_at(state)).review_overdue
+
+
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
@@ -325,6 +332,7 @@ def list_cmd(as_json: bool, c: Ctx) -> None:
             rec = Record.open(c.records, iid)
             problem = rec.broken()
             row = _row(rec.state())
+            row["review_overdue"] = _review_overdue(rec.state(), c.settings) if problem is None else False
         except Exception as exc:  # whatever is wrong with one record, list the others
             problem, row = str(exc) or type(exc).__name__, {"id": iid}
         rows.append(row | {"id": iid, "verifies": problem is None, "problem": problem})
@@ -338,7 +346,8 @@ def list_cmd(as_json: bool, c: Ctx) -> None:
         if not r["verifies"]:
             click.echo(f"{r['id']:<32} DOES NOT VERIFY: {r['problem']}")
             continue
-        click.echo(f"{r['id']:<32} {r['severity'] or '--':<3} {r['status']:<13} {r['detected_at']}  {r['title']}")
+        flag = "  REVIEW OVERDUE" if r.get("review_overdue") else ""
+        click.echo(f"{r['id']:<32} {r['severity'] or '--':<3} {r['status']:<13} {r['detected_at']}  {r['title']}{flag}")
 
 
 @main.command("show")
@@ -348,7 +357,7 @@ def list_cmd(as_json: bool, c: Ctx) -> None:
 @common
 def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
     """Status, severity, policy clocks (with overdue flags) and recent events of one incident."""
-    from irkit.severity import compute_clocks
+    from irkit.severity import compute_clocks, judged_at
     from irkit.views import describe_event
 
     rec = Record.open(c.records, validate_incident_id(incident_id))  # read only: needs no signing key
@@ -359,8 +368,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
     if problem:
         warning = f"WARNING: {incident_id} does not verify: {problem}; the state below stops at the break"
         click.echo(click.style(warning, fg="red", bold=True), err=True)
-    # A replayed incident is judged at its own last moment, not against today's date.
-    now = parse_ts(state["last_event_at"]) if state.get("replay") and state.get("last_event_at") else utcnow()
+    now = judged_at(state)  # a replayed incident is judged at its own last moment
     clocks = compute_clocks(state, c.settings.severity, now)
     events = rec.events()
     recent = events[-n_events:] if n_events > 0 else []
@@ -374,6 +382,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
                 "response": clocks.response_overdue,
                 "resolution": clocks.resolution_overdue,
                 "update": clocks.update_overdue,
+                "review": clocks.review_overdue,
             },
             "working_copies": sorted(state["working_copies"]),
             "events": recent,
@@ -709,6 +718,22 @@ def postmortem_cmd(
         raise RunbookFailed(f"postmortem {result.summary()}; the executed copy is {rec.path / result.path}")
     for name in ("postmortem.md", "postmortem.html"):
         click.echo(rec.path / (rec.latest_file(name) or name))
+
+
+@main.command("tick")
+@click.option("--at", "at", help="Evaluate replayed incidents at this moment (RFC 3339); live ones use the real time.")
+@common
+def tick_cmd(at: str | None, c: Ctx) -> None:
+    """One pass of the plan's clock over every open incident: escalations, update reminders (cron-friendly)."""
+    from irkit.scheduler import tick
+
+    when = parse_time(at) if at else None
+    lines = tick(c.records, c.settings, c.environ, now=when, actor=c.actor)
+    for iid, said in lines.items():
+        for line in said:
+            click.echo(f"{iid}: {line}")
+    if not lines:
+        click.echo("nothing due")
 
 
 @main.command("index")

@@ -83,7 +83,11 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
         (e["actor"] for e in events if e["type"] == "status.changed" and e["data"].get("to") == "acknowledged"), None
     )
     rota = on_call(settings.rotation, detected)
-    tickets = [e["data"] for e in events if e["type"] == "comms.sent" and e["data"].get("channel") == "jira"]
+    tickets = [
+        e["data"]
+        for e in events
+        if e["type"] in ("comms.sent", "escalation.paged") and e["data"].get("channel") == "jira"
+    ]
     ticket = (
         (tickets[-1].get("url") or tickets[-1].get("response_id"))
         if tickets

@@ -155,6 +155,9 @@ class ResolutionSettings(_Model):
     error_ratio_below: float = Field(0.01, gt=0, le=1, description="Error rate < 1%")
     latency_tolerance: float = Field(0.2, ge=0, description="p99 within baseline × (1 + tolerance)")
     window: timedelta = Field(timedelta(minutes=5), description="Criteria hold over this window ending now")
+    min_watch: timedelta = Field(
+        timedelta(minutes=30), ge=timedelta(minutes=1), description="The shortest watch before resolved (plan: 30-60 min)"
+    )
     smoke_tests: tuple[SmokeTest, ...] = ()
     smoke_command: tuple[str, ...] = Field(
         (), description="argv of a smoke-test command, e.g. [./scripts/smoke-test.sh, production]"
@@ -237,6 +240,7 @@ class ServeSettings(_Model):
         timedelta(minutes=30), description="Re-firing within this after resolution joins the same incident"
     )
     queue_path: str | None = Field(None, description="SQLite queue (default: <records>/.irkit/queue.sqlite)")
+    tick_s: float = Field(60, ge=0, le=600, description="Evaluate escalations and update reminders this often (0: off)")
 
 
 class RedactionSettings(_Model):

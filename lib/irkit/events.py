@@ -160,16 +160,27 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType(
             "resolution.checked",
             (),
-            ("as_of", "source", "watch_minutes", "criteria", "decision", "refused", "forced"),
+            ("as_of", "source", "watch_minutes", "criteria", "decision", "refused", "forced", "watch_until", "key"),
         ),
         EventType("comms.rendered", ("kind",), ("path", "files")),
         EventType("comms.sent", ("channel",), ("kind", "path", "attempts", "response_id"), open=True),
-        EventType("comms.failed", ("channel",), ("kind", "path", "attempts", "error", "role"), open=True),
+        EventType(
+            "comms.failed", ("channel",), ("kind", "path", "attempts", "error", "role", "key", "who", "action"), open=True
+        ),
         EventType("comms.skipped", ("channel",), ("kind", "reason")),
-        EventType("escalation.paged", ("role",), ("who", "response_id")),
+        EventType("escalation.paged", ("role",), ("who", "response_id", "key", "action", "channel"), open=True),
+        EventType("escalation.unsent", ("key", "role"), ("who", "action", "channel", "reason")),
+        EventType(
+            "update.reminded", ("key",), ("role", "who", "action", "channel", "delivered", "reason", "response_id")
+        ),
+        EventType(
+            "update.escalated", ("key",), ("role", "who", "action", "channel", "delivered", "reason", "response_id")
+        ),
         EventType("postmortem.rendered", (), ("markdown", "html", "root_cause_given", "action_items")),
     )
 }
+# Messages that reach stakeholders and so reset the plan's update clock (a page or a ticket does not).
+STAKEHOLDER_CHANNELS = ("slack", "statuspage", "smtp")
 SEALING_EVENTS = tuple(name for name, t in EVENT_TYPES.items() if t.seals)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # The fields the state fold reads without a default: checked again by verify on every stored event.

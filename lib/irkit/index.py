@@ -20,8 +20,8 @@ from irkit.config import Settings
 from irkit.errors import IrkitError
 from irkit.files import atomic_write_bytes, sha256_file
 from irkit.record import Record, list_incidents
-from irkit.severity import compute_clocks
-from irkit.times import human, parse_ts, utcnow
+from irkit.severity import compute_clocks, judged_at
+from irkit.times import human, utcnow
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Row:
     resolution_met: bool | None
     notebooks: list[tuple[str, str]]  # (label, relative href)
     postmortem: str | None
+    review_overdue: bool = False
 
     def verdict(self, ok: bool | None) -> str:
         """"met", "missed" or "—" (not known) for a target, as shown in the index and used as its CSS class."""
@@ -157,7 +158,7 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
     if problem:
         raise IrkitError(problem)
     st = rec.state()
-    now = parse_ts(st["last_event_at"]) if st.get("replay") and st.get("last_event_at") else utcnow()
+    now = judged_at(st)
     clocks = compute_clocks(st, settings.severity, now)
     detected = clocks.detected_at
     tta = clocks.acknowledged_at - detected if clocks.acknowledged_at else None
@@ -195,6 +196,7 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
         else not clocks.resolution_overdue,
         notebooks=notebooks,
         postmortem=f"{incident_id}/{pm}" if pm else None,
+        review_overdue=clocks.review_overdue,
     )
 
 

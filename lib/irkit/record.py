@@ -46,7 +46,15 @@ from irkit.errors import (
     StorageError,
     TransitionError,
 )
-from irkit.events import SEALING_EVENTS, Event, Status, check_transition, declared_problem, shape_problem
+from irkit.events import (
+    SEALING_EVENTS,
+    STAKEHOLDER_CHANNELS,
+    Event,
+    Status,
+    check_transition,
+    declared_problem,
+    shape_problem,
+)
 from irkit.files import atomic_write_bytes, canonical_json, fsync_dir, sha256_file
 from irkit.redact import Redactor
 from irkit.severity import Level
@@ -166,8 +174,8 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
         state["status_times"].setdefault(d["to"], ts)
     elif t in ("action.approved", "action.executed", "action.failed"):
         state["actions"].append({"key": d.get("key"), "action": d.get("action"), "event": t, "ts": ts})
-    elif t == "comms.sent":
-        state["last_update_at"] = ts
+    elif t == "comms.sent" and d.get("channel") in STAKEHOLDER_CHANNELS:
+        state["last_update_at"] = ts  # a page or a ticket is not a stakeholder update
     elif t in ("alert.firing", "alert.resolved"):
         fp = d.get("fingerprint") or d.get("alertname") or "alert"
         state["alerts"][fp] = {

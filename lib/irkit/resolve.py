@@ -10,18 +10,17 @@ person forces it with a reason, which is recorded.
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from irkit.config import Settings
-from irkit.errors import SourceUnavailable
-from irkit.events import Status
+from irkit.errors import BadInputError, SourceUnavailable
+from irkit.events import Event, Status
 from irkit.http import Http
 from irkit.metrics import IncidentMetrics
-from irkit.times import parse_ts, rfc3339
+from irkit.times import human, parse_ts, rfc3339
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,6 +131,9 @@ def recorded_alerts(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 def smoke_criteria(settings: Settings, environ: Mapping[str, str]) -> list[Criterion]:
     """Configured HTTP smoke tests and the smoke-test command (``./scripts/smoke-test.sh production``)."""
     res = settings.resolution
+    if not res.smoke_tests and not res.smoke_command:
+        # The plan runs ./scripts/smoke-test.sh: with none configured that step could not be checked.
+        return [Criterion("smoke tests", None, "none configured (resolution.smoke_tests or resolution.smoke_command)")]
     out = []
     for t in res.smoke_tests:
         try:
@@ -176,6 +178,8 @@ class Decision:
     forced: str = ""
     moved_to: str | None = None
     refused: str = ""
+    watch_until: datetime | None = None  # set when this check started a watch
+    watching_until: datetime | None = None  # set when the watch is still running (nothing decided)
 
     @property
     def passed(self) -> bool:
@@ -190,9 +194,13 @@ class Decision:
 
     def lines(self) -> list[str]:
         """What was decided: the refusal, or the status moved to (and any forcing reason), for display."""
+        if self.watching_until:
+            return [f"watching: resolution is decided after {self.watching_until:%H:%M} UTC (irkit serve decides then)"]
         if self.refused:
             return [f"resolution refused: {self.refused}"]
         out = [f"status → {self.moved_to}"] if self.moved_to else ["status unchanged"]
+        if self.watch_until:
+            out.append(f"watch until {self.watch_until:%H:%M} UTC; then irkit serve (or this runbook again) decides")
         if self.forced:
             out.append(f"FORCED despite failing criteria: {self.forced}")
         return out
@@ -229,23 +237,83 @@ def check_resolution(
     as_of: str = "",
     watch_minutes: float = 0,
     force_reason: str = "",
+    key: str = "",
 ) -> Decision:
-    """Check the plan's criteria, record them, then move to monitoring or resolved — or refuse, with the reasons."""
-    from irkit.metrics import read_metrics, signal_source
+    """Check the plan's criteria, record them, and move to monitoring or resolved — or refuse, with the reasons.
+
+    Nothing here waits. Live, the first passing check moves the incident to *monitoring* and names the
+    moment its watch ends (at least ``resolution.min_watch``, the plan's 30–60 minutes); a check after
+    that moment judges the metrics over the whole watch and resolves, or refuses if they did not hold.
+    ``irkit serve`` makes that second check itself. With ``as_of`` or a recording the whole window is in
+    the past, so one check decides. A forced resolution needs a reason, which is recorded.
+    """
+    from irkit.metrics import signal_source
 
     res = settings.resolution
-    watch = timedelta(minutes=watch_minutes)
-    live = source == "live"
+    forced = force_reason.strip()
+    asked = timedelta(minutes=watch_minutes)
+    if asked and asked < res.min_watch and not forced:
+        raise BadInputError(
+            f"watch_minutes {watch_minutes:g} is shorter than the plan's watch ({human(res.min_watch)}, "
+            "resolution.min_watch); give a force_reason to resolve anyway"
+        )
+    watch = max(asked, res.min_watch)
+    live = source == "live" and not as_of
     src = signal_source(source, record, settings, environ)
-    if as_of:
-        at = parse_ts(as_of)
-    elif live:
-        if watch:  # watch the live signals for the period before judging it
-            time.sleep(watch.total_seconds())
+    state = record.state()
+    watch_until: datetime | None = None
+    if live:
         at = now()
+        since = monitoring_since(record.events()) if state["status"] == Status.MONITORING else None
+        if since is None:
+            start, watched, required = at - res.window, timedelta(0), watch  # first check: monitoring at most
+        else:
+            watch_until = _watch_end(record.events(), since, res.min_watch)
+            start, watched, required = since, at - since, watch_until - since
     else:
-        at = src.window()[1]  # type: ignore[attr-defined]
-    start = at - max(res.window, watch)
+        at = parse_ts(as_of) if as_of else src.window()[1]  # type: ignore[attr-defined]
+        start = at - max(res.window, asked)
+        watched, required = asked, (res.min_watch if asked else timedelta(days=3650))
+    if live and watch_until is not None and at < watch_until and not forced:
+        decision = Decision([], watched, refused="", watching_until=watch_until)
+    else:
+        criteria = _criteria(record, settings, environ, src, start, at, live=source == "live")
+        decision = decide(criteria, watched=watched, watch_required=required, force_reason=forced)
+        if decision.moved_to == "monitoring":
+            decision.watch_until = at + watch
+    record.append(
+        "resolution.checked",
+        {
+            "as_of": rfc3339(at),
+            "source": source,
+            "watch_minutes": watch_minutes,
+            "criteria": [{"name": c.name, "result": c.state, "evidence": c.evidence} for c in decision.criteria],
+            "decision": "watching" if decision.watching_until else (decision.moved_to or "refused"),
+            "refused": decision.refused,
+            "forced": decision.forced,
+            "watch_until": rfc3339(until) if (until := decision.watch_until or decision.watching_until) else None,
+            **({"key": key} if key else {}),
+        },
+        actor=actor,
+    )
+    if decision.moved_to and decision.moved_to != state["status"]:
+        advance_to(record, Status(decision.moved_to), decision, actor=actor)
+    return decision
+
+
+def _criteria(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    src: Any,
+    start: datetime,
+    at: datetime,
+    *,
+    live: bool,
+) -> list[Criterion]:
+    """Every resolution criterion over [start, at]: metrics, alerts, and (live) the smoke tests."""
+    from irkit.metrics import read_metrics
+
     m = read_metrics(
         src,
         signals=("error_ratio", "latency_p99"),
@@ -253,7 +321,7 @@ def check_resolution(
         end=at,
         eval_end=at,
         baseline_offset=settings.baseline_offset,
-        evaluation=max(res.window, watch),
+        evaluation=max(settings.resolution.window, at - start),
     )
     criteria = metric_criteria(m, settings, start, at)
     if live:
@@ -261,23 +329,36 @@ def check_resolution(
         criteria += smoke_criteria(settings, environ)
     else:
         criteria.append(alerts_criterion(recorded_alerts(record.state())))
-    decision = decide(criteria, watched=watch, watch_required=watch, force_reason=force_reason)
-    record.append(
-        "resolution.checked",
-        {
-            "as_of": rfc3339(at),
-            "source": source,
-            "watch_minutes": watch_minutes,
-            "criteria": [{"name": c.name, "result": c.state, "evidence": c.evidence} for c in criteria],
-            "decision": decision.moved_to or "refused",
-            "refused": decision.refused,
-            "forced": decision.forced,
-        },
-        actor=actor,
-    )
-    if decision.moved_to:
-        advance_to(record, Status(decision.moved_to), decision, actor=actor)
-    return decision
+    return criteria
+
+
+def monitoring_since(events: Sequence[Event]) -> datetime | None:
+    """When the incident last entered monitoring (the start of its watch)."""
+    moves = [e for e in events if e["type"] == "status.changed" and e["data"].get("to") == Status.MONITORING]
+    return parse_ts(moves[-1]["ts"]) if moves else None
+
+
+def watch_window(events: Sequence[Event], minimum: timedelta) -> tuple[datetime, datetime] | None:
+    """(start, end) of the watch of an incident in monitoring, or None when it is not being watched."""
+    since = monitoring_since(events)
+    if since is None or Status(_status(events)) != Status.MONITORING:
+        return None
+    return since, _watch_end(events, since, minimum)
+
+
+def _status(events: Sequence[Event]) -> str:
+    moves = [e["data"]["to"] for e in events if e["type"] == "status.changed"]
+    return moves[-1] if moves else Status.DETECTED.value
+
+
+def _watch_end(events: Sequence[Event], since: datetime, minimum: timedelta) -> datetime:
+    """The end of the watch that began at ``since``: as the check that started it said, and never shorter than the minimum."""
+    named = [
+        parse_ts(e["data"]["watch_until"])
+        for e in events
+        if e["type"] == "resolution.checked" and e["data"].get("watch_until") and e["data"].get("decision") == "monitoring"
+    ]
+    return max([since + minimum, *[w for w in named if w >= since]])
 
 
 def _live_alerts(record: Record, settings: Settings, environ: Mapping[str, str]) -> Criterion:

@@ -4,7 +4,8 @@
 auth, as Alertmanager's ``http_config`` sends them) are compared in constant time; without them the
 answer is 401 and nothing is touched. The body is size-limited and schema-validated before it is
 persisted; only a persisted notification gets its 200. ``GET /healthz`` reports the queue;
-``GET /metrics`` exposes counters and a run-duration histogram in Prometheus format.
+``GET /metrics`` exposes counters and a run-duration histogram in Prometheus format. The plan's clock
+(:class:`irkit.scheduler.Ticker`) runs alongside: escalations and update reminders every ``serve.tick_s``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from irkit.config import Settings
 from irkit.errors import BadInputError, ConfigError
 from irkit.intake import Intake, Queue, Workers, default_queue_path
 from irkit.redact import Redactor
+from irkit.scheduler import Ticker
 
 
 class Metrics:
@@ -149,6 +151,7 @@ def create_app(
                 "oldest_pending_s": round(waiting, 1),
                 "last_failure": queue.last_failure() if failed else None,
                 "warm_kernels": pool.ready() if pool is not None else 0,
+                "tick": None if ticker is None else {"passes": ticker.passes, "last_error": ticker.last_error},
             }
         )
 
@@ -158,6 +161,10 @@ def create_app(
             counts.get("jobs_queued", 0) + counts.get("jobs_running", 0) + counts.get("notifications_pending", 0)
         )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    ticker: Ticker | None = None
+    if start_workers and settings.serve.tick_s > 0:
+        ticker = Ticker(records, settings, environ, interval_s=settings.serve.tick_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -172,9 +179,13 @@ def create_app(
                 pool = KernelPool(workers.size, kernel_name=settings.runner.kernel_name, env=environ)
                 intake.pool = pool
             workers.start()
+            if ticker is not None:
+                ticker.start()
         try:
             yield
         finally:
+            if ticker is not None:
+                ticker.stop()
             workers.stop()
             if pool is not None:
                 pool.shutdown()

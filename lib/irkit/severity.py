@@ -12,13 +12,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irkit.events import Status
-from irkit.times import human, parse_ts, rfc3339
+from irkit.times import human, parse_ts, rfc3339, utcnow
 
 
 class Level(enum.StrEnum):
@@ -58,6 +59,9 @@ class LevelPolicy(BaseModel):
     )
     review_earliest: timedelta | None = Field(
         default=None, description="Earliest sensible review time after resolution (the plan's 24 h of '24-48 h')."
+    )
+    business_hours: bool = Field(
+        default=False, description="The response time runs on the business-hours calendar (plan: P2, P3)."
     )
 
 
@@ -114,6 +118,7 @@ DEFAULT_LEVELS: dict[Level, LevelPolicy] = {
         examples=("Error rate 5-10%", "Latency 3-10x normal", "Non-critical feature broken", "Performance degradation"),
         response_time=_h(1),
         response_note="< 1 hour (business hours)",
+        business_hours=True,
         resolution_target=_h(24),
         escalation="Notify on-call SRE (no page)",
         page=False,
@@ -126,6 +131,7 @@ DEFAULT_LEVELS: dict[Level, LevelPolicy] = {
         examples=("Error rate 1-5%", "Latency 2-3x normal", "Edge case bugs", "Non-urgent security vulnerabilities"),
         response_time=_h(4),
         response_note="< 4 hours (business hours)",
+        business_hours=True,
         resolution_target=timedelta(weeks=1),
         escalation="Create ticket for team",
         page=False,
@@ -188,6 +194,46 @@ class MetricRules(BaseModel):
     )
 
 
+class BusinessHours(BaseModel):
+    """The working calendar that "(business hours)" response times run on: zone, working days, hours."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = "UTC"
+    days: tuple[int, ...] = Field((0, 1, 2, 3, 4), description="Working days, Monday = 0")
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> BusinessHours:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        if not self.days or any(d not in range(7) for d in self.days):
+            raise ValueError("days: working days as numbers 0 (Monday) … 6 (Sunday), at least one")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def add(self, start: datetime, duration: timedelta) -> datetime:
+        """``start`` plus ``duration`` of working time (time outside working hours does not count)."""
+        tz = ZoneInfo(self.timezone)
+        day = start.astimezone(tz).date()
+        left = duration
+        for _ in range(8 * 366):  # a duration longer than years of working time is a configuration error
+            if day.weekday() in self.days:
+                opens = datetime.combine(day, self.start, tz).astimezone(UTC)
+                closes = datetime.combine(day, self.end, tz).astimezone(UTC)
+                begin = max(start, opens)
+                if begin < closes:
+                    if begin + left <= closes:
+                        return begin + left
+                    left -= closes - begin
+            day += timedelta(days=1)
+        raise ValueError(f"{duration} of business hours does not fit in eight years of this calendar")
+
+
 class SeverityPolicy(BaseModel):
     """The whole P0–P4 table; every level must be present."""
 
@@ -195,6 +241,7 @@ class SeverityPolicy(BaseModel):
 
     levels: dict[Level, LevelPolicy] = Field(default_factory=lambda: dict(DEFAULT_LEVELS))
     metric_rules: MetricRules = MetricRules()
+    calendar: BusinessHours = BusinessHours()
 
     @model_validator(mode="before")
     @classmethod
@@ -220,8 +267,12 @@ class SeverityPolicy(BaseModel):
 
     def response_due(self, level: Level | str, detected_at: datetime) -> datetime | None:
         """When a responder must be engaged; None when the level is best effort."""
-        rt = self[level].response_time
-        return detected_at + rt if rt is not None else None
+        pol = self[level]
+        if pol.response_time is None:
+            return None
+        if pol.business_hours:
+            return self.calendar.add(detected_at, pol.response_time)
+        return detected_at + pol.response_time
 
     def resolution_due(self, level: Level | str, detected_at: datetime) -> datetime | None:
         """When the incident must be resolved; None when it goes to the backlog."""
@@ -261,6 +312,12 @@ class Clocks:
     resolution_due: datetime | None
     next_update_due: datetime | None
     review_due: tuple[datetime, datetime] | None
+    reviewed_at: datetime | None = None
+
+    @property
+    def review_overdue(self) -> bool:
+        """Resolved, a review is required, it has not been held, and its window has closed."""
+        return self.review_due is not None and self.reviewed_at is None and self.now > self.review_due[1]
 
     @property
     def response_overdue(self) -> bool:
@@ -312,8 +369,14 @@ class Clocks:
                 ("next update due", fmt(self.next_update_due), state(self.next_update_due, self.update_overdue, None))
             )
         if self.review_due:
-            rows.append(("review window", f"{fmt(self.review_due[0])} .. {fmt(self.review_due[1])}", ""))
+            review = "held" if self.reviewed_at else ("OVERDUE" if self.review_overdue else f"due by {fmt(self.review_due[1])}")
+            rows.append(("review window", f"{fmt(self.review_due[0])} .. {fmt(self.review_due[1])}", review))
         return rows
+
+
+def judged_at(state: Mapping[str, Any]) -> datetime:
+    """Now — or, for a replayed incident, its own last moment (it is not judged against today's date)."""
+    return parse_ts(state["last_event_at"]) if state.get("replay") and state.get("last_event_at") else utcnow()
 
 
 def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: datetime) -> Clocks:
@@ -338,6 +401,7 @@ def compute_clocks(state: Mapping[str, Any], policy: SeverityPolicy, now: dateti
         resolution_due=policy.resolution_due(level, detected),
         next_update_due=policy.next_update_due(level, detected, last_update),
         review_due=policy.review_due(level, resolved) if resolved else None,
+        reviewed_at=parse_ts(times["reviewed"]) if times.get("reviewed") else None,
     )
 
 

@@ -301,8 +301,13 @@ def test_ladder_for_an_incident_acknowledged_late(records: Path) -> None:
         steps["Engineering Lead"].due_at == t0 + timedelta(minutes=15) and steps["Engineering Lead"].state == "OVERDUE"
     )
     assert steps["Engineering Manager"].state == "OVERDUE"
-    assert steps["CTO"].due_at == t0 + timedelta(minutes=60) and steps["CTO"].state == "due later"
-    assert ladder(s.escalation, s.rotation, {**state, "severity": "P2"}, [], t0) == []
+    assert "CTO" not in steps  # the rotation section: CTO for P0 only
+    assert steps["Secondary on-call"].state == "missed (acknowledged 10:20)" and not steps["Secondary on-call"].needed
+    p0 = {x.role: x for x in ladder(s.escalation, s.rotation, {**state, "severity": "P0"}, [], t0)}
+    assert p0["Engineering Manager"].due_at == t0 and p0["CTO"].due_at == t0 + timedelta(minutes=60)
+    p2 = ladder(s.escalation, s.rotation, {**state, "severity": "P2"}, [], t0)
+    assert [(x.role, x.action) for x in p2] == [("On-call SRE", "notify")]
+    assert ladder(s.escalation, s.rotation, {**state, "severity": "P4"}, [], t0) == []
 
 
 def test_show_flags_overdue_update_and_due_escalations(cli, records: Path) -> None:

@@ -309,8 +309,11 @@ def test_resolution_runbook_refuses_above_1_percent_and_resolves_below(
     rec.set_status("acknowledged", actor="a")
     rec.set_status("investigating", actor="a")
     cfg = tmp_path / "irkit.yaml"
+    smoke = {"smoke_tests": [{"name": "alertmanager healthy", "url": f"{alertmanager_server.url}/-/healthy"}]}
     cfg.write_text(
-        yaml.safe_dump({"prometheus": {"url": incident_prometheus}, "alertmanager_url": alertmanager_server.url})
+        yaml.safe_dump(
+            {"prometheus": {"url": incident_prometheus}, "alertmanager_url": alertmanager_server.url, "resolution": smoke}
+        )
     )
     settings = load_config(cfg, {}, required=True)
     kw = {"settings": settings, "environ": {}, "actor": "dave", "config_path": str(cfg)}
