@@ -117,9 +117,17 @@ def check_resources(ev: Evidence) -> CheckResult:
         details["saturation"] = sat
         findings += [f"{k} at {v:.0%} of limit" for k, v in sat.items() if v >= SATURATED]
         basis = "Prometheus saturation signals"
+    disk = ev.saturation.get("saturation_disk")
+    if disk is not None:
+        details["disk"] = disk
+        if disk >= SATURATED:
+            findings.append(f"volumes at {disk:.0%} of capacity")
+    disk_text = f"; volumes at {disk:.0%} of capacity" if disk is not None else "; disk: no volume metrics"
     if findings:
         return CheckResult("resources", CheckStatus.PROBLEM, "; ".join(findings), details)
-    return CheckResult("resources", CheckStatus.OK, f"no pod above {SATURATED:.0%} of its limits ({basis})", details)
+    return CheckResult(
+        "resources", CheckStatus.OK, f"no pod above {SATURATED:.0%} of its limits ({basis}){disk_text}", details
+    )
 
 
 def _probe_item(item: str, kinds: tuple[str, ...]) -> Check:
@@ -166,7 +174,7 @@ def check_network(ev: Evidence) -> CheckResult:
         except socket.gaierror as exc:
             failures.append(f"{name}: DNS cannot resolve {host} ({exc.strerror})")
     for r in ev.probes.values():
-        if r.status == CheckStatus.UNCHECKED and r.details.get("stage") == "connect":
+        if r.status == CheckStatus.PROBLEM and r.details.get("stage") in ("connect", "dns"):
             failures.append(f"{r.name}: {r.evidence}")
     if failures:
         return CheckResult("network", CheckStatus.PROBLEM, "; ".join(failures), {"resolved": resolved})
@@ -295,29 +303,39 @@ def record_result(record: Record, result: CheckResult, *, actor: str, automated:
 
 
 def checklist_rows(events: list[Event]) -> list[dict[str, Any]]:
-    """The checklist as it stands: the latest answer per item; items nobody answered say so."""
-    latest: dict[str, Event] = {}
+    """The checklist as it stands: per item, the newest human answer if there is one, else the newest automated one.
+
+    A responder's answer is never replaced by a later automated run: it stands until a person answers
+    again, and the newest automated result is shown beside it. "No automated check here" never hides
+    an answer someone (or something) already gave. Items nobody answered say so.
+    """
+    human: dict[str, Event] = {}
+    machine: dict[str, Event] = {}
     for e in events:
         if e["type"] != "check.recorded":
             continue
-        prev = latest.get(e["data"]["item"])
-        # "No automated check here" never hides an answer someone (or something) already gave.
-        if e["data"]["status"] == CheckStatus.AWAITING and prev and prev["data"]["status"] != CheckStatus.AWAITING:
-            continue
-        latest[e["data"]["item"]] = e
+        item, d = e["data"]["item"], e["data"]
+        if not d.get("automated"):
+            human[item] = e
+        elif d["status"] != CheckStatus.AWAITING or item not in machine:
+            machine[item] = e
     rows = []
     for n, item in enumerate(CHECKLIST, start=1):
-        found = latest.get(item.id)
+        found = human.get(item.id) or machine.get(item.id)
         if found is None:
             rows.append(
-                {"#": n, "item": item.title, "status": "unchecked", "evidence": "not checked yet", "by": "", "at": ""}
-            )
+                {"#": n, "item": item.title, "status": "unchecked", "evidence": "not checked yet", "by": "", "at": "",
+                 "automated": ""}
+            )  # fmt: skip
             continue
         d = found["data"]
         by = f"{found['actor']} ({'automated' if d.get('automated') else 'human'})"
+        auto = machine.get(item.id) if found is not machine.get(item.id) else None
+        beside = f"{auto['data']['status']} at {auto['ts']}: {auto['data']['evidence']}" if auto else ""
         rows.append(
-            {"#": n, "item": item.title, "status": d["status"], "evidence": d["evidence"], "by": by, "at": found["ts"]}
-        )
+            {"#": n, "item": item.title, "status": d["status"], "evidence": d["evidence"], "by": by, "at": found["ts"],
+             "automated": beside}
+        )  # fmt: skip
     return rows
 
 
@@ -342,6 +360,7 @@ def run_automated(
     from irkit.probes import default_registry
 
     query = None
+    saturation: dict[str, float | None] = {}
     if metrics_source == "live":
         from irkit.prom import PrometheusSource
 
@@ -351,12 +370,38 @@ def run_automated(
             frame = prom.query(promql)
             return float(frame.iloc[0].sum()) if not frame.empty else None
 
+        for signal in SATURATION_SIGNALS:
+            if signal in settings.signals:
+                try:
+                    saturation[signal] = query(prom.signal_query(signal))
+                except SourceUnavailable:
+                    saturation[signal] = None
+    elif metrics_source == "recorded":
+        saturation = recorded_saturation(record)
     detected = parse_ts(record.state()["detected_at"])
-    ev = Evidence(settings, environ, detected, view, query=query)
+    ev = Evidence(settings, environ, detected, view, saturation=saturation, query=query)
     results = run_checklist(ev, probes or default_registry())
     for result in results:
         record_result(record, result, actor=actor, automated=True)
     return results
+
+
+SATURATION_SIGNALS = ("saturation_cpu", "saturation_memory", "saturation_disk")
+
+
+def recorded_saturation(record: Record) -> dict[str, float | None]:
+    """The peak of each saturation signal in the record's recordings (None where there is no recording)."""
+    from irkit.sources import SIGNALS_DIR, RecordedSource
+
+    src = RecordedSource(record.latest_dir(SIGNALS_DIR))
+    out: dict[str, float | None] = {}
+    for signal in SATURATION_SIGNALS:
+        try:
+            peak = src.load(signal).total().max()
+        except SourceUnavailable:
+            continue
+        out[signal] = None if peak != peak else float(peak)  # NaN: the recording holds no points
+    return out
 
 
 def answer(record: Record, item: str, status: str, evidence: str, *, actor: str) -> str:

@@ -384,6 +384,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
                 "update": clocks.update_overdue,
                 "review": clocks.review_overdue,
             },
+            "providers": state.get("providers"),
             "working_copies": sorted(state["working_copies"]),
             "events": recent,
         }
@@ -401,6 +402,11 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
     for step in ladder(c.settings.escalation, c.settings.rotation, state, events, now):
         flag = click.style(step.state, fg="red", bold=True) if step.state == "OVERDUE" else step.state
         click.echo(f"  escalation  {step.role:<20} {step.who:<22} due {step.due_at:%H:%M:%S}  {flag}")
+    providers = state.get("providers") or {}
+    if providers.get("jira") or providers.get("statuspage") or providers.get("pagerduty"):
+        pd = ", ".join(providers.get("pagerduty") or []) or "—"
+        click.echo(f"  ticket {providers.get('jira') or '—'}  status page {providers.get('statuspage') or '—'}  "
+                   f"PagerDuty {pd}")  # fmt: skip
     if state["working_copies"]:
         click.echo(f"  working copies (unsealed): {', '.join(sorted(state['working_copies']))}")
     click.echo(f"events ({len(events)}):")
@@ -597,7 +603,7 @@ def check_cmd(
 def comms_cmd(
     incident_id: str, action: str, kind: str, root_cause: str, c: Ctx
 ) -> None:
-    """Render or send a message: KIND is one of the plan's messages, 'initial', 'resolved' or 'page'."""
+    """Render or send a message: KIND is one of the plan's messages, 'initial', 'resolved', 'ticket' or 'page'."""
     from irkit import comms
 
     rec = c.record(incident_id)
@@ -623,11 +629,17 @@ def comms_cmd(
         if not res.ok:
             raise SourceUnavailable(f"page failed: {res.error}")
         return
+    if kind == "ticket" and action == "send":
+        ticket = comms.open_ticket(rec, c.settings, c.environ, now=now, actor=c.actor)
+        if not ticket.ok:
+            raise SourceUnavailable(f"ticket not created: {ticket.error} (recorded in the incident's events)")
+        click.echo(f"ticket: {ticket.response_id}" + (" (already open)" if ticket.extra.get("existing") else ""))
+        return
     kinds = {"initial": comms.INITIAL, "resolved": comms.RESOLVED}.get(kind, (kind,))
     level = rec.state().get("severity")
     failed = []
     for k in kinds:
-        if not comms.applicable(k, level):
+        if not comms.applicable(k, level, c.settings):
             click.echo(f"{k}: not applicable to {level or 'unassessed'} incidents")
             continue
         msg = comms.render(rec, c.settings, k, now=now, actor=c.actor, root_cause=root_cause)

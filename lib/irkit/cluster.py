@@ -327,6 +327,12 @@ class ClusterView:
         """Names of the captured pods."""
         return [p["metadata"]["name"] for p in self.items("pods")]
 
+    def ready_pods(self) -> int | None:
+        """How many captured pods are ready; None when the pods could not be read."""
+        if "pods" not in self.objects:
+            return None
+        return sum(1 for row in self.pod_rows() if row["ready"])
+
     def require(self, kind: str) -> None:
         """Raise SourceUnavailable, with the recorded reason, when ``kind`` was not read."""
         if kind not in self.objects:

@@ -25,11 +25,18 @@ from irkit.errors import BadInputError, SourceUnavailable
 from irkit.http import Http
 from irkit.oncall import on_call
 from irkit.record import Record
-from irkit.severity import Level, compute_clocks
+from irkit.severity import compute_clocks
 from irkit.times import human, parse_ts
 
 UNKNOWN = "not yet assessed"
-KINDS = ("slack_initial", "statuspage_initial", "email_stakeholders", "slack_resolved", "statuspage_resolved")
+KINDS = (
+    "slack_initial",
+    "statuspage_initial",
+    "email_stakeholders",
+    "slack_resolved",
+    "statuspage_resolved",
+    "ticket",
+)
 CHANNEL = {
     "slack_initial": "slack",
     "slack_resolved": "slack",
@@ -83,16 +90,8 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
         (e["actor"] for e in events if e["type"] == "status.changed" and e["data"].get("to") == "acknowledged"), None
     )
     rota = on_call(settings.rotation, detected)
-    tickets = [
-        e["data"]
-        for e in events
-        if e["type"] in ("comms.sent", "escalation.paged") and e["data"].get("channel") == "jira"
-    ]
-    ticket = (
-        (tickets[-1].get("url") or tickets[-1].get("response_id"))
-        if tickets
-        else (settings.comms.ticket_url or "not yet created")
-    )
+    providers = st.get("providers") or {}
+    ticket = providers.get("jira_url") or providers.get("jira") or settings.comms.ticket_url or "not yet created"
     impact = assessed[-1]["summary"] if assessed and assessed[-1].get("level") else UNKNOWN
     resolved = clocks.resolved_at
     timeline = [f"{detected:%H:%M}: Incident detected"]
@@ -105,6 +104,8 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
             timeline.append(f"{parse_ts(st['status_times'][key]):%H:%M}: {label}")
     review = settings.severity.review_due(level, resolved) if (level and resolved) else None
     return {
+        "incident_id": record.id,
+        "statuspage_id": providers.get("statuspage"),
         "title": st.get("title") or UNKNOWN,
         "severity": level or UNKNOWN,
         "status": (st.get("status") or UNKNOWN).capitalize(),
@@ -151,10 +152,10 @@ class Rendered:
     context: dict[str, Any]
 
 
-def applicable(kind: str, level: str | None) -> bool:
-    """The stakeholder email is for P0/P1 only; everything else always applies."""
+def applicable(kind: str, level: str | None, settings: Settings) -> bool:
+    """The stakeholder email goes out only where the level's policy says so (plan: P0/P1); the rest always applies."""
     if kind == "email_stakeholders":
-        return level in (Level.P0.value, Level.P1.value)
+        return level is not None and settings.severity[level].stakeholder_email
     return True
 
 
@@ -237,9 +238,9 @@ class _Http:
         answer: Callable[[Any], tuple[str | None, dict[str, Any]] | None],
         **kw: Any,
     ) -> SendResult:
-        """POST ``body``; a status in ``ok`` whose payload ``answer`` accepts (→ response id, extra) is sent."""
+        """POST (or ``method``) ``body``; a status in ``ok`` whose payload ``answer`` accepts (→ id, extra) is sent."""
         try:
-            reply = self.http.post(url, json=body, what=self.channel, **kw)
+            reply = self.http.request(kw.pop("method", "POST"), url, json=body, what=self.channel, **kw)
         except SourceUnavailable as exc:
             return SendResult(False, self.channel, error=str(exc), attempts=self.http.retries + 1)
         accepted = answer(reply.payload) if reply.status in ok else None
@@ -264,6 +265,7 @@ class SlackSender(_Http):
         text = slack_escape(message.text)
         first, _, rest = text.partition("\n")
         body = {
+            "channel": self.cfg.slack.channel,  # legacy webhooks post there; app webhooks keep their own channel
             "text": text,
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": first[:150]}},
@@ -331,30 +333,31 @@ class PagerDutySender(_Http):
 
 
 class StatuspageSender(_Http):
-    """Atlassian Statuspage: create an incident (investigating or resolved)."""
+    """Atlassian Statuspage: one incident per irkit incident, created once, then updated and resolved in place."""
 
     channel = "statuspage"
 
     def send(self, message: Rendered, record_id: str) -> SendResult:
-        """Open (or, for resolution messages, resolve) a Statuspage incident for the component with the message text."""
+        """Create the incident, or PATCH the one this record already opened (a later update, the resolution)."""
         assert self.cfg.statuspage is not None
         sp = self.cfg.statuspage
         ctx = message.context
         resolved = message.kind.endswith("resolved")
-        name = f"{ctx['component']} - Resolved" if resolved else f"{ctx['component']} Service Degradation"
-        body = {
-            "incident": {
-                "name": name,
-                "status": "resolved" if resolved else "investigating",
-                "body": message.text,
-                "deliver_notifications": True,
-            }
+        incident: dict[str, Any] = {
+            "status": "resolved" if resolved else "investigating",
+            "body": message.text,
+            "deliver_notifications": True,
         }
+        existing = ctx.get("statuspage_id")
+        base = f"{sp.url.rstrip('/')}/pages/{sp.page_id}/incidents"
+        if not existing:
+            incident["name"] = f"{ctx['component']} - Resolved" if resolved else f"{ctx['component']} Service Degradation"
         return self._post(
-            f"{sp.url.rstrip('/')}/pages/{sp.page_id}/incidents",
-            body,
+            f"{base}/{existing}" if existing else base,
+            {"incident": incident},
             (200, 201),
             lambda p: (str(p.get("id")), {"url": p.get("shortlink")}) if _json_object(p) else None,
+            method="PATCH" if existing else "POST",
             headers={"Authorization": f"OAuth {self._secret(sp.api_key_env)}"},
         )
 
@@ -453,19 +456,25 @@ def deliver(
     actor: str,
     channel: str | None = None,
     senders: Mapping[str, SenderFactory] | None = None,
+    key: str = "",
 ) -> SendResult:
-    """Send a rendered message on its channel; record ``comms.sent`` or ``comms.failed``; never raise."""
+    """Send a rendered message on its channel; record ``comms.sent`` or ``comms.failed``; never raise.
+
+    ``key`` (the scheduler's) is carried on the event, so a firing is recognised as done.
+    """
     ch = channel or CHANNEL[message.kind]
     sender = sender_for(ch, settings, environ, senders)
+    keyed = {"key": key} if key else {}
     if sender is None:
         result = SendResult(False, ch, error=f"{ch} is not configured (comms.{ch})")
-        record.append("comms.skipped", {"kind": message.kind, "channel": ch, "reason": result.error}, actor=actor)
+        skipped = {"kind": message.kind, "channel": ch, "reason": result.error, **keyed}
+        record.append("comms.skipped", skipped, actor=actor)
         return result
     try:
         result = sender.send(message, record.id)
     except BadInputError as exc:
         result = SendResult(False, ch, error=str(exc))
-    data = {"kind": message.kind, "channel": ch, "path": message.path, "attempts": result.attempts}
+    data = {"kind": message.kind, "channel": ch, "path": message.path, "attempts": result.attempts, **keyed}
     if result.ok:
         record.append("comms.sent", {**data, "response_id": result.response_id, **result.extra}, actor=actor)
     else:
@@ -479,7 +488,7 @@ def render_set(
     """Render every applicable message of a set (initial or resolved)."""
     level = record.state().get("severity")
     return [
-        render(record, settings, k, now=now, actor=actor, root_cause=root_cause) for k in kinds if applicable(k, level)
+        render(record, settings, k, now=now, actor=actor, root_cause=root_cause) for k in kinds if applicable(k, level, settings)
     ]
 
 
@@ -502,6 +511,25 @@ def communicate(
     rendered = render_set(record, settings, kinds, now=now, actor=actor, root_cause=root_cause)
     results = [deliver(record, settings, environ, r, actor=actor, senders=senders) for r in rendered] if send else []
     return rendered, results
+
+
+def open_ticket(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    now: datetime,
+    actor: str,
+    key: str = "",
+    senders: Mapping[str, SenderFactory] | None = None,
+) -> SendResult:
+    """Plan 1.2, "create incident ticket": once per incident, even with two processes at it; its key fills the messages."""
+    with record.exclusive("ticket", wait=True):
+        existing = record.state()["providers"]["jira"]
+        if existing:
+            return SendResult(True, "jira", existing, extra={"existing": True})
+        message = render(record, settings, "ticket", now=now, actor=actor)
+        return deliver(record, settings, environ, message, actor=actor, senders=senders, key=key)
 
 
 def page_due_escalations(

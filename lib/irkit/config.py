@@ -85,6 +85,10 @@ DEFAULT_SIGNALS: dict[str, str] = {
         'sum(container_memory_working_set_bytes{{namespace="{namespace}",container="{service}"}})'
         ' / sum(kube_pod_container_resource_limits{{namespace="{namespace}",container="{service}",resource="memory"}})'
     ),
+    "saturation_disk": (
+        'max(kubelet_volume_stats_used_bytes{{namespace="{namespace}"}}'
+        ' / kubelet_volume_stats_capacity_bytes{{namespace="{namespace}"}})'
+    ),
     "availability": 'avg(up{{namespace="{namespace}",job="{service}"}})',
     "error_ratio_by_route": (
         'sum by (route) (rate(http_requests_total{{namespace="{namespace}",service="{service}",code=~"5.."}}[5m]))'
@@ -105,6 +109,12 @@ class KubernetesSettings(_Model):
     helm_release: str | None = Field(None, description="Defaults to service.name")
     log_tail_lines: int = Field(500, ge=1, le=100_000)
     log_patterns: tuple[str, ...] | None = Field(None, description="Regexes of error lines (default: built in)")
+    rollback: Literal["replicaset", "helm"] = Field(
+        "replicaset", description="How `rollback` rolls back: the ReplicaSet template PATCH, or `helm rollback`"
+    )
+    helm_binary: str = Field("helm", description="The helm executable for rollback: helm (name or path)")
+    connect_timeout_s: float = Field(3.0, gt=0, le=60, description="Connecting to the API server")
+    read_timeout_s: float = Field(10.0, gt=0, le=300, description="Waiting for one API answer")
 
 
 class Dependency(_Model):

@@ -167,7 +167,7 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType(
             "comms.failed", ("channel",), ("kind", "path", "attempts", "error", "role", "key", "who", "action"), open=True
         ),
-        EventType("comms.skipped", ("channel",), ("kind", "reason")),
+        EventType("comms.skipped", ("channel",), ("kind", "reason", "key")),
         EventType("escalation.paged", ("role",), ("who", "response_id", "key", "action", "channel"), open=True),
         EventType("escalation.unsent", ("key", "role"), ("who", "action", "channel", "reason")),
         EventType(

@@ -33,26 +33,27 @@ class LiveCluster:
 
     name = "kubernetes"
 
-    def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings) -> None:
         k = settings.kubernetes
         self.namespace = k.namespace or settings.service.namespace
         self.deployment = k.deployment or settings.service.name
         self.selector = k.label_selector or f"app={settings.service.name}"
         self.release = k.helm_release or settings.service.name
-        self.timeout = timeout_s
+        self.timeout = (k.connect_timeout_s, k.read_timeout_s)
+        cfg = client.Configuration()
         try:
             if k.in_cluster:
-                cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)
-                self.api = client.ApiClient(cfg)
             else:
-                self.api = config.new_client_from_config(
-                    config_file=k.kubeconfig, context=k.context, persist_config=False
+                config.load_kube_config(
+                    config_file=k.kubeconfig, context=k.context, client_configuration=cfg, persist_config=False
                 )
-        except (ConfigException, OSError, TypeError) as exc:
+        except (ConfigException, OSError, TypeError, ValueError) as exc:
             raise SourceUnavailable(f"no usable Kubernetes configuration: {exc}") from exc
-        # Fail fast: the client's default retries make an unreachable cluster hang for long seconds.
-        self.api.configuration.retries = 0
+        # Fail fast, set BEFORE the client exists (its connection pool copies them): urllib3's default
+        # retries would make an API server that accepts and never answers hang a read for many timeouts.
+        cfg.retries = False
+        self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)

@@ -8,6 +8,7 @@ peak error ratio, peak p99 latency against the baseline's median, lowest availab
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,9 +87,12 @@ class IncidentMetrics:
             unavailable=unavailable,
         )
 
-    def assess(self, rules: MetricRules | None = None) -> Assessment:
-        """Classify the evidence into a severity level with its reasons (default rules unless given)."""
-        return classify(self.evidence(), rules)
+    def assess(
+        self, rules: MetricRules | None = None, *, health_ok: bool | None = None, pods_ready: int | None = None
+    ) -> Assessment:
+        """Classify the evidence (with the health endpoint and ready pods, when known) into a level with its reasons."""
+        evidence = dataclasses.replace(self.evidence(), health_ok=health_ok, pods_ready=pods_ready)
+        return classify(evidence, rules)
 
     def table(self) -> pd.DataFrame:
         """One row per signal: worst in the evaluation window, normal (baseline), ratio, status."""
@@ -275,16 +279,25 @@ def read_incident_metrics(
 
 
 def assess_and_record(
-    record: Record, reading: IncidentMetrics, settings: Settings, *, actor: str
+    record: Record,
+    reading: IncidentMetrics,
+    settings: Settings,
+    *,
+    actor: str,
+    pods_ready: int | None = None,
 ) -> tuple[Assessment, str | None, str | None, str | None]:
-    """Classify severity from a reading and record it; raise (never lower) the incident's severity.
+    """Classify severity from a reading (plus the health probe and ready pods) and record it; raise, never lower.
 
-    Returns the assessment, the alert's own severity label, the severity before, and what changed (or None).
+    The health endpoint's latest recorded probe joins the evidence: with no ready pod it is "all pods
+    down" (P0). Returns the assessment, the alert's own severity label, the severity before, and what
+    changed (or None).
     """
     from irkit.severity import Level
 
     st = record.state()
-    a = reading.assess(settings.severity.metric_rules)
+    probes = [e["data"] for e in record.events() if e["type"] == "check.recorded" and e["data"].get("item") == "health"]
+    health_ok = {"ok": True, "problem found": False}.get(probes[-1]["status"]) if probes else None
+    a = reading.assess(settings.severity.metric_rules, health_ok=health_ok, pods_ready=pods_ready)
     label = st.get("alert_severity_label")
     record.append(
         "severity.assessed",

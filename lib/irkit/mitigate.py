@@ -283,14 +283,25 @@ class Scale:
 
 
 class Rollback(_PatchAction):
-    """``helm rollback`` when a helm binary and a release exist, else ``kubectl rollout undo``'s patch."""
+    """Roll back the recent change: ``helm rollback`` or the ReplicaSet-template PATCH, as ``kubernetes.rollback`` says."""
 
     name, title = "rollback", "Roll back the recent change"
 
-    def _helm(self, ctx: Context) -> str | None:
-        if ctx.view is None or not ctx.view.items("helm-releases"):
+    def _helm(self, ctx: Context) -> list[str] | None:
+        """The helm command prefix (binary, --kubeconfig, --kube-context) when the strategy is helm; else None."""
+        k = ctx.settings.kubernetes
+        if k.rollback != "helm":
             return None
-        return shutil.which("helm")
+        if ctx.view is None or not ctx.view.items("helm-releases"):
+            raise SourceUnavailable("kubernetes.rollback is helm but no Helm release history was read")
+        binary = shutil.which(k.helm_binary)
+        if binary is None:
+            raise SourceUnavailable(f"kubernetes.rollback is helm but {k.helm_binary!r} is not an executable")
+        return [
+            binary,
+            *(["--kubeconfig", k.kubeconfig] if k.kubeconfig else []),
+            *(["--kube-context", k.context] if k.context else []),
+        ]
 
     def plan(self, ctx: Context, args: Mapping[str, Any]) -> Plan:
         """Plan ``helm rollback`` to the previous (or given) release, else a PATCH to an older ReplicaSet's template."""
@@ -298,7 +309,7 @@ class Rollback(_PatchAction):
         name = dep["metadata"]["name"]
         current = int(dep["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0))
         helm = self._helm(ctx)
-        if helm and ctx.view is not None:
+        if helm is not None and ctx.view is not None:
             releases = ctx.view.helm_rows()
             deployed = next((r for r in releases if r["status"] == "deployed"), None)
             older = [
@@ -306,31 +317,32 @@ class Rollback(_PatchAction):
                 for r in releases
                 if deployed and isinstance(r["revision"], int) and r["revision"] < deployed["revision"]
             ]
-            if deployed and older:
-                target = int(args.get("revision") or older[0]["revision"])
-                chosen = next((r for r in releases if r["revision"] == target), None)
-                if chosen is None:
-                    raise BadInputError(f"helm release has no revision {target}; revisions: {[r['revision'] for r in releases]}")
-                release = ctx.settings.kubernetes.helm_release or ctx.settings.service.name
-                namespace = ctx.settings.kubernetes.namespace or ctx.settings.service.namespace
-                return Plan(
-                    self.name,
-                    dict(args),
-                    f"helm release {release}",
-                    f"helm rollback {release} {target} -n {namespace}",
-                    {
-                        "helm revision": deployed["revision"],
-                        "chart": deployed["chart"],
-                        "app version": deployed["app version"],
-                    },
-                    {
-                        "helm revision": target,
-                        "chart": chosen["chart"],
-                        "app version": chosen["app version"],
-                    },
-                    "pods replaced by a rolling update",
-                    {"helm": [helm, "rollback", release, str(target), "-n", namespace]},
-                )
+            if deployed is None or not older:
+                raise BadInputError("the Helm history has no deployed release with an earlier revision to roll back to")
+            target = int(args.get("revision") or older[0]["revision"])
+            chosen = next((r for r in releases if r["revision"] == target), None)
+            if chosen is None:
+                raise BadInputError(f"helm release has no revision {target}; revisions: {[r['revision'] for r in releases]}")
+            release = ctx.settings.kubernetes.helm_release or ctx.settings.service.name
+            namespace = ctx.settings.kubernetes.namespace or ctx.settings.service.namespace
+            return Plan(
+                self.name,
+                dict(args),
+                f"helm release {release}",
+                f"helm rollback {release} {target} -n {namespace}",
+                {
+                    "helm revision": deployed["revision"],
+                    "chart": deployed["chart"],
+                    "app version": deployed["app version"],
+                },
+                {
+                    "helm revision": target,
+                    "chart": chosen["chart"],
+                    "app version": chosen["app version"],
+                },
+                "pods replaced by a rolling update",
+                {"helm": [*helm, "rollback", release, str(target), "-n", namespace, "--wait"]},
+            )
         if ctx.view is None or not ctx.view.items("replicasets"):
             raise SourceUnavailable("no ReplicaSet history to roll back to")
         rows = ctx.view.rollout_rows()
@@ -381,9 +393,20 @@ class Rollback(_PatchAction):
         return super().execute(ctx, plan)
 
     def verify(self, ctx: Context, plan: Plan) -> tuple[bool, str]:
-        """Check the Deployment's image is the planned one (after a helm rollback, trust helm's exit status)."""
+        """Re-read the result: the Deployment's image, or after a helm rollback the release's new head revision."""
         if isinstance(plan.body, dict) and "helm" in plan.body:
-            return True, "helm reported success; watch the rollout in the next runbook"
+            argv = plan.body["helm"]
+            prefix, release, namespace = argv[: argv.index("rollback")], argv[argv.index("rollback") + 1], argv[-2]
+            history = _helm([*prefix, "history", release, "-n", namespace, "--max", "1", "-o", "json"], timeout_s=60)
+            try:
+                head = json.loads(history)[-1]
+            except (ValueError, IndexError, KeyError, TypeError):
+                return False, f"helm history gave no release: {history[:120]}"
+            ok = head.get("status") == "deployed" and plan.after["chart"] == head.get("chart")
+            return ok, (
+                f"release {release} revision {head.get('revision')} {head.get('status')}, chart {head.get('chart')} "
+                f"({head.get('description', '')})"
+            )
         image = _container(_deployment(ctx), None).get("image")
         return image == plan.after["image"], f"deployment template image {image}"
 

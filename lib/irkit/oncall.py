@@ -214,6 +214,9 @@ def ladder(
     acked_text = state.get("status_times", {}).get("acknowledged")
     acked = parse_ts(acked_text) if acked_text else None
     paged = {e["data"].get("role"): parse_ts(e["ts"]) for e in events if e["type"] == "escalation.paged"}
+    ticketed = next(
+        (parse_ts(e["ts"]) for e in events if e["type"] == "comms.sent" and e["data"].get("channel") == "jira"), None
+    )
     open_now = state.get("status") in OPEN_STATUSES
     oc = on_call(rota, detected)
     out = []
@@ -224,7 +227,7 @@ def ladder(
             who = contact.name if contact else step.role
         due = detected + step.after
         grace = RESPONSE_GRACE if step.who == "primary" else timedelta(0)
-        engaged = acked if step.who == "primary" else paged.get(step.role)
+        engaged = acked if step.who == "primary" else (ticketed if step.action == "ticket" else paged.get(step.role))
         needed = True
         if engaged is not None:
             text = "engaged" + (" (late)" if engaged > due + grace else "")

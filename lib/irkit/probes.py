@@ -108,6 +108,17 @@ def _safe(text: str, address: str) -> str:
     return text
 
 
+# Words in a driver's error that mean irkit's own credentials or configuration were refused (irkit could not look).
+CREDENTIAL_WORDS = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",  # the configured role or database
+    "NOAUTH",
+    "WRONGPASS",
+    "invalid password",
+)
+
+
 def _missing(dep: Dependency) -> CheckResult:
     where = f"environment variable {dep.url_env} is not set" if dep.url_env else "no url configured"
     return CheckResult(dep.name, CheckStatus.UNCHECKED, f"no address: {where}")
@@ -117,14 +128,14 @@ def _missing(dep: Dependency) -> CheckResult:
 
 
 def probe_http(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
-    """GET the URL: 2xx/3xx ok, any other status a problem, no answer could not check."""
+    """GET the URL: 2xx/3xx ok; any other status, or no answer at all, is a problem found."""
     url = _address(dep, environ)
     if not url:
         return _missing(dep)
     try:
         reply = Http(timeout_s=dep.timeout_s).get(url, allow_redirects=False)
-    except SourceUnavailable as exc:
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, str(exc))
+    except SourceUnavailable as exc:  # the dependency is down: that is a finding, not irkit failing to look
+        return CheckResult(dep.name, CheckStatus.PROBLEM, str(exc), {"stage": "connect"})
     details = {"status_code": reply.status, "elapsed_ms": reply.elapsed_ms}
     if reply.status < 400:
         return CheckResult(dep.name, CheckStatus.OK, f"HTTP {reply.status}", details)
@@ -147,7 +158,7 @@ def probe_tcp(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
     except socket.gaierror as exc:
         return CheckResult(
             dep.name,
-            CheckStatus.UNCHECKED,
+            CheckStatus.PROBLEM,
             f"DNS: cannot resolve {host}: {exc.strerror}",
             {"host": host, "stage": "dns"},
         )
@@ -158,7 +169,7 @@ def probe_tcp(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
     except OSError as exc:
         return CheckResult(
             dep.name,
-            CheckStatus.UNCHECKED,
+            CheckStatus.PROBLEM,
             f"cannot connect to {host}:{port}: {exc.strerror or type(exc).__name__}",
             {"host": host, "port": port, "stage": "connect"},
         )
@@ -201,7 +212,10 @@ def probe_postgres(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
             long_running = [{"pid": r[0], "seconds": r[1], "query": r[2]} for r in cur.fetchall()]
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"cannot query PostgreSQL: {_safe(first, dsn)[:200]}")
+        # Our credentials refused: irkit could not look. Anything else (refused, timed out, gone): the database is down.
+        ours = any(w in first for w in CREDENTIAL_WORDS)
+        status, stage = (CheckStatus.UNCHECKED, "auth") if ours else (CheckStatus.PROBLEM, "connect")
+        return CheckResult(dep.name, status, f"cannot query PostgreSQL: {_safe(first, dsn)[:200]}", {"stage": stage})
     ratio = used / maximum if maximum else 0.0
     details = {"connections": used, "max_connections": maximum, "long_running": long_running}
     problems = []
@@ -228,9 +242,10 @@ def probe_redis(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
         r.ping()
         info = r.info()
     except redis.RedisError as exc:
-        return CheckResult(
-            dep.name, CheckStatus.UNCHECKED, f"cannot query Redis: {type(exc).__name__}: {_safe(str(exc), url)}"[:200]
-        )
+        ours = isinstance(exc, redis.AuthenticationError) or any(w in str(exc) for w in CREDENTIAL_WORDS)
+        status, stage = (CheckStatus.UNCHECKED, "auth") if ours else (CheckStatus.PROBLEM, "connect")
+        text = f"cannot query Redis: {type(exc).__name__}: {_safe(str(exc), url)}"[:200]
+        return CheckResult(dep.name, status, text, {"stage": stage})
     used, maxmem = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     evicted, clients = int(info.get("evicted_keys", 0)), int(info.get("connected_clients", 0))
     details = {"used_memory": used, "maxmemory": maxmem, "connected_clients": clients, "evicted_keys": evicted}
@@ -248,7 +263,7 @@ def probe_s3(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
     """HEAD the bucket: reachable and present, missing (problem), or forbidden/unreachable (could not check)."""
     import boto3
     from botocore.config import Config as BotoConfig
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     if not dep.bucket:
         return CheckResult(dep.name, CheckStatus.UNCHECKED, "no bucket configured")
@@ -272,8 +287,10 @@ def probe_s3(dep: Dependency, environ: Mapping[str, str]) -> CheckResult:
         if code in ("404", "NoSuchBucket", "NotFound"):
             return CheckResult(dep.name, CheckStatus.PROBLEM, f"bucket {dep.bucket} does not exist", {"code": code})
         return CheckResult(dep.name, CheckStatus.UNCHECKED, f"HEAD {dep.bucket} refused: {code}", {"code": code})
-    except BotoCoreError as exc:
-        return CheckResult(dep.name, CheckStatus.UNCHECKED, f"S3 unreachable: {type(exc).__name__}")
+    except NoCredentialsError:
+        return CheckResult(dep.name, CheckStatus.UNCHECKED, "no S3 credentials (access_key_env/secret_key_env)")
+    except BotoCoreError as exc:  # endpoint refused or timed out: S3 is unreachable from here, a finding
+        return CheckResult(dep.name, CheckStatus.PROBLEM, f"S3 unreachable: {type(exc).__name__}", {"stage": "connect"})
     return CheckResult(dep.name, CheckStatus.OK, f"bucket {dep.bucket} reachable", {"bucket": dep.bucket})
 
 

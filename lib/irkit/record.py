@@ -133,6 +133,7 @@ def initial_state() -> dict[str, Any]:
         "detected_at": None,
         "status_times": {},
         "last_update_at": None,
+        "providers": {"jira": None, "jira_url": None, "statuspage": None, "pagerduty": []},
         "alerts": {},
         "alerts_resolved": False,
         "runs": [],
@@ -145,6 +146,20 @@ def initial_state() -> dict[str, Any]:
         "last_event_at": None,
         "head": {"seq": 0, "hash": GENESIS, "size": 0},
     }
+
+
+PAGES = ("page", "page-commander")  # PagerDuty events that open an alert (acknowledge/resolve only sync it)
+
+
+def _remember_provider(providers: dict[str, Any], d: Mapping[str, Any]) -> None:
+    """Keep the ids the providers gave us: the ticket key, the status-page incident, every PagerDuty dedup key."""
+    channel, rid = d.get("channel"), str(d["response_id"])
+    if channel == "jira":
+        providers["jira"], providers["jira_url"] = rid, d.get("url")
+    elif channel == "statuspage":
+        providers["statuspage"] = rid
+    elif channel == "pagerduty" and d.get("action", "page") in PAGES and rid not in providers["pagerduty"]:
+        providers["pagerduty"].append(rid)  # a trigger's dedup key; acknowledge/resolve sync events reuse it
 
 
 def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
@@ -174,8 +189,11 @@ def apply_event(state: dict[str, Any], ev: Event) -> dict[str, Any]:
         state["status_times"].setdefault(d["to"], ts)
     elif t in ("action.approved", "action.executed", "action.failed"):
         state["actions"].append({"key": d.get("key"), "action": d.get("action"), "event": t, "ts": ts})
-    elif t == "comms.sent" and d.get("channel") in STAKEHOLDER_CHANNELS:
-        state["last_update_at"] = ts  # a page or a ticket is not a stakeholder update
+    elif t in ("comms.sent", "escalation.paged"):
+        if d.get("response_id"):
+            _remember_provider(state["providers"], d)
+        if t == "comms.sent" and d.get("channel") in STAKEHOLDER_CHANNELS:
+            state["last_update_at"] = ts  # a page or a ticket is not a stakeholder update
     elif t in ("alert.firing", "alert.resolved"):
         fp = d.get("fingerprint") or d.get("alertname") or "alert"
         state["alerts"][fp] = {
@@ -471,6 +489,33 @@ class Record:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str, *, wait: bool) -> Iterator[bool]:
+        """Hold the record's ``.runs/<name>.lock`` (one holder across processes); yields False if busy and not ``wait``.
+
+        For side effects outside the record (a page, a ticket) that must happen once even when two
+        processes act on the same incident.
+        """
+        runs = self.path / ".runs"
+        if runs.is_symlink():
+            raise BadInputError(f"{runs} is a symlink; refusing to use it")
+        runs.mkdir(exist_ok=True)
+        try:
+            fd = os.open(runs / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadInputError(f"{runs}/{name}.lock is a symlink; refusing to use it") from None
+            raise _storage_error(exc, f"the {name} lock of {self.id}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def _read_raw(self) -> bytes:
         try:

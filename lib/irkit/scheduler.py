@@ -21,17 +21,14 @@ minutes; a step with no channel configured is an ``escalation.unsent`` event and
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from irkit.comms import PagerDutySender, Rendered, SenderFactory, sender_for
+from irkit.comms import PagerDutySender, Rendered, SenderFactory, open_ticket, sender_for
 from irkit.config import Settings
 from irkit.errors import IrkitError
 from irkit.events import Event, Status
@@ -41,8 +38,14 @@ from irkit.severity import Level
 from irkit.times import human, parse_ts, rfc3339, utcnow
 
 RETRY_AFTER = timedelta(minutes=5)
-DONE_EVENTS = ("escalation.paged", "escalation.unsent", "update.reminded", "update.escalated")
-LOCK = ".runs/tick.lock"
+DONE_EVENTS = (
+    "escalation.paged",
+    "escalation.unsent",
+    "update.reminded",
+    "update.escalated",
+    "comms.sent",
+    "comms.skipped",
+)
 TICKET_EVENTS = ("comms.sent", "escalation.paged")
 
 
@@ -140,6 +143,11 @@ def fire(
     senders: Mapping[str, SenderFactory] | None = None,
 ) -> str:
     """Deliver one firing on its channel and record what happened; returns one line for a log."""
+    if firing.action == "ticket":
+        res = open_ticket(record, settings, environ, now=record.clock(), actor=actor, key=firing.key, senders=senders)
+        if res.ok:
+            return f"{firing.key}: ticket {res.response_id}"
+        return f"{firing.key}: no ticket: {res.error}"
     channel = {"page": "pagerduty", "page-commander": "pagerduty", "notify": "slack", "remind": "slack"}.get(
         firing.action, "jira"
     )
@@ -166,7 +174,7 @@ def fire(
             {"incident": record.id, "who": firing.who, "due": rfc3339(firing.due_at)},
         )
     else:
-        message = Rendered(firing.action, firing.text, None, "", _ticket_context(state, record.id, firing))
+        message = Rendered(firing.action, firing.text, None, "", {})
         result = sender.send(message, record.id)
     if not result.ok:
         record.append("comms.failed", {**base, "kind": "escalation", "error": result.error}, actor=actor)
@@ -174,28 +182,6 @@ def fire(
     extra = {"delivered": True} if done_type != "escalation.paged" else {}
     record.append(done_type, {**base, **extra, "response_id": result.response_id, **result.extra}, actor=actor)
     return f"{firing.key}: {firing.action} {firing.who} via {channel} ({result.response_id})"
-
-
-def _ticket_context(state: Mapping[str, Any], record_id: str, firing: Firing) -> dict[str, Any]:
-    """What the Jira sender reads from a message's context."""
-    return {"severity": state.get("severity") or "?", "title": state.get("title") or record_id, "who": firing.who}
-
-
-@contextlib.contextmanager
-def evaluating(record: Record) -> Iterator[bool]:
-    """Hold the record's tick lock; yields False (and evaluates nothing) when another process holds it."""
-    path = record.path / LOCK
-    path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def tick_incident(
@@ -208,15 +194,52 @@ def tick_incident(
     senders: Mapping[str, SenderFactory] | None = None,
 ) -> list[str]:
     """One evaluation of one incident: fire what is due, once; returns a line per firing."""
-    with evaluating(record) as mine:
+    with record.exclusive("tick", wait=False) as mine:
         if not mine:
             return ["another process is evaluating this incident"]
         state = record.state()
         firings = due(record.id, state, record.events(), settings, now)
         lines = [fire(record, f, settings, environ, actor=actor, senders=senders) for f in firings]
+        lines += sync_pagerduty(record, settings, environ, now=now, actor=actor, senders=senders)
         if not state.get("replay"):
             lines += decide_watch(record, settings, environ, now=now, actor=actor)
         return lines
+
+
+def sync_pagerduty(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    now: datetime,
+    actor: str,
+    senders: Mapping[str, SenderFactory] | None = None,
+) -> list[str]:
+    """Acknowledge every PagerDuty alert this incident opened once it is acknowledged; resolve them once it is resolved."""
+    state = record.state()
+    keys = state["providers"]["pagerduty"]
+    status = state.get("status")
+    if not keys or status == Status.DETECTED:
+        return []
+    action = "resolve" if status in (Status.RESOLVED, Status.REVIEWED) else "acknowledge"
+    pager = sender_for("pagerduty", settings, environ, senders)
+    if not isinstance(pager, PagerDutySender):
+        return []
+    skip = fired_keys(record.events(), now)
+    lines = []
+    for dedup in keys:
+        key = f"pagerduty-{action}:{dedup}"
+        if key in skip:
+            continue
+        res = pager.event(action, dedup, "", state.get("severity"), settings.service.component)
+        base = {"kind": f"pagerduty_{action}", "channel": "pagerduty", "action": action, "key": key}
+        if res.ok:
+            record.append("comms.sent", {**base, "response_id": dedup}, actor=actor)
+            lines.append(f"{key}: done")
+        else:
+            record.append("comms.failed", {**base, "error": res.error}, actor=actor)
+            lines.append(f"{key}: failed: {res.error} (retried in {human(RETRY_AFTER)})")
+    return lines
 
 
 def decide_watch(
@@ -258,8 +281,8 @@ def tick(
         try:
             record = opener(iid)
             state = record.state()
-            if state.get("status") in (Status.RESOLVED, Status.REVIEWED):
-                continue
+            if state.get("status") in (Status.RESOLVED, Status.REVIEWED) and not state["providers"]["pagerduty"]:
+                continue  # nothing left to do for it: no escalation, no update, no PagerDuty alert to resolve
             at = utcnow()
             if now is not None:
                 if not state.get("replay"):

@@ -150,7 +150,9 @@ class Session:
 
     def assess(self, reading: IncidentMetrics) -> views.Assessed:
         """Classify severity from the metrics; record it, and raise (never lower) the incident's severity."""
-        return views.Assessed(*metrics.assess_and_record(self.record, reading, self.settings, actor=self.actor))
+        ready = next((v.ready_pods() for v in self._views.values()), None)  # the pods this runbook read
+        found = metrics.assess_and_record(self.record, reading, self.settings, actor=self.actor, pods_ready=ready)
+        return views.Assessed(*found)
 
     def _figure(self, fig: Figure, name: str) -> Any:
         from IPython.display import Image
@@ -293,6 +295,15 @@ class Session:
         st = self.state()
         steps = ladder(self.settings.escalation, self.settings.rotation, st, self.record.events(), self.clock())
         return views.escalation_table(steps, st.get("severity"))
+
+    def open_ticket(self) -> str:
+        """Plan 1.2: create the incident ticket (Jira) once; its key becomes every message's ticket."""
+        if self.settings.comms.jira is None:
+            return "no ticket system configured (comms.jira); messages show comms.ticket_url or 'not yet created'"
+        res = comms.open_ticket(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
+        if not res.ok:
+            return f"ticket NOT created: {res.error} (recorded; irkit serve retries)"
+        return f"ticket {res.response_id}" + (" (already open)" if res.extra.get("existing") else "")
 
     def page_due_escalations(self) -> list[str]:
         """Page every overdue ladder step through PagerDuty (when configured) and record it."""

@@ -442,6 +442,8 @@ class Evidence:
     latency_p99: float | None = None
     latency_baseline: float | None = None
     availability: float | None = None
+    health_ok: bool | None = None  # the service's health endpoint answered OK (None: not probed)
+    pods_ready: int | None = None  # ready pods of the workload (None: could not read the pods)
     unavailable: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
@@ -484,6 +486,16 @@ def classify(evidence: Evidence, rules: MetricRules | None = None) -> Assessment
                 f"≤ {rules.unavailable_at_or_below:g}",
                 Level.P0,
                 f"no healthy targets (availability {evidence.availability:.0%}): service completely unavailable",
+            )
+        )
+    if evidence.health_ok is False and evidence.pods_ready == 0:
+        reasons.append(
+            Reason(
+                "pods ready",
+                0.0,
+                "0 and health endpoint failing",
+                Level.P0,
+                "all pods down: no ready pod and the health endpoint does not answer",
             )
         )
     if evidence.error_ratio is not None:

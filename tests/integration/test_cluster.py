@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +106,7 @@ def test_missing_metrics_api_falls_back_to_prometheus_saturation(tmp_path: Path)
     assert r.details["saturation"] == {"saturation_cpu": 0.74}
 
 
-def test_unreachable_cluster_is_could_not_check(tmp_path: Path) -> None:
+def kubeconfig_for(tmp_path: Path, server: str) -> Path:
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text(
         json.dumps(
@@ -110,17 +114,62 @@ def test_unreachable_cluster_is_could_not_check(tmp_path: Path) -> None:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "current-context": "x",
-                "clusters": [{"name": "x", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+                "clusters": [{"name": "x", "cluster": {"server": server}}],
                 "users": [{"name": "x", "user": {"token": "t"}}],
                 "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
             }
         )
     )
-    src = LiveCluster(load_config(None, {"IRKIT_KUBERNETES__KUBECONFIG": str(kubeconfig)}), timeout_s=2)
+    return kubeconfig
+
+
+def test_unreachable_cluster_is_could_not_check(tmp_path: Path) -> None:
+    kubeconfig = kubeconfig_for(tmp_path, f"http://127.0.0.1:{free_port()}")
+    src = LiveCluster(load_config(None, {"IRKIT_KUBERNETES__KUBECONFIG": str(kubeconfig)}))
     with pytest.raises(SourceUnavailable, match="unreachable"):
         src.read("pods")
+
+
+def test_an_api_server_that_never_answers_is_tried_once_per_read_not_retried(tmp_path: Path) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are accepted by the kernel; nothing is ever read or answered
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    kubeconfig = kubeconfig_for(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
+    env = {"IRKIT_KUBERNETES__KUBECONFIG": str(kubeconfig), "IRKIT_KUBERNETES__READ_TIMEOUT_S": "0.5"}
+    src = LiveCluster(load_config(None, env))
+    try:
+        with pytest.raises(SourceUnavailable, match="unreachable"):
+            src.read("pods")
+        time.sleep(0.2)
+        assert len(accepted) == 1  # urllib3's default would have connected 4 times (3 retries)
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
 
 
 def test_no_kubeconfig_is_could_not_check(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="no usable Kubernetes configuration"):
         LiveCluster(load_config(None, {"IRKIT_KUBERNETES__KUBECONFIG": str(tmp_path / "missing")}))
+
+
+def test_disk_is_checked_from_prometheus_volume_stats(tmp_path: Path) -> None:
+    with fake_kube() as kube:
+        view = capture(live(tmp_path, kube))
+    settings = load_config(None, {})
+    full = Evidence(settings, {}, scenario.TIMELINE["alert"], view, saturation={"saturation_disk": 0.93})
+    r = check_resources(full)
+    assert r.status == CheckStatus.PROBLEM and "volumes at 93% of capacity" in r.evidence
+    assert r.details["disk"] == 0.93
+    roomy = check_resources(Evidence(settings, {}, scenario.TIMELINE["alert"], view, saturation={"saturation_disk": 0.4}))
+    assert "volumes" not in roomy.evidence and roomy.details["disk"] == 0.4  # read, and not a finding
+    unknown = check_resources(Evidence(settings, {}, scenario.TIMELINE["alert"], view))
+    assert "disk" not in unknown.details

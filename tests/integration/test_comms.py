@@ -115,6 +115,7 @@ def test_slack_webhook_request_format_and_escaping(http, records: Path) -> None:
     assert req["path"] == "/services/T000/B000/XXXX"
     assert req["headers"]["Content-Type"] == "application/json"
     body = req["body"]
+    assert body["channel"] == "#incidents"  # comms.slack.channel
     assert body["text"].startswith("🚨 INCIDENT ALERT") and [b["type"] for b in body["blocks"]] == [
         "header",
         "section",
@@ -261,7 +262,9 @@ def test_templates_render_every_field_and_unknowns_read_as_unknown(records: Path
         msg = comms.render(rec, s, kind, now=datetime.now(UTC), actor="t")
         assert "None" not in msg.text and "{{" not in msg.text
         assert "not yet assessed" in msg.text, kind  # no severity yet: every message says so
-    assert not comms.applicable("email_stakeholders", "P2") and comms.applicable("email_stakeholders", "P0")
+    assert not comms.applicable("email_stakeholders", "P2", s) and comms.applicable("email_stakeholders", "P0", s)
+    p2_email = load_config(None, {"IRKIT_SEVERITY": json.dumps({"levels": {"P2": {"stakeholder_email": True}}})})
+    assert comms.applicable("email_stakeholders", "P2", p2_email)  # the policy's override is honoured
     assert (rec.path / "comms" / "01-slack_initial.txt").is_file()
     assert rec.verify().ok
 

@@ -4,6 +4,7 @@ criteria against real Prometheus and Alertmanager."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +23,10 @@ from irkit.alerts import load_notification_file, open_from_notification, record_
 from irkit.cluster import capture
 from irkit.config import load_config
 from irkit.demo import SCENARIO_DIR
+from irkit.errors import SourceUnavailable
 from irkit.k8s import LiveCluster
 from irkit.metrics import read_metrics
-from irkit.mitigate import Context, default_actions, run_action
+from irkit.mitigate import Context, Rollback, default_actions, run_action
 from irkit.prom import PrometheusSource
 from irkit.record import Record
 from irkit.resolve import alertmanager_alerts, alerts_criterion, metric_criteria, smoke_criteria
@@ -327,3 +329,60 @@ def test_resolution_runbook_refuses_above_1_percent_and_resolves_below(
     assert checked["decision"] == "resolved", checked
     assert {c["name"]: c["result"] for c in checked["criteria"]}["no active alerts"] == "pass"
     assert rec.state()["status"] == "resolved"
+
+
+def test_helm_rollback_uses_the_configured_cluster_and_verifies_the_release_it_left(tmp_path: Path, records: Path) -> None:
+    calls = tmp_path / "helm-calls.jsonl"
+    history = tmp_path / "history.json"
+    helm = tmp_path / "helm"
+    helm.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys\n"
+        f"pathlib.Path({str(calls)!r}).open('a').write(json.dumps(sys.argv[1:]) + chr(10))\n"
+        f"print(pathlib.Path({str(history)!r}).read_text() if 'history' in sys.argv else 'Rollback was a success!')\n"
+    )
+    helm.chmod(0o755)
+    rec = opened(records, "INC-HELM-1")
+    with fake_kube() as kube:
+        settings = load_config(
+            None,
+            {
+                "IRKIT_KUBERNETES__KUBECONFIG": str(kube.kubeconfig(tmp_path)),
+                "IRKIT_KUBERNETES__CONTEXT": "fake",
+                "IRKIT_KUBERNETES__ROLLBACK": "helm",
+                "IRKIT_KUBERNETES__HELM_BINARY": str(helm),
+            },
+        )
+        cluster = LiveCluster(settings)
+        ctx = Context(settings, {}, view=capture(cluster, tail_lines=1), cluster=cluster, now=datetime.now(UTC))
+        planned = act(rec, ctx, "rollback", {}, approve=False)
+        target = planned.plan.after
+        history.write_text(json.dumps([{"revision": 9, "status": "deployed", "chart": target["chart"],
+                                        "description": f"Rollback to {target['helm revision']}"}]))  # fmt: skip
+        done = act(rec, ctx, "rollback", {}, approve=True)
+        assert kube.mutating() == []  # helm did the change, not a PATCH
+    argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    rollback = [a for a in argv if "rollback" in a]
+    assert [a[-1] for a in rollback] == ["--dry-run", "--dry-run", "--wait"]  # planned; approved: rehearsed, run
+    for a in argv:
+        assert a[:4] == ["--kubeconfig", str(kube.kubeconfig(tmp_path)), "--kube-context", "fake"], a
+    assert any("history" in a for a in argv)
+    assert done.status == "executed" and done.verified is True and "revision 9 deployed" in done.post_state
+    history.write_text(json.dumps([{"revision": 9, "status": "failed", "chart": target["chart"]}]))
+    assert Rollback().verify(ctx, done.plan)[0] is False  # a release helm left failed is not verified
+
+
+def test_helm_strategy_without_a_helm_binary_is_could_not_plan(tmp_path: Path, records: Path) -> None:
+    with fake_kube() as kube:
+        settings = load_config(
+            None,
+            {
+                "IRKIT_KUBERNETES__KUBECONFIG": str(kube.kubeconfig(tmp_path)),
+                "IRKIT_KUBERNETES__ROLLBACK": "helm",
+                "IRKIT_KUBERNETES__HELM_BINARY": str(tmp_path / "no-helm"),
+            },
+        )
+        cluster = LiveCluster(settings)
+        ctx = Context(settings, {}, view=capture(cluster, tail_lines=1), cluster=cluster, now=datetime.now(UTC))
+        with pytest.raises(SourceUnavailable, match="not an executable"):
+            act(opened(records, "INC-HELM-2"), ctx, "rollback", {}, approve=False)

@@ -76,14 +76,20 @@ def _quietly(fn: Any, *args: Any) -> None:
         fn(*args)
 
 
-def test_postgres_stopped_is_could_not_check() -> None:
+def test_postgres_stopped_is_a_problem_found() -> None:
     r = run("postgres", url=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", timeout_s=2)
-    assert r.status == CheckStatus.UNCHECKED and "cannot query PostgreSQL" in r.evidence
+    assert r.status == CheckStatus.PROBLEM and "cannot query PostgreSQL" in r.evidence
 
 
-def test_postgres_dns_failure_is_could_not_check() -> None:
+def test_postgres_dns_failure_is_a_problem_found() -> None:
     r = run("postgres", url="postgresql://postgres@db.does-not-exist.invalid:5432/postgres", timeout_s=2)
-    assert r.status == CheckStatus.UNCHECKED
+    assert r.status == CheckStatus.PROBLEM
+
+
+def test_postgres_refusing_our_role_is_could_not_check(postgres_server) -> None:
+    url = postgres_server.dsn.replace("postgresql://postgres@", "postgresql://irkit_nobody:pw-canary@", 1)
+    r = run("postgres", url=url, timeout_s=2)
+    assert r.status == CheckStatus.UNCHECKED and "pw-canary" not in r.evidence, r
 
 
 def test_postgres_secret_dsn_from_env_and_missing_env(postgres_server) -> None:
@@ -118,9 +124,9 @@ def test_redis_with_evictions_is_a_problem(redis_server) -> None:
     assert r.details["evicted_keys"] > 0
 
 
-def test_redis_stopped_is_could_not_check() -> None:
+def test_redis_stopped_is_a_problem_found() -> None:
     r = run("redis", url=f"redis://127.0.0.1:{free_port()}/0", timeout_s=2)
-    assert r.status == CheckStatus.UNCHECKED and "ConnectionError" in r.evidence
+    assert r.status == CheckStatus.PROBLEM and "ConnectionError" in r.evidence
 
 
 # --------------------------------------------------------------------------- S3 (moto server)
@@ -159,7 +165,7 @@ def test_s3_bucket_ok_missing_and_unreachable(s3_endpoint: str) -> None:
     missing = s3(s3_endpoint, "no-such-bucket")
     assert missing.status == CheckStatus.PROBLEM and "does not exist" in missing.evidence
     down = s3(f"http://127.0.0.1:{free_port()}", "schema-registry-artifacts")
-    assert down.status == CheckStatus.UNCHECKED and "unreachable" in down.evidence
+    assert down.status == CheckStatus.PROBLEM and "unreachable" in down.evidence
 
 
 # --------------------------------------------------------------------------- HTTP, TCP, Sentry
@@ -202,13 +208,13 @@ def test_http_ok_problem_and_unreachable(http_server) -> None:
     assert run("http", url=f"{url}/health").status == CheckStatus.OK
     bad = run("http", url=f"{url}/broken")
     assert bad.status == CheckStatus.PROBLEM and "503" in bad.evidence
-    assert run("http", url=f"http://127.0.0.1:{free_port()}/health", timeout_s=2).status == CheckStatus.UNCHECKED
+    assert run("http", url=f"http://127.0.0.1:{free_port()}/health", timeout_s=2).status == CheckStatus.PROBLEM
 
 
 def test_tcp_and_dns(redis_server) -> None:
     assert run("tcp", url=f"tcp://127.0.0.1:{redis_server.port}").status == CheckStatus.OK
     dns = run("tcp", url="tcp://nothing-here.invalid:443", timeout_s=2)
-    assert dns.status == CheckStatus.UNCHECKED and dns.evidence.startswith("DNS")
+    assert dns.status == CheckStatus.PROBLEM and dns.evidence.startswith("DNS")
 
 
 def test_sentry_new_issues_are_a_problem(http_server) -> None:
@@ -268,7 +274,7 @@ def test_irkit_check_stopped_redis_and_healthy_postgres(cli, tmp_path: Path, pos
     assert res.exit_code == 0, res.stderr
     rows = {r["item"]: r for r in json.loads(res.stdout)}
     assert rows["Verify database health and connectivity"]["status"] == "ok"
-    assert rows["Verify Redis cache health"]["status"] == "could not check"
+    assert rows["Verify Redis cache health"]["status"] == "problem found"  # a stopped Redis is a finding
     # no cluster snapshot in this record: the cluster items say so instead of passing
     assert rows["Check recent deployments/changes"]["status"] == "could not check"
     assert sum(1 for e in rec.events() if e["type"] == "check.recorded") == 10

@@ -45,6 +45,9 @@ class Providers(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    def do_PATCH(self) -> None:
+        self.do_POST()
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
         Providers.log.append({"path": self.path, "body": body, "at": time.monotonic()})
@@ -56,6 +59,8 @@ class Providers(BaseHTTPRequestHandler):
                 status, answer = 202, {"status": "success", "dedup_key": body.get("dedup_key")}
         elif self.path.startswith("/rest/api/2/issue"):
             status, answer = 201, {"key": f"OPS-{len(Providers.log)}"}
+        elif self.path.startswith("/pages/"):
+            status, answer = 201, {"id": "sp-1", "shortlink": "https://stspg.io/sp-1"}
         else:
             status, answer = 200, "ok"
         data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
@@ -114,8 +119,12 @@ def replayed_incident(records: Path, severity: str, iid: str = "INC-CLOCK-1") ->
     return rec
 
 
-def pages(log: list[dict[str, Any]]) -> list[str]:
-    return [r["body"]["dedup_key"].split("-", 3)[-1] for r in log if r["path"] == "/v2/enqueue"]
+def pages(log: list[dict[str, Any]], action: str = "trigger") -> list[str]:
+    return [
+        r["body"]["dedup_key"].split("-", 3)[-1]
+        for r in log
+        if r["path"] == "/v2/enqueue" and r["body"]["event_action"] == action
+    ]
 
 
 def minute_of(rec: Record, etype: str, key: str) -> int:
@@ -159,7 +168,8 @@ def test_a_p0_over_90_minutes_pages_reminds_and_tickets_once_each_across_a_resta
     assert [r["path"] for r in Providers.log].count("/services/T000/B000/XXXX") == 1  # one reminder
     assert minute_of(rec, "escalation.paged", "escalation:On-call SRE") == 0
     assert minute_of(rec, "escalation.paged", "escalation:Engineering Manager") == 0  # P0: at once
-    assert minute_of(rec, "escalation.paged", "ticket") == 0
+    assert minute_of(rec, "comms.sent", "ticket") == 0
+    assert rec.state()["providers"]["jira"].startswith("OPS-")  # the ticket key, kept for the messages
     assert minute_of(rec, "escalation.paged", "escalation:Secondary on-call") == 5  # nobody acknowledged
     assert minute_of(rec, "escalation.paged", "escalation:Engineering Lead") == 15
     assert minute_of(rec, "update.reminded", "update:2025-11-20T14:47:00Z") == 15
@@ -311,3 +321,111 @@ def test_an_overdue_review_is_flagged_in_show_list_and_the_index(cli, records: P
     rec.clock = lambda: T0 + timedelta(days=3, hours=1)
     rec.set_status("reviewed", actor="alice")
     assert "REVIEW OVERDUE" not in cli("list", "--records", str(records)).stdout
+
+
+def test_pagerduty_alerts_follow_the_incident_acknowledged_then_resolved(
+    tmp_path: Path, records: Path, providers: str
+) -> None:
+    _, settings, env = settings_and_env(tmp_path, providers)
+    rec = replayed_incident(records, "P1")
+    tick(records, settings, env, now=T0, actor="irkit-serve")
+    assert pages(Providers.log) == ["escalation-on-call-sre"] and pages(Providers.log, "acknowledge") == []
+    rec.clock = lambda: T0 + timedelta(minutes=3)
+    rec.set_status("acknowledged", actor="alice")
+    for minute in (4, 5, 16, 31):
+        tick(records, settings, env, now=T0 + timedelta(minutes=minute), actor="irkit-serve")
+    # each alert acknowledged once, including pages sent after the acknowledgement
+    assert pages(Providers.log, "acknowledge") == [
+        "escalation-on-call-sre",
+        "escalation-engineering-lead",
+        "escalation-engineering-manager",
+    ]
+    for minutes, status in ((20, "investigating"), (30, "monitoring"), (70, "resolved")):
+        rec.clock = lambda m=minutes: T0 + timedelta(minutes=m)
+        rec.set_status(status, actor="alice")
+    tick(records, settings, env, now=T0 + timedelta(minutes=71), actor="irkit-serve")
+    tick(records, settings, env, now=T0 + timedelta(minutes=72), actor="irkit-serve")
+    opened = [k.split("-", 3)[-1] for k in rec.state()["providers"]["pagerduty"]]
+    assert sorted(pages(Providers.log, "resolve")) == sorted(opened)
+    assert len(pages(Providers.log, "resolve")) == 3  # on-call SRE, Engineering Lead, Engineering Manager
+
+
+def test_statuspage_updates_and_resolves_the_incident_it_opened(
+    cli, tmp_path: Path, records: Path, providers: str
+) -> None:
+    from irkit import comms
+
+    cfg = {**config(providers)["comms"], "statuspage": {"page_id": "pg1", "api_key_env": "SP_KEY", "url": providers}}
+    settings = load_config(None, {"IRKIT_COMMS": json.dumps(cfg)})
+    env = {"SP_KEY": "sp-key"}
+    rec = replayed_incident(records, "P1")
+    for kind in ("statuspage_initial", "statuspage_initial", "statuspage_resolved"):
+        message = comms.render(rec, settings, kind, now=T0, actor="t")
+        assert comms.deliver(rec, settings, env, message, actor="t").ok
+    calls = [(r["path"], r["body"]["incident"].get("status")) for r in Providers.log]
+    assert calls[0] == ("/pages/pg1/incidents", "investigating")
+    assert calls[1:] == [("/pages/pg1/incidents/sp-1", "investigating"), ("/pages/pg1/incidents/sp-1", "resolved")]
+    assert rec.state()["providers"]["statuspage"] == "sp-1"
+    assert json.loads(cli("show", "INC-CLOCK-1", "--records", str(records), "--json").stdout)["providers"]["statuspage"] == "sp-1"
+
+
+def test_irkit_comms_send_ticket_opens_one_ticket_and_messages_carry_its_key(
+    cli, tmp_path: Path, records: Path, providers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, _, env = settings_and_env(tmp_path, providers)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    replayed_incident(records, "P2")
+    first = cli("comms", "INC-CLOCK-1", "send", "ticket", "--records", str(records), "--config", str(cfg))
+    again = cli("comms", "INC-CLOCK-1", "send", "ticket", "--records", str(records), "--config", str(cfg))
+    assert first.exit_code == 0 and again.exit_code == 0, first.stderr + again.stderr
+    assert first.stdout.startswith("ticket: OPS-") and "(already open)" in again.stdout
+    assert [r["path"] for r in Providers.log].count("/rest/api/2/issue") == 1
+    issue = next(r["body"]["fields"] for r in Providers.log if r["path"] == "/rest/api/2/issue")
+    assert issue["summary"].startswith("[P2]") and "Record: irkit show INC-CLOCK-1" in issue["description"]
+    shown = cli("comms", "INC-CLOCK-1", "render", "slack_initial", "--records", str(records), "--config", str(cfg))
+    assert f"Ticket: {providers}/browse/OPS-" in shown.stdout
+
+
+def _tick_in_child(records: str, cfg: str, env: dict[str, str], at: str, barrier: Any) -> None:
+    settings = load_config(cfg, env)
+    barrier.wait()
+    tick(records, settings, env, now=datetime.fromisoformat(at), actor="serve-b")
+
+
+def test_two_serve_processes_at_the_same_minute_page_once(tmp_path: Path, records: Path, providers: str) -> None:
+    import multiprocessing
+
+    cfg, _, env = settings_and_env(tmp_path, providers)
+    replayed_incident(records, "P0")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(3)
+    procs = [
+        ctx.Process(target=_tick_in_child, args=(str(records), str(cfg), env, T0.isoformat(), barrier))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sorted(pages(Providers.log)) == ["escalation-engineering-manager", "escalation-on-call-sre"]
+    assert [r["path"] for r in Providers.log].count("/rest/api/2/issue") == 1
+
+
+def test_the_session_opens_one_ticket_however_many_ask_at_once(tmp_path: Path, records: Path, providers: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from irkit.session import Session
+
+    _, settings, env = settings_and_env(tmp_path, providers)
+    rec = replayed_incident(records, "P1")
+    sessions = [Session(Record.open(records, rec.id), settings, actor=f"r{i}", batch=False, environ=env) for i in range(4)]
+    for s in sessions:
+        s.record.clock = lambda: T0 + timedelta(minutes=2)
+    with ThreadPoolExecutor(4) as pool:
+        said = list(pool.map(lambda s: s.open_ticket(), sessions))
+    assert [r["path"] for r in Providers.log].count("/rest/api/2/issue") == 1
+    assert sum("(already open)" in line for line in said) == 3 and all(line.startswith("ticket OPS-") for line in said)
+    unconfigured = Session(rec, load_config(None, {}), actor="a", batch=False)
+    assert unconfigured.open_ticket().startswith("no ticket system configured")

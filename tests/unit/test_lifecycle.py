@@ -86,3 +86,19 @@ def test_unknown_arguments_are_refused(records: Path) -> None:
             batch=False,
         )
     assert not any(e["type"].startswith("action.") for e in rec.events())
+
+
+def test_a_human_answer_stands_over_a_later_automated_run_and_both_are_shown(records: Path) -> None:
+    from irkit.checklist import checklist_rows, record_result
+    from irkit.probes import CheckResult, CheckStatus
+
+    s = session(records)
+    s.answer("database", "problem found", "pool exhausted: 50/50 connections in use (pg_stat_activity)")
+    later = CheckResult("database", CheckStatus.UNCHECKED, "no credentials for postgres")
+    record_result(s.record, later, actor="irkit-serve", automated=True)
+    row = next(r for r in checklist_rows(s.record.events()) if r["item"].startswith("Verify database"))
+    assert (row["status"], row["by"]) == ("problem found", "alice (human)")
+    assert row["automated"].startswith("could not check at ") and "no credentials" in row["automated"]
+    s.answer("database", "ok", "pool back to 12/50 after the restart")
+    row = next(r for r in checklist_rows(s.record.events()) if r["item"].startswith("Verify database"))
+    assert (row["status"], row["evidence"]) == ("ok", "pool back to 12/50 after the restart")

@@ -72,3 +72,35 @@ def test_unknown_level_is_refused(tmp_path) -> None:
 
 def test_most_severe() -> None:
     assert most_severe([Level.P3, Level.P1, Level.P2]) is Level.P1
+
+
+def test_no_ready_pod_and_a_failing_health_endpoint_is_all_pods_down() -> None:
+    from irkit.severity import Evidence, classify
+
+    down = classify(Evidence(health_ok=False, pods_ready=0))
+    assert down.level == Level.P0 and "all pods down" in down.summary()
+    assert classify(Evidence(health_ok=False, pods_ready=2)).level is None  # the endpoint alone is not "all down"
+    assert classify(Evidence(health_ok=None, pods_ready=0)).level is None  # nor are pods alone without the probe
+
+
+def test_the_session_feeds_the_health_probe_and_the_pods_it_read_into_severity(records) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from irkit.checklist import record_result
+    from irkit.cluster import ClusterView
+    from irkit.config import load_config
+    from irkit.metrics import IncidentMetrics
+    from irkit.probes import CheckResult, CheckStatus
+    from irkit.record import Record
+    from irkit.session import Session
+
+    rec = Record.create(records, "INC-DOWN-1", title="t", service="s", severity="P2", actor="am")
+    s = Session(rec, load_config(None, {}), actor="alice", batch=False)
+    pod = {"metadata": {"name": "sr-1"}, "status": {"phase": "Running", "containerStatuses": [{"ready": False}]}}
+    s._views["live"] = ClusterView("kubernetes", datetime.now(UTC), objects={"pods": {"items": [pod]}})
+    record_result(rec, CheckResult("health", CheckStatus.PROBLEM, "no answer"), actor="alice", automated=True)
+    now = datetime.now(UTC)
+    empty = IncidentMetrics("live", now - timedelta(hours=1), now, now, now, timedelta(days=7), unavailable={"all": "x"})
+    assessed = s.assess(empty)
+    assert assessed.assessment.level == Level.P0 and rec.state()["severity"] == "P0"
+    assert "all pods down" in assessed.assessment.summary() and assessed.changed == "severity raised P2 → P0"

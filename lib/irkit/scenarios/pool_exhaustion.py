@@ -189,6 +189,11 @@ def render_openmetrics(seed: int = SEED) -> str:
                 _labels(namespace=NAMESPACE, container=SERVICE, pod=pod, resource=resource),
                 both(lambda _s, value=value: value),
             )
+    lines.append("# TYPE kubelet_volume_stats_capacity_bytes gauge")
+    volume = _labels(namespace=NAMESPACE, persistentvolumeclaim=f"data-{SERVICE}-0")
+    lines += _series("kubelet_volume_stats_capacity_bytes", volume, both(lambda _s: 10 * 2**30))
+    lines.append("# TYPE kubelet_volume_stats_used_bytes gauge")  # a volume at ~45%: disk is not the problem
+    lines += _series("kubelet_volume_stats_used_bytes", volume, both(lambda s: 4.5 * 2**30 + s.requests * 1024))
     lines.append("# TYPE up gauge")
     for pod in PODS:
         lines += _series(
