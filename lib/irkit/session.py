@@ -306,8 +306,11 @@ class Session:
         return f"ticket {res.response_id}" + (" (already open)" if res.extra.get("existing") else "")
 
     def page_due_escalations(self) -> list[str]:
-        """Page every overdue ladder step through PagerDuty (when configured) and record it."""
-        return comms.page_due_escalations(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
+        """Run the plan's clock for this incident now (what irkit serve does every minute): due pages, reminders."""
+        from irkit.scheduler import tick_incident
+
+        said = tick_incident(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
+        return said or ["nothing due"]
 
     def on_call(self) -> Any:
         """Who is on call now and the next handovers (plan: weekly primary, SRE lead secondary)."""
