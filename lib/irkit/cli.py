@@ -746,6 +746,9 @@ def tick_cmd(at: str | None, c: Ctx) -> None:
             click.echo(f"{iid}: {line}")
     if not lines:
         click.echo("nothing due")
+    broken = [iid for iid, said in lines.items() if said and said[0].startswith(("does not verify", "could not evaluate"))]
+    if broken:
+        raise VerificationFailed(f"not evaluated: {', '.join(broken)} (see above)")
 
 
 @main.command("index")

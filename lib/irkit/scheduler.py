@@ -280,6 +280,10 @@ def tick(
     for iid in list_incidents(root):
         try:
             record = opener(iid)
+            problem = record.broken()
+            if problem:
+                out[iid] = [f"does not verify, nothing done: {problem}"]
+                continue
             state = record.state()
             if state.get("status") in (Status.RESOLVED, Status.REVIEWED) and not state["providers"]["pagerduty"]:
                 continue  # nothing left to do for it: no escalation, no update, no PagerDuty alert to resolve

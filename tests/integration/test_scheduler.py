@@ -429,3 +429,14 @@ def test_the_session_opens_one_ticket_however_many_ask_at_once(tmp_path: Path, r
     assert sum("(already open)" in line for line in said) == 3 and all(line.startswith("ticket OPS-") for line in said)
     unconfigured = Session(rec, load_config(None, {}), actor="a", batch=False)
     assert unconfigured.open_ticket().startswith("no ticket system configured")
+
+
+def test_tick_skips_a_record_that_does_not_verify_and_says_so(cli, records: Path) -> None:
+    rec = replayed_incident(records, "P0")
+    replayed_incident(records, "P1", "INC-CLOCK-2")
+    with rec.events_path.open("ab") as fh:
+        fh.write(b'{"seq": 99}\n')  # a forged line
+    res = cli("tick", "--records", str(records))
+    assert res.exit_code == 1 and "INC-CLOCK-1: does not verify, nothing done" in res.stdout
+    assert "INC-CLOCK-2: escalation:On-call SRE" in res.stdout  # the others are still evaluated
+    assert not [e for e in Record.open(records, "INC-CLOCK-2").events() if e["type"] == "comms.failed"]
