@@ -213,7 +213,11 @@ def ladder(
     detected = parse_ts(state["detected_at"])
     acked_text = state.get("status_times", {}).get("acknowledged")
     acked = parse_ts(acked_text) if acked_text else None
-    paged = {e["data"].get("role"): parse_ts(e["ts"]) for e in events if e["type"] == "escalation.paged"}
+    paged = {
+        (e["data"].get("role"), e["data"].get("action", "page")): parse_ts(e["ts"])
+        for e in events
+        if e["type"] == "escalation.paged"
+    }
     ticketed = next(
         (parse_ts(e["ts"]) for e in events if e["type"] == "comms.sent" and e["data"].get("channel") == "jira"), None
     )
@@ -227,7 +231,11 @@ def ladder(
             who = contact.name if contact else step.role
         due = detected + step.after
         grace = RESPONSE_GRACE if step.who == "primary" else timedelta(0)
-        engaged = acked if step.who == "primary" else (ticketed if step.action == "ticket" else paged.get(step.role))
+        engaged = (
+            acked
+            if step.who == "primary"
+            else (ticketed if step.action == "ticket" else paged.get((step.role, step.action)))
+        )
         needed = True
         if engaged is not None:
             text = "engaged" + (" (late)" if engaged > due + grace else "")

@@ -85,11 +85,12 @@ def due(
     out: list[Firing] = []
     if state.get("status") in OPEN_STATUSES:
         for step in ladder(settings.escalation, settings.rotation, state, events, now):
-            key = "ticket" if step.action == "ticket" else f"escalation:{step.role}"
-            if now < step.due_at or step.engaged_at is not None or not step.needed or key in skip:
-                continue
             # The level's `page` setting wins: a primary that must not be paged is notified instead.
             action = "notify" if step.action == "page" and step.who == "primary" and not pol.page else step.action
+            # The key names the action: a P2 notification must not stand in for the page a raise to P1 needs.
+            key = "ticket" if action == "ticket" else f"escalation:{action}:{step.role}"
+            if now < step.due_at or step.engaged_at is not None or not step.needed or key in skip:
+                continue
             text = {
                 "page": f"Escalation to {step.role} ({step.who}): {title}",
                 "notify": f"{title}: on-call {step.who}, please take a look (notify, no page)",
@@ -225,11 +226,23 @@ def sync_pagerduty(
     pager = sender_for("pagerduty", settings, environ, senders)
     if not isinstance(pager, PagerDutySender):
         return []
-    skip = fired_keys(record.events(), now)
+    events = record.events()
+    skip = fired_keys(events, now)
+    acked = state["status_times"].get("acknowledged")
+    # An escalation paged after the acknowledgement is someone else being called in: it stays open in
+    # PagerDuty (and keeps notifying) until the incident is resolved.
+    opened_at: dict[str, str] = {}
+    for e in events:
+        d = e["data"]
+        is_trigger = d.get("action", "page") not in ("acknowledge", "resolve")
+        if e["type"] in ("escalation.paged", "comms.sent") and d.get("channel") == "pagerduty" and is_trigger:
+            opened_at.setdefault(str(d.get("response_id")), e["ts"])
     lines = []
     for dedup in keys:
         key = f"pagerduty-{action}:{dedup}"
         if key in skip:
+            continue
+        if action == "acknowledge" and acked and parse_ts(opened_at.get(dedup, acked)) > parse_ts(acked):
             continue
         res = pager.event(action, dedup, "", state.get("severity"), settings.service.component)
         base = {"kind": f"pagerduty_{action}", "channel": "pagerduty", "action": action, "key": key}
@@ -288,6 +301,8 @@ def tick(
             if state.get("status") in (Status.RESOLVED, Status.REVIEWED) and not state["providers"]["pagerduty"]:
                 continue  # nothing left to do for it: no escalation, no update, no PagerDuty alert to resolve
             at = utcnow()
+            if now is None and state.get("replay"):
+                continue  # a replay lives on its own recorded clock: evaluated only with --at, never paged today
             if now is not None:
                 if not state.get("replay"):
                     out[iid] = ["not a replay: evaluated at the real time only"]

@@ -156,25 +156,25 @@ def test_a_p0_over_90_minutes_pages_reminds_and_tickets_once_each_across_a_resta
     assert rec.verify().ok
     assert sorted(pages(Providers.log)) == sorted(
         [
-            "escalation-on-call-sre",
-            "escalation-engineering-manager",
-            "escalation-secondary-on-call",
-            "escalation-engineering-lead",
-            "escalation-cto",
+            "escalation-page-on-call-sre",
+            "escalation-page-engineering-manager",
+            "escalation-page-secondary-on-call",
+            "escalation-page-engineering-lead",
+            "escalation-page-cto",
             f"update-late-{T0.year}-11-20t14-47-00z",
         ]
     ), pages(Providers.log)
     assert [r["path"] for r in Providers.log].count("/rest/api/2/issue") == 1
     assert [r["path"] for r in Providers.log].count("/services/T000/B000/XXXX") == 1  # one reminder
-    assert minute_of(rec, "escalation.paged", "escalation:On-call SRE") == 0
-    assert minute_of(rec, "escalation.paged", "escalation:Engineering Manager") == 0  # P0: at once
+    assert minute_of(rec, "escalation.paged", "escalation:page:On-call SRE") == 0
+    assert minute_of(rec, "escalation.paged", "escalation:page:Engineering Manager") == 0  # P0: at once
     assert minute_of(rec, "comms.sent", "ticket") == 0
     assert rec.state()["providers"]["jira"].startswith("OPS-")  # the ticket key, kept for the messages
-    assert minute_of(rec, "escalation.paged", "escalation:Secondary on-call") == 5  # nobody acknowledged
-    assert minute_of(rec, "escalation.paged", "escalation:Engineering Lead") == 15
+    assert minute_of(rec, "escalation.paged", "escalation:page:Secondary on-call") == 5  # nobody acknowledged
+    assert minute_of(rec, "escalation.paged", "escalation:page:Engineering Lead") == 15
     assert minute_of(rec, "update.reminded", "update:2025-11-20T14:47:00Z") == 15
     assert minute_of(rec, "update.escalated", "update:2025-11-20T14:47:00Z".replace("update:", "update-late:")) == 30
-    assert minute_of(rec, "escalation.paged", "escalation:CTO") == 60
+    assert minute_of(rec, "escalation.paged", "escalation:page:CTO") == 60
     reminder = next(r for r in Providers.log if r["path"].startswith("/services"))["body"]["text"]
     assert "stakeholder update was due at 14:47 UTC" in reminder and "irkit comms INC-CLOCK-1 send initial" in reminder
 
@@ -190,9 +190,9 @@ def test_acknowledgement_spares_the_secondary_and_a_p1_never_pages_the_cto(
     for minute in range(1, 91):
         tick(records, settings, env, now=T0 + timedelta(minutes=minute), actor="irkit-serve")
     assert sorted(pages(Providers.log)) == [
-        "escalation-engineering-lead",
-        "escalation-engineering-manager",
-        "escalation-on-call-sre",
+        "escalation-page-engineering-lead",
+        "escalation-page-engineering-manager",
+        "escalation-page-on-call-sre",
         "update-late-2025-11-20t15-02-00z",  # P1 updates every 30 min: due 15:02, a page at 15:32
     ]
     late = next(r for r in Providers.log if r["body"].get("dedup_key", "").endswith("update-late-2025-11-20t15-02-00z"))
@@ -227,9 +227,9 @@ def test_a_failed_page_is_retried_after_five_minutes_and_recorded(tmp_path: Path
     tick(records, settings, env, now=T0, actor="irkit-serve")
     tick(records, settings, env, now=T0 + timedelta(minutes=2), actor="irkit-serve")
     failed = [e["data"] for e in rec.events() if e["type"] == "comms.failed"]
-    assert [f["key"] for f in failed] == ["escalation:On-call SRE"] and "HTTP 503" in failed[0]["error"]
+    assert [f["key"] for f in failed] == ["escalation:page:On-call SRE"] and "HTTP 503" in failed[0]["error"]
     tick(records, settings, env, now=T0 + timedelta(minutes=5), actor="irkit-serve")
-    assert minute_of(rec, "escalation.paged", "escalation:On-call SRE") == 5
+    assert minute_of(rec, "escalation.paged", "escalation:page:On-call SRE") == 5
 
 
 def test_without_channels_a_due_step_is_recorded_once_as_unsent(records: Path) -> None:
@@ -240,10 +240,10 @@ def test_without_channels_a_due_step_is_recorded_once_as_unsent(records: Path) -
     unsent = [e["data"]["key"] for e in rec.events() if e["type"] == "escalation.unsent"]
     assert sorted(unsent) == sorted(
         [
-            "escalation:On-call SRE",
-            "escalation:Engineering Manager",
-            "escalation:Secondary on-call",
-            "escalation:Engineering Lead",
+            "escalation:page:On-call SRE",
+            "escalation:page:Engineering Manager",
+            "escalation:page:Secondary on-call",
+            "escalation:page:Engineering Lead",
         ]
     )
     reminded = [e["data"] for e in rec.events() if e["type"] == "update.reminded"]
@@ -285,10 +285,10 @@ def test_irkit_serve_ticks_on_its_own_and_a_restart_pages_nobody_twice(
         detected_at=datetime.now(UTC) - timedelta(minutes=31),
     )
     expected = {
-        "escalation-on-call-sre",
-        "escalation-engineering-manager",
-        "escalation-secondary-on-call",
-        "escalation-engineering-lead",
+        "escalation-page-on-call-sre",
+        "escalation-page-engineering-manager",
+        "escalation-page-secondary-on-call",
+        "escalation-page-engineering-lead",
     }
     for _run in range(2):
         with serve_process(records, cfg, env=env, log=tmp_path / "serve.log") as (_url, _proc):
@@ -329,17 +329,14 @@ def test_pagerduty_alerts_follow_the_incident_acknowledged_then_resolved(
     _, settings, env = settings_and_env(tmp_path, providers)
     rec = replayed_incident(records, "P1")
     tick(records, settings, env, now=T0, actor="irkit-serve")
-    assert pages(Providers.log) == ["escalation-on-call-sre"] and pages(Providers.log, "acknowledge") == []
+    assert pages(Providers.log) == ["escalation-page-on-call-sre"] and pages(Providers.log, "acknowledge") == []
     rec.clock = lambda: T0 + timedelta(minutes=3)
     rec.set_status("acknowledged", actor="alice")
     for minute in (4, 5, 16, 31):
         tick(records, settings, env, now=T0 + timedelta(minutes=minute), actor="irkit-serve")
-    # each alert acknowledged once, including pages sent after the acknowledgement
-    assert pages(Providers.log, "acknowledge") == [
-        "escalation-on-call-sre",
-        "escalation-engineering-lead",
-        "escalation-engineering-manager",
-    ]
+    # the page answered by the acknowledgement is acknowledged, once; escalations paged after it stay
+    # open in PagerDuty (someone else is being called in) until the incident is resolved
+    assert pages(Providers.log, "acknowledge") == ["escalation-page-on-call-sre"]
     for minutes, status in ((20, "investigating"), (30, "monitoring"), (70, "resolved")):
         rec.clock = lambda m=minutes: T0 + timedelta(minutes=m)
         rec.set_status(status, actor="alice")
@@ -409,7 +406,7 @@ def test_two_serve_processes_at_the_same_minute_page_once(tmp_path: Path, record
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert sorted(pages(Providers.log)) == ["escalation-engineering-manager", "escalation-on-call-sre"]
+    assert sorted(pages(Providers.log)) == ["escalation-page-engineering-manager", "escalation-page-on-call-sre"]
     assert [r["path"] for r in Providers.log].count("/rest/api/2/issue") == 1
 
 
@@ -436,7 +433,26 @@ def test_tick_skips_a_record_that_does_not_verify_and_says_so(cli, records: Path
     replayed_incident(records, "P1", "INC-CLOCK-2")
     with rec.events_path.open("ab") as fh:
         fh.write(b'{"seq": 99}\n')  # a forged line
-    res = cli("tick", "--records", str(records))
+    res = cli("tick", "--at", T0.isoformat(), "--records", str(records))
     assert res.exit_code == 1 and "INC-CLOCK-1: does not verify, nothing done" in res.stdout
-    assert "INC-CLOCK-2: escalation:On-call SRE" in res.stdout  # the others are still evaluated
+    assert "INC-CLOCK-2: escalation:page:On-call SRE" in res.stdout  # the others are still evaluated
     assert not [e for e in Record.open(records, "INC-CLOCK-2").events() if e["type"] == "comms.failed"]
+
+
+
+def test_irkit_serve_never_pages_for_a_replayed_incident(records: Path, tmp_path: Path, providers: str) -> None:
+    _, settings, env = settings_and_env(tmp_path, providers)
+    replayed_incident(records, "P0")  # a year-old replay: every rung would be overdue today
+    assert tick(records, settings, env, actor="irkit-serve") == {}  # what the Ticker calls: no --at
+    assert Providers.log == []
+
+
+def test_a_p2_raised_to_p1_still_pages_the_primary(tmp_path: Path, records: Path, providers: str) -> None:
+    _, settings, env = settings_and_env(tmp_path, providers)
+    rec = replayed_incident(records, "P2")
+    tick(records, settings, env, now=T0, actor="irkit-serve")  # P2: a Slack notification, no page
+    assert pages(Providers.log) == []
+    rec.clock = lambda: T0 + timedelta(minutes=2)
+    rec.set_severity("P1", actor="alice", reason="error rate above 10%")
+    tick(records, settings, env, now=T0 + timedelta(minutes=3), actor="irkit-serve")
+    assert "escalation-page-on-call-sre" in pages(Providers.log)
