@@ -62,7 +62,7 @@ def demo_cli(tmp_path_factory: pytest.TempPathFactory) -> DemoCli:
 
     Shared by the tests that read its output or its record: copy the record before changing it. The
     CLI's own ``run_demo`` call is observed, not replaced, to hand its result to the tests as well.
-    Under xdist these tests share one worker (``pytest_collection_modifyitems`` groups them).
+    Under xdist these tests share one worker (see ``pytest_collection_modifyitems``).
     """
     import dataclasses
 
@@ -101,7 +101,14 @@ def demo_run(demo_cli: DemoCli) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup``, the tests that share the demo run on one worker, so it runs once."""
-    for item in items:
-        if {"demo_cli", "demo_run"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("demo"))
+    """The tests that share the demo run first, and under xdist on one worker, so it runs once.
+
+    xdist's default (load) scheduling hands each worker a first chunk of consecutive tests (a quarter
+    of its share), so tests at the front land on the same worker. (``--dist loadgroup`` would say this
+    directly, but its groups are lost with pytest 9.2's structured node ids: pytest-xdist#1386.)
+    Starting the longest shared setup first also keeps it from being the last thing a run waits for.
+    """
+    shared = [item for item in items if {"demo_cli", "demo_run"} & set(getattr(item, "fixturenames", ()))]
+    if shared:
+        ids = {id(item) for item in shared}
+        items[:] = shared + [item for item in items if id(item) not in ids]
