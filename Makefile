@@ -24,12 +24,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The wheel check (mostly pip resolving and downloading, then one demo) runs in the background beside
+# mypy and pytest; its output is held back and printed after pytest's, so the two never interleave.
+# make test fails if any of them fails; a failing mypy (or Ctrl-C) stops the wheel check at once.
+# pytest runs on every core (-n auto); tests/conftest.py keeps the tests that share one demo on one worker.
+test: SHELL := /bin/bash
 test: $(STAMP)
 	bash .ci/system-packages.sh
 	$(VENV)/bin/ruff check lib tests bench
-	$(VENV)/bin/mypy
-	PY=$(PY) bash .ci/wheel-check.sh
-	$(PY) -m pytest -q --durations=10
+	@log=$$(mktemp /tmp/irkit-wheel-check.XXXXXX); \
+	PY=$(PY) setsid bash .ci/wheel-check.sh >"$$log" 2>&1 & wheel=$$!; \
+	trap 'kill -TERM -- -$$wheel 2>/dev/null; rm -f "$$log"' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	echo "PY=$(PY) bash .ci/wheel-check.sh (in the background: its output follows pytest's)"; \
+	echo "$(VENV)/bin/mypy"; $(VENV)/bin/mypy || exit; \
+	echo "$(PY) -m pytest -q -n auto --durations=10"; \
+	$(PY) -m pytest -q -n auto --durations=10; tests=$$?; \
+	wait $$wheel; wheel_rc=$$?; trap 'rm -f "$$log"' EXIT; cat "$$log"; \
+	if [ $$wheel_rc -ne 0 ]; then echo "make test: .ci/wheel-check.sh failed (exit $$wheel_rc)" >&2; exit $$wheel_rc; fi; \
+	exit $$tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 work=$(mktemp -d /tmp/irkit-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+trap 'exit 143' TERM  # make test stops a background wheel check this way: still clean up
+trap 'exit 130' INT
 start=$(date +%s)
 
 # Without --sdist/--wheel, build makes the sdist and then the wheel FROM it: what ships is what works,
@@ -19,10 +21,15 @@ if ! "$PY" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1; then
 fi
 python3 -m venv "$work/venv"
 echo "wheel-check: built $(cd "$work/dist" && ls | tr '\n' ' '); installing with $("$work/venv/bin/pip" --version | cut -d' ' -f1-2)"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$work"/dist/irkit-*.whl 2>&1 | grep -v "^WARNING: Location" || true
+# --no-compile: byte-compiling all ~140 installed distributions costs about a CPU minute, most of it for
+# modules the demo never imports; those it imports are compiled as it imports them (below).
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check --no-compile "$work"/dist/irkit-*.whl 2>&1 | grep -v "^WARNING: Location" || true
 "$work/venv/bin/python" -c 'import irkit' || { echo "wheel-check: the wheel did not install" >&2; exit 1; }
 
 cd "$work"  # nothing of the checkout is on any path from here on
+# Nothing was byte-compiled at install: let the first import write the .pyc (into this throwaway venv), or
+# every kernel of the demo would compile pandas and matplotlib again.
+unset PYTHONDONTWRITEBYTECODE
 "$work/venv/bin/irkit" demo --no-progress --records "$work/reports" >"$work/demo.log" 2>&1 || {
     tail -30 "$work/demo.log" >&2
     echo "wheel-check: irkit demo failed from the installed wheel" >&2

@@ -46,13 +46,69 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., CliRes
     return run
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One full ``irkit demo`` replay, shared by the tests that read its record (copy before changing it)."""
-    from irkit.demo import run_demo
+@dataclass(frozen=True)
+class DemoCli:
+    """One ``irkit demo --records demo-records`` through the CLI: what it printed, and what it built."""
 
-    root = tmp_path_factory.mktemp("demo") / "reports"
-    settings = load_config(None, {})
-    result = run_demo(root, settings=settings, environ={"IRKIT_ACTOR": "tester"}, actor="tester")
-    assert result.ok, [r.summary() for r in result.runs]
-    return result
+    cwd: Path  # the working directory it ran in; its ``--records`` was relative to it, as with ``make demo``
+    records: Path  # cwd / "demo-records"
+    output: CliResult
+    result: Any  # the irkit.demo.DemoResult behind that output, its paths made absolute
+
+
+@pytest.fixture(scope="session")
+def demo_cli(tmp_path_factory: pytest.TempPathFactory) -> DemoCli:
+    """The demo replays five runbooks (a minute of kernels), so the session runs it once, through the CLI.
+
+    Shared by the tests that read its output or its record: copy the record before changing it. The
+    CLI's own ``run_demo`` call is observed, not replaced, to hand its result to the tests as well.
+    Under xdist these tests share one worker (see ``pytest_collection_modifyitems``).
+    """
+    import dataclasses
+
+    import irkit.demo
+
+    cwd = tmp_path_factory.mktemp("demo")
+    seen: list[Any] = []
+    real = irkit.demo.run_demo
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(irkit.demo, "run_demo", observed)
+        mp.chdir(cwd)
+        mp.setenv("IRKIT_ACTOR", "tester")
+        res = CliRunner().invoke(main, ["demo", "--records", "demo-records", "--no-progress"], catch_exceptions=False)
+    output = CliResult(res.exit_code, res.stdout, res.stderr)
+    assert len(seen) == 1, output  # its exit code and output are the tests' to judge
+    result = seen[0]
+    absolute = dataclasses.replace(
+        result,
+        path=cwd / result.path,
+        postmortem=result.postmortem and cwd / result.postmortem,
+        index=result.index and cwd / result.index,
+    )
+    return DemoCli(cwd, cwd / "demo-records", output, absolute)
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_cli: DemoCli) -> Any:
+    """The replayed demo's result (its record shared: copy before changing it)."""
+    assert demo_cli.result.ok, [r.summary() for r in demo_cli.result.runs]
+    return demo_cli.result
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that share the demo run first, and under xdist on one worker, so it runs once.
+
+    xdist's default (load) scheduling hands each worker a first chunk of consecutive tests (a quarter
+    of its share), so tests at the front land on the same worker. (``--dist loadgroup`` would say this
+    directly, but its groups are lost with pytest 9.2's structured node ids: pytest-xdist#1386.)
+    Starting the longest shared setup first also keeps it from being the last thing a run waits for.
+    """
+    shared = [item for item in items if {"demo_cli", "demo_run"} & set(getattr(item, "fixturenames", ()))]
+    if shared:
+        ids = {id(item) for item in shared}
+        items[:] = shared + [item for item in items if id(item) not in ids]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -65,13 +66,15 @@ def test_triage_acknowledges_interactively_but_not_in_batch(records: Path) -> No
     assert [(e["data"]["to"], e["actor"]) for e in changes] == [("acknowledged", "alice"), ("investigating", "alice")]
 
 
-def test_demo_then_verify_then_tamper(cli, tmp_path: Path) -> None:
-    records = tmp_path / "demo-records"  # the cli fixture runs in tmp_path: pass it relative, as `make demo` does
-    res = cli("demo", "--records", "demo-records", "--no-progress")
+def test_demo_then_verify_then_tamper(demo_cli, cli, tmp_path: Path) -> None:
+    # `irkit demo --records demo-records`, relative as `make demo` passes it; run once per session
+    res = demo_cli.output
     assert res.exit_code == 0, res.stderr
     incident_id = res.stdout.strip().splitlines()[-1]
     assert incident_id.startswith("INC-20251120-1432-")
     assert "record " in res.stderr
+    records = tmp_path / "demo-records"
+    shutil.copytree(demo_cli.records, records)  # the shared record stays as the demo left it
     ok = cli("verify", incident_id, "--records", str(records))
     assert ok.exit_code == 0 and ok.stdout.startswith(f"OK {incident_id}")
     shown = json.loads(cli("show", incident_id, "--records", str(records), "--json").stdout)
