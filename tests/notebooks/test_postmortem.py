@@ -200,5 +200,6 @@ def test_demo_record_holds_the_plans_messages(demo_run) -> None:
     initial = (demo_run.path / "comms" / "01-slack_initial.txt").read_text()
     assert "Severity: P1" in initial and "Next Update: 15:02 UTC" in initial  # 30 min after detection (P1)
     resolved = (demo_run.path / "comms" / "04-slack_resolved.txt").read_text()
-    assert "✅ INCIDENT RESOLVED" in resolved and "Duration: 44m 01s" in resolved
+    # the replay clock runs at real speed, so the seconds depend on how fast the runbooks ran
+    assert "✅ INCIDENT RESOLVED" in resolved and re.search(r"Duration: 44m \d\ds\n", resolved)
     assert "Root Cause: database connection pool exhausted" in resolved
