@@ -27,7 +27,8 @@ typecheck: $(STAMP)
 # The wheel check (mostly pip resolving and downloading, then one demo) runs in the background beside
 # mypy and pytest; its output is held back and printed after pytest's, so the two never interleave.
 # make test fails if any of them fails; a failing mypy (or Ctrl-C) stops the wheel check at once.
-# pytest runs on every core (-n auto); tests/conftest.py keeps the tests that share one demo on one worker.
+# pytest runs on every core (-n auto); a worker that runs out of tests takes half of another's queue
+# (worksteal: tests take 0.1 s to 70 s). tests/conftest.py keeps the tests that share one demo on one worker.
 test: SHELL := /bin/bash
 test: $(STAMP)
 	bash .ci/system-packages.sh
@@ -37,8 +38,8 @@ test: $(STAMP)
 	trap 'kill -TERM -- -$$wheel 2>/dev/null; rm -f "$$log"' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	echo "PY=$(PY) bash .ci/wheel-check.sh (in the background: its output follows pytest's)"; \
 	echo "$(VENV)/bin/mypy"; $(VENV)/bin/mypy || exit; \
-	echo "$(PY) -m pytest -q -n auto --durations=10"; \
-	$(PY) -m pytest -q -n auto --durations=10; tests=$$?; \
+	echo "$(PY) -m pytest -q -n auto --dist worksteal --durations=10"; \
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=10; tests=$$?; \
 	wait $$wheel; wheel_rc=$$?; trap 'rm -f "$$log"' EXIT; cat "$$log"; \
 	if [ $$wheel_rc -ne 0 ]; then echo "make test: .ci/wheel-check.sh failed (exit $$wheel_rc)" >&2; exit $$wheel_rc; fi; \
 	exit $$tests

@@ -103,9 +103,10 @@ def demo_run(demo_cli: DemoCli) -> Any:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests that share the demo run first, and under xdist on one worker, so it runs once.
 
-    xdist's default (load) scheduling hands each worker a first chunk of consecutive tests (a quarter
-    of its share), so tests at the front land on the same worker. (``--dist loadgroup`` would say this
-    directly, but its groups are lost with pytest 9.2's structured node ids: pytest-xdist#1386.)
+    xdist's schedulers hand each worker a first run of consecutive tests (``worksteal``: an equal share,
+    later stolen from its end; ``load``: a quarter of it), so tests at the front land on one worker.
+    (``--dist loadgroup`` would say this directly, but its groups are lost with pytest 9.2's structured
+    node ids: pytest-xdist#1386.)
     Starting the longest shared setup first also keeps it from being the last thing a run waits for.
     """
     shared = [item for item in items if {"demo_cli", "demo_run"} & set(getattr(item, "fixturenames", ()))]
