@@ -19,6 +19,12 @@ if ! "$PY" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1; then
     echo "wheel-check: python -m build failed" >&2
     exit 1
 fi
+# Only sources and declared data ship: a stray byte-code cache or checkout file in the wheel is a packaging bug.
+if stray=$(python3 -m zipfile -l "$work"/dist/irkit-*.whl | grep -E '__pycache__|\.pyc |/\.'); then
+    echo "$stray" >&2
+    echo "wheel-check: the wheel ships files that are not irkit's sources or data (above)" >&2
+    exit 1
+fi
 python3 -m venv "$work/venv"
 echo "wheel-check: built $(cd "$work/dist" && ls | tr '\n' ' '); installing with $("$work/venv/bin/pip" --version | cut -d' ' -f1-2)"
 # --no-compile: byte-compiling all ~140 installed distributions costs about a CPU minute, most of it for

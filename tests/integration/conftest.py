@@ -155,7 +155,7 @@ class ServerProcess:
         self.kill()
         pytest.fail(
             # The temp dir (log included) is removed at teardown, so inline the tail.
-            f"{self.name}: {reason}\n--- last {LOG_TAIL_LINES} lines of {self.name} output ---\n{self.log_tail()}",
+            f"{self.name}: {reason} (exit status {self.popen.returncode})\n--- last {LOG_TAIL_LINES} lines of {self.name} output ---\n{self.log_tail()}",
             pytrace=False,
         )
 
@@ -166,31 +166,46 @@ class ServerProcess:
         """
         deadline = self.started_at + STARTUP_DEADLINE_S
         while True:
-            code = self.popen.poll()
-            if code is not None:
-                self.fail(f"exited with status {code} before {what}")
+            if self.exited():
+                self.fail(f"exited before {what}")
             if ready():
                 return time.monotonic() - self.started_at
             if time.monotonic() > deadline:
                 self.fail(f"not {what} after {STARTUP_DEADLINE_S:.0f}s")
             time.sleep(POLL_INTERVAL_S)
 
+    def exited(self) -> bool:
+        """Whether the leader has exited, WITHOUT reaping it.
+
+        While the leader is an unreaped zombie its pid (the group id) cannot be reused, so a later
+        ``killpg`` reaches this server's group and no one else's.
+        """
+        if self.popen.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def terminate(self, sig: int = signal.SIGTERM) -> None:
-        """Send ``sig`` to the whole process group, then wait; SIGKILL if stuck."""
-        if self.popen.poll() is None:
+        """Send ``sig`` to the whole process group and wait for the leader; SIGKILL if stuck."""
+        if not self.exited():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while not self.exited() and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL_S)
         self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the process group (idempotent) and close the log file."""
-        # Even after the leader exits, stragglers may remain in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        """SIGKILL the process group, then reap the leader (idempotent) and close the log file."""
+        # Even after the leader exits, stragglers may remain in its group. Signal the group only while
+        # the leader is unreaped: once reaped, its pid may belong to an unrelated process group.
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
         self._log.close()
 
 
@@ -452,7 +467,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
     finally:
         if process is not None:
-            if process.popen.poll() is None:
+            if not process.exited():
                 # Fast shutdown: disconnect clients, checkpoint, exit cleanly.
                 with contextlib.suppress(subprocess.SubprocessError, OSError):
                     subprocess.run(
@@ -550,7 +565,7 @@ def redis_server() -> Iterator[RedisServer]:
         )
     finally:
         if process is not None:
-            if process.popen.poll() is None:
+            if not process.exited():
                 with contextlib.suppress(OSError):
                     _redis_command(port, "SHUTDOWN", "NOSAVE")
             process.terminate()
