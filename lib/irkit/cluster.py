@@ -13,17 +13,18 @@ import binascii
 import gzip
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from irkit.errors import BadInputError, SourceUnavailable
 from irkit.files import atomic_write_bytes
 from irkit.record import Record, versioned_dir
-from irkit.times import parse_ts, rfc3339, utcnow
+from irkit.times import parse_ts, rfc3339, stamp, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,7 +224,7 @@ def helm_metadata_only(secrets: Mapping[str, Any]) -> dict[str, Any]:
     for secret in secrets.get("items", []):
         try:
             rel = decode_helm_release(secret)
-        except (KeyError, ValueError, binascii.Error, OSError, TypeError):
+        except HELM_DECODE_ERRORS:
             items.append({"metadata": secret.get("metadata", {}), "data": {}})  # undecodable: nothing of it kept
             continue
         chart = rel.get("chart", {}).get("metadata", {})
@@ -267,34 +268,59 @@ def snapshot(record: Record, view: ClusterView, *, actor: str) -> list[str]:
 # --------------------------------------------------------------------------- reading the state
 
 
-def _quantity(value: str) -> float:
-    """Kubernetes quantities: ``250m`` cores, ``512Mi`` bytes, ``1`` core, ``1G`` bytes."""
-    units = {
-        "n": 1e-9,
-        "u": 1e-6,
-        "m": 1e-3,
-        "k": 1e3,
-        "M": 1e6,
-        "G": 1e9,
-        "T": 1e12,
-        "Ki": 2**10,
-        "Mi": 2**20,
-        "Gi": 2**30,
-        "Ti": 2**40,
-    }
-    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", value.strip())
-    if not m:
-        raise ValueError(f"not a quantity: {value!r}")
-    return float(m.group(1)) * units.get(m.group(2), 1.0)
+def _quantity(value: object) -> float | None:
+    """A Kubernetes quantity by the official client's parser; None for one the API would not accept."""
+    from irkit.k8s import quantity
+
+    try:
+        return quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+def _container_limits(pod: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A pod's CPU and memory limits summed over its containers; None when any container has none (unbounded)."""
+    totals: list[float | None] = []
+    containers = pod.get("spec", {}).get("containers", [])
+    for resource in ("cpu", "memory"):
+        values = [_quantity(c.get("resources", {}).get("limits", {}).get(resource)) for c in containers]
+        totals.append(sum(v for v in values if v is not None) if values and None not in values else None)
+    return totals[0], totals[1]
+
+
+def _container_state(status: Mapping[str, Any]) -> str:
+    """One container's current state as people say it: ``running``, ``waiting: CrashLoopBackOff``, ``terminated: OOMKilled (exit 137)``."""
+    state = status.get("state") or {}
+    if "waiting" in state:
+        return f"waiting: {(state['waiting'] or {}).get('reason') or 'unknown reason'}"
+    if "terminated" in state:
+        t = state["terminated"] or {}
+        return f"terminated: {t.get('reason') or 'unknown reason'} (exit {t.get('exitCode', '?')})"
+    if "running" in state:
+        return "running"
+    return "unknown"
+
+
+def _pod_condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in pod.get("status", {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return dict(c)
+    return None
+
+
+# What a corrupt, truncated or foreign Helm release Secret raises while decoding.
+HELM_DECODE_ERRORS = (KeyError, ValueError, TypeError, binascii.Error, OSError, EOFError, zlib.error)
 
 
 def decode_helm_release(secret: Mapping[str, Any]) -> dict[str, Any]:
     """A Helm 3 release Secret's ``data.release`` → the release JSON (base64, base64, gzip)."""
-    raw = base64.b64decode(secret["data"]["release"])
-    inner = base64.b64decode(raw)
+    raw = base64.b64decode(secret["data"]["release"], validate=True)
+    inner = base64.b64decode(raw, validate=True)
     if inner[:2] == b"\x1f\x8b":
         inner = gzip.decompress(inner)
-    release: dict[str, Any] = json.loads(inner)
+    release = json.loads(inner)
+    if not isinstance(release, dict):
+        raise ValueError("the release is not a JSON object")
     return release
 
 
@@ -348,27 +374,43 @@ class ClusterView:
 
     # ---- pods
 
+    POD_COLUMNS = ("pod", "phase", "ready", "restarts", "state", "last termination", "callout")
+
     def pod_rows(self) -> list[dict[str, Any]]:
-        """Per pod: phase, readiness, restarts, waiting reasons, last terminations, CrashLoop/OOMKilled callouts."""
+        """Per pod: phase, readiness, restarts, current state of every container (init containers too), last terminations, callouts."""
         rows = []
         for p in self.items("pods"):
-            statuses = p.get("status", {}).get("containerStatuses", [])
-            waiting = [s["state"]["waiting"].get("reason", "") for s in statuses if "waiting" in s.get("state", {})]
-            last = [s["lastState"]["terminated"] for s in statuses if "terminated" in s.get("lastState", {})]
+            status = p.get("status") or {}
+            inits = status.get("initContainerStatuses") or []
+            statuses = status.get("containerStatuses") or []
+            states = [f"init {s.get('name', '?')} {_container_state(s)}" for s in inits if _container_state(s) != "terminated: Completed (exit 0)"]
+            states += [_container_state(s) for s in statuses]
+            if not statuses:
+                scheduled = _pod_condition(p, "PodScheduled")
+                why = scheduled.get("reason") if scheduled and scheduled.get("status") == "False" else None
+                states.append(f"no containers started{': ' + why if why else ''}")
+            last = [s["lastState"]["terminated"] for s in [*inits, *statuses] if "terminated" in (s.get("lastState") or {})]
+            current = [(s.get("state") or {}).get("terminated") or {} for s in [*inits, *statuses]]
             callout = []
-            if "CrashLoopBackOff" in waiting:
+            if any("CrashLoopBackOff" in st for st in states):
                 callout.append("CrashLoopBackOff")
-            if any(t.get("reason") == "OOMKilled" for t in last):
+            if any(t.get("reason") == "OOMKilled" for t in [*last, *current]):
                 callout.append("OOMKilled")
+            ready_condition = _pod_condition(p, "Ready")
+            ready = (
+                ready_condition.get("status") == "True"
+                if ready_condition
+                else bool(statuses) and all(s.get("ready") for s in statuses)
+            )
             rows.append(
                 {
-                    "pod": p["metadata"]["name"],
-                    "phase": p.get("status", {}).get("phase", "?"),
-                    "ready": all(s.get("ready") for s in statuses) if statuses else False,
-                    "restarts": sum(int(s.get("restartCount", 0)) for s in statuses),
-                    "state": ", ".join(waiting) or "running",
+                    "pod": p.get("metadata", {}).get("name", "?"),
+                    "phase": status.get("phase", "?"),
+                    "ready": ready,
+                    "restarts": sum(int(s.get("restartCount", 0)) for s in [*inits, *statuses]),
+                    "state": ", ".join(dict.fromkeys(states)),
                     "last termination": ", ".join(
-                        f"{t.get('reason', '?')} (exit {t.get('exitCode', '?')}) at {t.get('finishedAt', '?')}"
+                        f"{t.get('reason', '?')} (exit {t.get('exitCode', '?')}) at {stamp(t.get('finishedAt'))}"
                         for t in last
                     ),
                     "callout": " ".join(callout),
@@ -377,12 +419,12 @@ class ClusterView:
         return rows
 
     def pods(self) -> pd.DataFrame:
-        """The pod rows as a table indexed by pod, or why pods could not be read."""
+        """The pod rows as a table indexed by pod (empty, with its columns, when there are none), or why pods could not be read."""
         import pandas as pd
 
         if (missing := self._missing("pods")) is not None:
             return missing
-        return pd.DataFrame(self.pod_rows()).set_index("pod")
+        return pd.DataFrame(self.pod_rows(), columns=list(self.POD_COLUMNS)).set_index("pod")
 
     # ---- deployment and rollouts
 
@@ -413,7 +455,8 @@ class ClusterView:
             rows.append(
                 {
                     "revision": int(ann.get("deployment.kubernetes.io/revision", 0)),
-                    "created": rs["metadata"].get("creationTimestamp"),
+                    "created": stamp(rs["metadata"].get("creationTimestamp")),
+                    "created_at": rs["metadata"].get("creationTimestamp"),
                     "image": ", ".join(c.get("image", "") for c in containers),
                     "replicas": rs.get("spec", {}).get("replicas", 0),
                     "change-cause": ann.get("kubernetes.io/change-cause", ""),
@@ -428,7 +471,8 @@ class ClusterView:
 
         if (missing := self._missing("replicasets")) is not None:
             return missing
-        return pd.DataFrame(self.rollout_rows()).set_index("revision")
+        columns = ["revision", "created", "image", "replicas", "change-cause", "replicaset"]
+        return pd.DataFrame(self.rollout_rows(), columns=columns).set_index("revision")
 
     def helm_rows(self) -> list[dict[str, Any]]:
         """One row per decoded Helm release Secret: revision, status, chart, app version, time; newest first."""
@@ -436,8 +480,9 @@ class ClusterView:
         for secret in self.items("helm-releases"):
             try:
                 rel = decode_helm_release(secret)
-            except (KeyError, ValueError, binascii.Error, OSError) as exc:
-                rows.append({"revision": secret["metadata"].get("name"), "status": f"undecodable: {exc}"})
+            except HELM_DECODE_ERRORS as exc:
+                name = (secret.get("metadata") or {}).get("name", "?")
+                rows.append({"revision": name, "status": f"could not check: release {name} is corrupt or truncated ({type(exc).__name__})"})
                 continue
             meta = rel.get("chart", {}).get("metadata", {})
             info = rel.get("info", {})
@@ -459,17 +504,19 @@ class ClusterView:
 
         if (missing := self._missing("helm-releases")) is not None:
             return missing
-        return pd.DataFrame(self.helm_rows())
+        return pd.DataFrame(
+            self.helm_rows(), columns=["revision", "status", "chart", "app version", "updated", "description"]
+        )
 
     def changes(self) -> list[Change]:
         """Every rollout revision and Helm release with its time, newest first."""
         out = []
         if "replicasets" in self.objects:
             for r in self.rollout_rows():
-                if r["created"]:
+                if r["created_at"]:
                     out.append(
                         Change(
-                            parse_ts(r["created"]),
+                            parse_ts(r["created_at"]),
                             "rollout",
                             str(r["revision"]),
                             f"revision {r['revision']} {r['image']} — {r['change-cause']}".strip(" —"),
@@ -494,27 +541,42 @@ class ClusterView:
 
     # ---- events and logs
 
+    def event_rows(self) -> list[dict[str, Any]]:
+        """Every event with its true count and last sighting (``series`` for repeating events), newest first, warnings first."""
+        rows = []
+        for e in self.items("events"):
+            series = e.get("series") or {}
+            last = series.get("lastObservedTime") or e.get("lastTimestamp") or e.get("eventTime")
+            last = last or e.get("metadata", {}).get("creationTimestamp")
+            try:
+                seen = parse_ts(last) if last else None
+            except ValueError:
+                seen = None
+            obj = e.get("involvedObject") or e.get("regarding") or {}
+            rows.append(
+                {
+                    "type": e.get("type") or "",
+                    "last seen": stamp(seen),
+                    "object": f"{obj.get('kind', '?')}/{obj.get('name', '?')}",
+                    "reason": e.get("reason") or "",
+                    "count": int(series.get("count") or e.get("count") or 1),
+                    "message": e.get("message") or e.get("note") or "",
+                    "_seen": seen,
+                }
+            )
+        # Newest first, then warnings first (a stable sort keeps each group's time order).
+        rows.sort(key=lambda r: r["_seen"] or datetime.min.replace(tzinfo=UTC), reverse=True)
+        rows.sort(key=lambda r: r["type"] != "Warning")
+        return rows
+
     def events(self, limit: int = 20) -> pd.DataFrame:
-        """The newest ``limit`` Kubernetes events, warnings first, as a table."""
+        """The newest ``limit`` Kubernetes events, warnings first, as a table (messages whole)."""
         import pandas as pd
 
         if (missing := self._missing("events")) is not None:
             return missing
-        rows = [
-            {
-                "type": e.get("type"),
-                "last seen": e.get("lastTimestamp") or e.get("eventTime"),
-                "object": f"{e['involvedObject'].get('kind')}/{e['involvedObject'].get('name')}",
-                "reason": e.get("reason"),
-                "count": e.get("count", 1),
-                "message": (e.get("message") or "")[:160],
-            }
-            for e in self.items("events")
-        ]
-        # Warnings first, newest first within each group (a stable sort on time, then on type).
-        rows.sort(key=lambda r: r["last seen"] or "", reverse=True)
-        rows.sort(key=lambda r: r["type"] != "Warning")
-        return pd.DataFrame(rows[:limit], columns=["type", "last seen", "object", "reason", "count", "message"])
+        columns = ["type", "last seen", "object", "reason", "count", "message"]
+        return pd.DataFrame([{k: r[k] for k in columns} for r in self.event_rows()[:limit]], columns=columns)
 
     def log_errors(self, patterns: tuple[str, ...] = DEFAULT_LOG_PATTERNS) -> LogErrors:
         """Error lines in the captured pod logs matching ``patterns``, counted and grouped."""
@@ -522,30 +584,31 @@ class ClusterView:
 
     # ---- usage
 
+    USAGE_COLUMNS = ("pod", "cpu cores", "cpu of limit", "memory MiB", "memory of limit")
+
     def usage_rows(self) -> list[dict[str, Any]]:
-        """CPU and memory use per pod from the metrics API, absolute and as a fraction of the pod's limits."""
+        """CPU and memory use per pod from the metrics API, absolute and as a fraction of the pod's limits.
+
+        A fraction is None when the pod has no limit for that resource (or an unreadable one): a pod
+        without a limit is not "at 0 % of its limit".
+        """
         self.require("pod-metrics")
-        limits: dict[str, tuple[float, float]] = {}
-        for p in self.items("pods"):
-            cpu = mem = 0.0
-            for c in p.get("spec", {}).get("containers", []):
-                lim = c.get("resources", {}).get("limits", {})
-                cpu += _quantity(lim["cpu"]) if "cpu" in lim else 0.0
-                mem += _quantity(lim["memory"]) if "memory" in lim else 0.0
-            limits[p["metadata"]["name"]] = (cpu, mem)
+        limits = {p.get("metadata", {}).get("name"): _container_limits(p) for p in self.items("pods")}
         rows = []
         for item in self.items("pod-metrics"):
-            name = item["metadata"]["name"]
-            cpu = sum(_quantity(c["usage"]["cpu"]) for c in item.get("containers", []))
-            mem = sum(_quantity(c["usage"]["memory"]) for c in item.get("containers", []))
-            lcpu, lmem = limits.get(name, (0.0, 0.0))
+            name = item.get("metadata", {}).get("name", "?")
+            cpus = [_quantity((c.get("usage") or {}).get("cpu")) for c in item.get("containers") or []]
+            mems = [_quantity((c.get("usage") or {}).get("memory")) for c in item.get("containers") or []]
+            cpu = sum(cpus) if cpus and None not in cpus else None  # type: ignore[arg-type]
+            mem = sum(mems) if mems and None not in mems else None  # type: ignore[arg-type]
+            lcpu, lmem = limits.get(name, (None, None))
             rows.append(
                 {
                     "pod": name,
                     "cpu cores": cpu,
-                    "cpu of limit": cpu / lcpu if lcpu else None,
-                    "memory MiB": mem / 2**20,
-                    "memory of limit": mem / lmem if lmem else None,
+                    "cpu of limit": cpu / lcpu if cpu is not None and lcpu else None,
+                    "memory MiB": mem / 2**20 if mem is not None else None,
+                    "memory of limit": mem / lmem if mem is not None and lmem else None,
                 }
             )
         return rows
@@ -556,7 +619,7 @@ class ClusterView:
 
         if (missing := self._missing("pod-metrics")) is not None:
             return missing
-        return pd.DataFrame(self.usage_rows()).set_index("pod")
+        return pd.DataFrame(self.usage_rows(), columns=list(self.USAGE_COLUMNS)).set_index("pod")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,16 @@ from irkit.config import Settings
 from irkit.errors import SourceUnavailable
 
 
+def quantity(value: object) -> float:
+    """A Kubernetes quantity (``250m``, ``512Mi``, ``1e9``, ``+1``, ``1Ei``) as a float, by the client's own parser.
+
+    Raises ValueError for anything the API server would not accept either.
+    """
+    from kubernetes.utils.quantity import parse_quantity
+
+    return float(parse_quantity(value))
+
+
 def _describe(exc: ApiException) -> str:
     if exc.status in (401, 403):
         return f"forbidden by the API server (HTTP {exc.status}: {exc.reason})"

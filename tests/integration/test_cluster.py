@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,161 @@ def test_disk_is_checked_from_prometheus_volume_stats(tmp_path: Path) -> None:
     assert "volumes" not in roomy.evidence and roomy.details["disk"] == 0.4  # read, and not a finding
     unknown = check_resources(Evidence(settings, {}, scenario.TIMELINE["alert"], view))
     assert "disk" not in unknown.details
+
+
+# ---- readings held to the API's own object shapes (all through the real client and the fake API server)
+
+
+def _objects(**changes: Any) -> dict[str, Any]:
+    base = {
+        "deployment": cluster_scenario.deployment(),
+        "replicasets": cluster_scenario.replicasets(),
+        "pods": cluster_scenario.pods(),
+        "events": cluster_scenario.events(),
+        "helm-releases": cluster_scenario.helm_secrets(),
+        "pod-metrics": cluster_scenario.pod_metrics(),
+    }
+    return {**base, **changes}
+
+
+def _empty(kind: str, api_version: str = "v1") -> dict[str, Any]:
+    return {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": []}
+
+
+def test_a_deployment_scaled_to_zero_reads_as_empty_tables_not_a_crash(tmp_path: Path) -> None:
+    deployment = cluster_scenario.deployment()
+    deployment["spec"]["replicas"] = 0
+    deployment["status"] = {"observedGeneration": 9, "replicas": 0}
+    objects = _objects(
+        deployment=deployment,
+        pods=_empty("PodList"),
+        replicasets=_empty("ReplicaSetList", "apps/v1"),
+        **{"pod-metrics": _empty("PodMetricsList", "metrics.k8s.io/v1beta1"), "helm-releases": _empty("SecretList")},
+    )
+    with fake_kube(objects=objects, logs={"none": ""}) as kube:
+        view = capture(live(tmp_path, kube))
+    assert view.unavailable == {}
+    assert view.pods().empty and "state" in view.pods().columns
+    assert view.rollouts().empty and "change-cause" in view.rollouts().columns
+    assert view.usage().empty and "memory of limit" in view.usage().columns
+    assert view.helm_history().empty and view.ready_pods() == 0
+    ev = Evidence(load_config(None, {}), {}, scenario.TIMELINE["alert"], view)
+    for item in ("recent_changes", "error_logs", "resources"):
+        assert run_item(ITEMS[item], ev).status in set(CheckStatus)  # each check answers; none raises
+
+
+@pytest.mark.parametrize(
+    ("limit", "usage", "fraction"),
+    [
+        ("1e9", "5e8", 0.5),  # exponent notation
+        ("+1Gi", "512Mi", 0.5),  # explicit sign
+        ("1Pi", "512Ti", 0.5),
+        ("1Ei", "256Pi", 0.25),
+        ("1P", "500T", 0.5),
+        ("1E", "100P", 0.1),
+    ],
+)
+def test_memory_quantities_in_every_valid_notation(tmp_path: Path, limit: str, usage: str, fraction: float) -> None:
+    pods = cluster_scenario.pods()
+    for p in pods["items"]:
+        p["spec"]["containers"][0]["resources"]["limits"]["memory"] = limit
+    metrics = cluster_scenario.pod_metrics()
+    for m in metrics["items"]:
+        m["containers"][0]["usage"]["memory"] = usage
+    with fake_kube(objects=_objects(pods=pods, **{"pod-metrics": metrics})) as kube:
+        view = capture(live(tmp_path, kube))
+    rows = view.usage_rows()
+    assert rows and all(r["memory of limit"] == pytest.approx(fraction) for r in rows)
+
+
+def test_a_pod_without_a_limit_has_no_fraction_of_limit_and_a_bad_quantity_is_unknown(tmp_path: Path) -> None:
+    pods = cluster_scenario.pods()
+    del pods["items"][0]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    metrics = cluster_scenario.pod_metrics()
+    metrics["items"][1]["containers"][0]["usage"]["cpu"] = "12 cores"
+    with fake_kube(objects=_objects(pods=pods, **{"pod-metrics": metrics})) as kube:
+        view = capture(live(tmp_path, kube))
+    rows = {r["pod"]: r for r in view.usage_rows()}
+    first, second = (rows[name] for name in scenario.PODS[:2])
+    assert first["memory of limit"] is None and first["cpu of limit"] is not None
+    assert second["cpu cores"] is None and second["cpu of limit"] is None and second["memory MiB"] > 0
+
+
+def test_pod_states_say_what_the_containers_are_doing(tmp_path: Path) -> None:
+    pods = cluster_scenario.pods()
+    oom, pending, init = pods["items"][:3]
+    oom["status"]["containerStatuses"][0].update(
+        ready=False,
+        state={"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": "2025-11-20T14:40:00Z"}},
+    )
+    oom["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    pending["status"] = {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+    }
+    init["status"]["phase"] = "Pending"
+    init["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    init["status"]["initContainerStatuses"] = [
+        {"name": "migrate", "ready": False, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+    ]
+    init["status"]["containerStatuses"][0].update(
+        ready=False, state={"waiting": {"reason": "PodInitializing"}}
+    )
+    with fake_kube(objects=_objects(pods=pods)) as kube:
+        view = capture(live(tmp_path, kube))
+    rows = {r["pod"]: r for r in view.pod_rows()}
+    a, b, c = (rows[p["metadata"]["name"]] for p in (oom, pending, init))
+    assert a["state"] == "terminated: OOMKilled (exit 137)" and a["callout"] == "OOMKilled" and not a["ready"]
+    assert b["state"] == "no containers started: Unschedulable" and b["phase"] == "Pending" and not b["ready"]
+    assert "init migrate waiting: CrashLoopBackOff" in c["state"] and c["callout"] == "CrashLoopBackOff"
+    assert c["restarts"] >= 4 and "running" not in c["state"]
+    assert view.ready_pods() == 0
+
+
+def test_repeating_events_count_and_sort_by_their_series(tmp_path: Path) -> None:
+    events = cluster_scenario.events()
+    repeating = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "schema-registry.series", "namespace": scenario.NAMESPACE},
+        "involvedObject": {"kind": "Pod", "name": scenario.PODS[1]},
+        "reason": "Unhealthy",
+        "message": "Readiness probe failed: " + "x" * 300 + " END",
+        "type": "Warning",
+        "eventTime": "2025-11-20T14:00:00.000000Z",
+        "series": {"count": 57, "lastObservedTime": "2099-01-01T00:00:00.123456Z"},
+        "reportingComponent": "kubelet",
+        "reportingInstance": "node-2",
+        "action": "Probe",
+    }
+    events["items"].append(repeating)
+    with fake_kube(objects=_objects(events=events)) as kube:
+        view = capture(live(tmp_path, kube))
+    top = view.events().iloc[0]
+    assert top["reason"] == "Unhealthy" and top["count"] == 57
+    assert top["last seen"] == "2099-01-01 00:00:00 UTC"
+    assert top["message"].endswith(" END")  # whole, not cut at 160 characters
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-base64", "not-json", "not-an-object"])
+def test_a_corrupt_helm_release_is_could_not_check_not_a_crash(tmp_path: Path, damage: str) -> None:
+    import base64
+    import gzip
+
+    secrets = cluster_scenario.helm_secrets()
+    data = secrets["items"][0]["data"]
+    inner = base64.b64decode(base64.b64decode(data["release"]))
+    bad = {
+        "truncated": inner[: len(inner) // 2],
+        "not-base64": b"%%%",
+        "not-json": gzip.compress(b"{not json"),
+        "not-an-object": gzip.compress(b"[1, 2]"),
+    }[damage]
+    data["release"] = base64.b64encode(bad if damage == "not-base64" else base64.b64encode(bad)).decode()
+    with fake_kube(objects=_objects(**{"helm-releases": secrets})) as kube:
+        view = capture(live(tmp_path, kube))
+    rows = view.helm_rows()
+    assert any(str(r["status"]).startswith("could not check: release") for r in rows)
+    assert any(r["status"] == "superseded" or r["status"] == "deployed" for r in rows)  # the good one still reads
+    assert [c.kind for c in view.changes()].count("helm") == len(rows) - 1
+    view.helm_history()  # renders
