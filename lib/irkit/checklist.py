@@ -19,6 +19,7 @@ from irkit.config import Dependency, Settings
 from irkit.errors import BadInputError, SourceUnavailable
 from irkit.events import Event
 from irkit.http import Http
+from irkit.metrics import SATURATED
 from irkit.probes import CheckResult, CheckStatus, ProbeRegistry
 from irkit.record import Record
 from irkit.times import parse_ts
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RECENT_CHANGE_WINDOW = timedelta(hours=2)
-SATURATED = 0.8
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from irkit.errors import BadInputError, SourceUnavailable
+from irkit import units
+from irkit.errors import BadInputError, ConfigError, SourceUnavailable
 from irkit.severity import Assessment, Evidence, MetricRules, classify
 from irkit.sources import (
     SIGNALS_DIR,
@@ -26,6 +27,7 @@ from irkit.sources import (
     snapshot,
 )
 from irkit.times import parse_ts
+from irkit.units import signal_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 GOLDEN_SIGNALS = ("request_rate", "error_ratio", "latency_p99", "saturation_cpu", "saturation_memory", "availability")
 EVALUATION = timedelta(minutes=15)
+KEY_SIGNALS = ("error_ratio", "latency_p99", "availability")  # the ones severity is judged on
+SATURATED = 0.8  # a resource at or above this share of its limit is a finding (plan: resource utilization)
+# The signal a severity reason is about, where the two names differ.
+SIGNAL_OF_REASON = {"latency_ratio": "latency_p99"}
 
 
 @dataclass
@@ -50,6 +56,7 @@ class IncidentMetrics:
     series: dict[str, SignalSeries] = field(default_factory=dict)
     baseline: dict[str, SignalSeries] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    misconfigured: dict[str, str] = field(default_factory=dict)  # signals whose query the server rejected
 
     def _eval(self, s: SignalSeries, shift: timedelta = timedelta(0)) -> pd.Series:
         total = s.total().dropna()
@@ -94,40 +101,56 @@ class IncidentMetrics:
         evidence = dataclasses.replace(self.evidence(), health_ok=health_ok, pods_ready=pods_ready)
         return classify(evidence, rules)
 
-    def table(self) -> pd.DataFrame:
-        """One row per signal: worst in the evaluation window, normal (baseline), ratio, status."""
-        import pandas as pd
+    def signal_rows(self, assessment: Assessment | None = None) -> list[dict[str, Any]]:
+        """One row per golden signal with machine values: worst, normal, ratio, and the verdict on it.
 
+        The verdict is what the value means, not whether it was read: the level a severity signal
+        implies (``P1``), ``normal``, ``high`` for saturation at or above 80 % of a limit,
+        ``context`` for traffic, or ``could not check: <why>``.
+        """
+        a = assessment or self.assess()
+        implied: dict[str, list[str]] = {}
+        for r in a.reasons:
+            implied.setdefault(SIGNAL_OF_REASON.get(r.signal, r.signal), []).append(r.level.value)
         rows: list[dict[str, Any]] = []
         shown = (set(self.series) | set(self.unavailable)) & set(GOLDEN_SIGNALS)
         for sig in sorted(shown, key=_order):
-            if sig in self.unavailable and sig not in self.series:
-                rows.append(
-                    {
-                        "signal": sig,
-                        "worst (eval window)": None,
-                        "normal (week before)": None,
-                        "x normal": None,
-                        "status": f"could not check: {self.unavailable[sig]}",
-                    }
-                )
-                continue
             lowest = sig == "availability"
-            worst, normal = self.worst(sig, lowest=lowest), self.normal(sig)
+            worst = self.worst(sig, lowest=lowest) if sig in self.series else None
+            normal = self.normal(sig) if sig in self.series else None
             ratio = worst / normal if worst is not None and normal else None
-            rows.append(
-                {
-                    "signal": sig,
-                    "worst (eval window)": worst,
-                    "normal (week before)": normal,
-                    "x normal": ratio,
-                    "status": "ok" if worst is not None else "no data in window",
-                }
-            )
-        frame = pd.DataFrame(
-            rows, columns=["signal", "worst (eval window)", "normal (week before)", "x normal", "status"]
-        )
-        return frame.set_index("signal")
+            if sig in implied:
+                verdict = min(implied[sig])  # "P0" < "P1": the most severe level this signal implies
+            elif worst is None:
+                why = self.unavailable.get(sig) or a.unavailable.get(sig) or "no data in the evaluation window"
+                verdict = f"could not check: {why}"
+            elif sig.startswith("saturation_"):
+                verdict = f"high (≥ {SATURATED:.0%} of limit)" if worst >= SATURATED else "normal"
+            elif sig == "request_rate":
+                verdict = "context (not a severity signal)"
+            elif sig == "latency_p99" and normal is None:
+                verdict = "could not compare: no baseline a week earlier"
+            else:
+                verdict = "normal"
+            rows.append({"signal": sig, "worst": worst, "normal": normal, "x normal": ratio, "verdict": verdict})
+        return rows
+
+    def table(self, rules: MetricRules | None = None) -> pd.DataFrame:
+        """The golden signals as people read them: worst and normal in each signal's unit, ratio, verdict."""
+        import pandas as pd
+
+        rows = [
+            {
+                "signal": r["signal"].replace("_", " "),
+                "worst (eval window)": signal_value(r["signal"], r["worst"]),
+                "normal (week before)": signal_value(r["signal"], r["normal"]),
+                "vs normal": units.times(r["x normal"]),
+                "verdict": r["verdict"],
+            }
+            for r in self.signal_rows(self.assess(rules))
+        ]
+        columns = ["signal", "worst (eval window)", "normal (week before)", "vs normal", "verdict"]
+        return pd.DataFrame(rows, columns=columns).set_index("signal")
 
     def describe(self) -> dict[str, Any]:
         """Source, windows, signals read and unavailable ones, as ``metrics.read`` event data."""
@@ -142,6 +165,11 @@ class IncidentMetrics:
 
 def _order(signal: str) -> int:
     return GOLDEN_SIGNALS.index(signal) if signal in GOLDEN_SIGNALS else len(GOLDEN_SIGNALS)
+
+
+def configured_signals(settings: Settings, *extra: str) -> tuple[str, ...]:
+    """The golden signals (and ``extra``) the settings define; one set to null in config is left out."""
+    return tuple(s for s in (*GOLDEN_SIGNALS, *extra) if s in settings.signals)
 
 
 def read_metrics(
@@ -162,7 +190,10 @@ def read_metrics(
     base = fetch_all(source, signals, b_start, b_end, step_s=step_s, role="baseline")
     for name in signals:
         cur = got[name]
-        if isinstance(cur, SourceUnavailable):
+        if isinstance(cur, ConfigError):
+            m.misconfigured[name] = str(cur)
+            m.unavailable[name] = f"configuration error: {cur}"
+        elif isinstance(cur, SourceUnavailable):
             m.unavailable[name] = str(cur)
         else:
             m.series[name] = cur
@@ -265,13 +296,14 @@ def read_incident_metrics(
         src = signal_source(source, record, settings, environ)
         if isinstance(src, RecordedSource):
             start, end = src.window()
+            if record.state().get("replay") and start < now < end:
+                end = now  # a replay shows what was known at its moment, not the recording's future
             at = min(end, detected + EVALUATION)
         else:
             start, end, at = live_window(detected, now, lookback)
     except SourceUnavailable as exc:
         return nothing(exc)
-    signals = tuple(s for s in (*GOLDEN_SIGNALS, "error_ratio_by_route") if s in settings.signals)
-    m = read_metrics(src, signals=signals, start=start, end=end, eval_end=at, baseline_offset=settings.baseline_offset)
+    m = read_metrics(src, signals=configured_signals(settings, "error_ratio_by_route"), start=start, end=end, eval_end=at, baseline_offset=settings.baseline_offset)
     if not isinstance(src, RecordedSource):
         snapshot(record, [*m.series.values(), *m.baseline.values()], actor=actor)
     record.append("metrics.read", m.describe(), actor=actor)

@@ -19,7 +19,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from irkit.config import PrometheusSettings, Settings
-from irkit.errors import ConfigError, SourceUnavailable
+from irkit.errors import BadInputError, ConfigError, SourceUnavailable
 from irkit.http import Http
 from irkit.redact import scrub_url
 from irkit.sources import (
@@ -52,6 +52,14 @@ def result_to_frame(result: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(columns).sort_index()
     frame.index.name = "ts"
     return frame[sorted(frame.columns)]
+
+
+def _api_error(text: str) -> str:
+    """The ``error`` field of the Prometheus API error body inside the client's exception text, else the text."""
+    import re
+
+    m = re.search(r'"error":\s*"((?:[^"\\]|\\.)*)"', text)
+    return (m.group(1).replace('\\"', '"') if m else text)[:300]
 
 
 class PrometheusSource:
@@ -110,6 +118,9 @@ class PrometheusSource:
             raise SourceUnavailable(f"Prometheus request failed ({what}): {type(exc).__name__}") from exc
         except PrometheusApiClientException as exc:
             text = str(exc)
+            if text.startswith("HTTP Status Code 400") and "bad_data" in text:
+                # The server parsed our request and refused the PromQL: a configuration error, not an outage.
+                raise ConfigError(f"Prometheus rejected the query ({what}): {_api_error(text)}") from exc
             if "401" in text[:40] or "403" in text[:40]:
                 raise SourceUnavailable(f"Prometheus at {where} refused our credentials ({what})") from exc
             raise SourceUnavailable(f"Prometheus could not answer {what}: {text[:200]}") from exc
@@ -140,7 +151,10 @@ class PrometheusSource:
                 f"signals.{signal}: no such signal; configured: {', '.join(sorted(self.settings.signals))}"
             )
         svc = self.settings.service
-        return render_query(template, service=svc.name, namespace=svc.namespace)
+        try:
+            return render_query(template, service=svc.name, namespace=svc.namespace)
+        except BadInputError as exc:
+            raise ConfigError(f"signals.{signal}: {exc}") from exc
 
     def range(
         self, signal: str, start: datetime, end: datetime, *, step_s: float | None = None, role: str = "incident"
@@ -148,7 +162,10 @@ class PrometheusSource:
         """Signal ``signal`` over [start, end]; the step defaults to ≤ 1,000 points (plot resolution)."""
         query = self.signal_query(signal)
         step = step_s or choose_step(start, end, max_points=PLOT_MAX_POINTS)
-        frame = self.query_range(query, start, end, step)
+        try:
+            frame = self.query_range(query, start, end, step)
+        except ConfigError as exc:
+            raise ConfigError(f"signals.{signal}: {exc}") from exc
         return SignalSeries(signal, query, start, end, step, frame, role, self.name)
 
     def active_alerts(self, service: str) -> list[dict[str, Any]]:

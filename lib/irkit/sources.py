@@ -255,14 +255,14 @@ def fetch_all(
     step_s: float | None = None,
     role: str = "incident",
     max_workers: int = 4,
-) -> dict[str, SignalSeries | SourceUnavailable]:
-    """Several signals concurrently; each is a series or the reason it could not be read."""
+) -> dict[str, SignalSeries | SourceUnavailable | ConfigError]:
+    """Several signals concurrently; each is a series, the reason it could not be read, or its configuration error."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(name: str) -> SignalSeries | SourceUnavailable:
+    def one(name: str) -> SignalSeries | SourceUnavailable | ConfigError:
         try:
             return source.range(name, start, end, step_s=step_s, role=role)
-        except SourceUnavailable as exc:
+        except (SourceUnavailable, ConfigError) as exc:
             return exc
 
     names = list(signals)

@@ -68,13 +68,55 @@ def test_each_plan_boundary_classifies(boundary_prometheus: str, case: str) -> N
         assert any(r.level == a.level and r.threshold for r in a.reasons)
 
 
-def test_irkit_assess_prints_p1_with_the_reason(cli, boundary_prometheus: str) -> None:
-    env = {"IRKIT_PROMETHEUS__URL": boundary_prometheus, "IRKIT_SERVICE__NAMESPACE": NAMESPACE}
-    res = cli("assess", "--service", "err-12", "--at", AT.isoformat(), "--window", "10m", env=env)
+def _assess_config(tmp_path: Path, **signals: str | None) -> str:
+    import yaml
+
+    path = tmp_path / "irkit.yaml"
+    path.write_text(yaml.safe_dump({"service": {"namespace": NAMESPACE}, "signals": signals}))
+    return str(path)
+
+
+def test_irkit_assess_prints_p1_with_the_reason(cli, boundary_prometheus: str, tmp_path: Path) -> None:
+    # This service records only the error ratio: the other key signals are dropped with `name: null`.
+    cfg = _assess_config(tmp_path, latency_p99=None, availability=None)
+    env = {"IRKIT_PROMETHEUS__URL": boundary_prometheus}
+    args = ("assess", "--config", cfg, "--service", "err-12", "--at", AT.isoformat(), "--window", "10m")
+    res = cli(*args, env=env)
     assert res.exit_code == 0, res.stderr
     assert "level: P1" in res.stdout and "error ratio 12.0% > 10%" in res.stdout
-    data = json.loads(cli("assess", "--service", "err-12", "--at", AT.isoformat(), "--json", env=env).stdout)
-    assert data["level"] == "P1" and data["reasons"][0]["signal"] == "error_ratio"
+    table = res.stdout.splitlines()
+    error_row = next(line for line in table if line.startswith("error ratio"))
+    assert "12.0 %" in error_row and error_row.rstrip().endswith("P1")  # the verdict, not "ok"
+    assert "latency" not in res.stdout and "availability" not in res.stdout
+    data = json.loads(cli(*args, "--json", env=env).stdout)
+    assert data["level"] == "P1" and data["complete"] is True and data["reasons"][0]["signal"] == "error_ratio"
+    row = next(r for r in data["signals"] if r["signal"] == "error_ratio")
+    assert row["worst"] == pytest.approx(0.12) and row["verdict"] == "P1"  # machine values in JSON
+
+
+def test_assess_with_a_key_signal_unread_is_a_lower_bound_and_exit_3(cli, boundary_prometheus: str) -> None:
+    env = {"IRKIT_PROMETHEUS__URL": boundary_prometheus, "IRKIT_SERVICE__NAMESPACE": NAMESPACE}
+    res = cli("assess", "--service", "err-12", "--at", AT.isoformat(), "--window", "10m", env=env)
+    assert res.exit_code == 3
+    assert "level: at least P1" in res.stdout and "level: none" not in res.stdout
+    assert "could not check latency_p99" in res.stdout and "could not check availability" in res.stdout
+    assert res.stderr.startswith("irkit: could not check latency_p99, availability") and res.stderr.count("\n") == 1
+    quiet = cli("assess", "--service", "err-0-9", "--at", AT.isoformat(), "--window", "10m", env=env)
+    assert quiet.exit_code == 3 and "level: unknown" in quiet.stdout and "level: none" not in quiet.stdout
+
+
+def test_a_promql_syntax_error_is_a_configuration_error_naming_the_signal(
+    cli, boundary_prometheus: str, tmp_path: Path
+) -> None:
+    cfg = _assess_config(tmp_path, error_ratio='sum(rate(http_requests_total{{service="{service}"}}[5m]')
+    env = {"IRKIT_PROMETHEUS__URL": boundary_prometheus}
+    res = cli("assess", "--config", cfg, "--service", "err-12", "--at", AT.isoformat(), env=env)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "signals.error_ratio" in res.stderr and "parse error" in res.stderr and res.stderr.count("\n") == 1
+    # A template irkit cannot even fill is named the same way, before any request.
+    cfg = _assess_config(tmp_path, availability='up{service="$service"}')
+    res = cli("assess", "--config", cfg, "--service", "err-12", "--at", AT.isoformat(), env=env)
+    assert res.exit_code == 2 and res.stderr.startswith("irkit: signals.availability: ")
 
 
 def test_assess_with_prometheus_down_is_could_not_check(cli) -> None:
