@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from irkit.errors import (
 )
 from irkit.record import Record, list_incidents, validate_incident_id
 from irkit.severity import Level
-from irkit.times import parse_ts, utcnow
+from irkit.times import parse_ts, stamp, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,10 +48,10 @@ class Ctx:
 
     @property
     def actor(self) -> str:
-        """Who is running the command: ``IRKIT_ACTOR`` or the login name."""
+        """Who is running the command: ``IRKIT_ACTOR``, the settings' ``actor``, or the login name."""
         from irkit.runner import default_actor
 
-        return default_actor(self.environ)
+        return default_actor(self.environ, self.settings)
 
     def record(self, incident_id: str) -> Record:
         """Open a record for writing: redacted and, when a key is configured, signed."""
@@ -201,16 +201,17 @@ def open_cmd(
 
 
 def open_incident(c: Ctx, *, service: str | None, title: str | None, severity: str | None) -> Record:
-    """A new incident with a time-based id (``INC-YYYYMMDD-HHMMSS``, suffixed if taken)."""
+    """A new incident, its id in the one format alerts use too: ``INC-<yyyymmdd>-<hhmm>-<8 hex>``."""
+    import secrets
+
     from irkit.errors import IncidentExists
 
     now = utcnow()
-    base = f"INC-{now:%Y%m%d-%H%M%S}"
-    for n in range(1, 100):
+    for _ in range(1, 100):
         try:
             rec = Record.create(
                 c.records,
-                base if n == 1 else f"{base}-{n}",
+                f"INC-{now:%Y%m%d-%H%M}-{secrets.token_hex(4)}",
                 title=title or "untitled incident",
                 service=service or c.settings.service.name,
                 severity=severity,
@@ -308,10 +309,19 @@ def seal_cmd(incident_id: str, paths: tuple[str, ...], c: Ctx) -> None:
 
 
 def _row(state: dict[str, Any]) -> dict[str, Any]:
+    """An incident's summary with machine values: ISO times, booleans, counts."""
     return {k: state.get(k) for k in ("id", "title", "service", "severity", "status", "detected_at")} | {
         "events": state["head"]["seq"],
         "runs": len(state["runs"]),
+        "alerts": len(state.get("alerts") or {}),
+        "alerts_resolved": bool(state.get("alerts")) and bool(state.get("alerts_resolved")),
     }
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned columns under a header (the last column is free text, not padded)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)), r[-1]]).rstrip() for r in [header, *rows]]
 
 
 def _review_overdue(state: dict[str, Any], settings: Settings) -> bool:
@@ -342,12 +352,17 @@ def list_cmd(as_json: bool, c: Ctx) -> None:
     if not rows:
         click.echo(f"no incidents under {c.records}")
         return
+    lines = []
     for r in rows:
         if not r["verifies"]:
-            click.echo(f"{r['id']:<32} DOES NOT VERIFY: {r['problem']}")
+            lines.append((r["id"], "", "DOES NOT VERIFY", "", "", str(r["problem"])))
             continue
-        flag = "  REVIEW OVERDUE" if r.get("review_overdue") else ""
-        click.echo(f"{r['id']:<32} {r['severity'] or '--':<3} {r['status']:<13} {r['detected_at']}  {r['title']}{flag}")
+        alerts = "—" if not r.get("alerts") else ("resolved" if r.get("alerts_resolved") else "firing")
+        flag = "  [REVIEW OVERDUE]" if r.get("review_overdue") else ""
+        detected = stamp(r["detected_at"]) if r.get("detected_at") else "—"
+        lines.append((r["id"], r["severity"] or "—", r["status"], detected, alerts, f"{r['title']}{flag}"))
+    for line in _table(("INCIDENT", "SEV", "STATUS", "DETECTED (UTC)", "ALERTS", "TITLE"), lines):
+        click.echo(line)
 
 
 @main.command("show")
@@ -377,7 +392,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
 
         out = _row(state) | {
             "escalations": [s.row() for s in _ladder(c.settings.escalation, c.settings.rotation, state, events, now)],
-            "clocks": {name: {"at": when, "state": st} for name, when, st in clocks.rows()},
+            "clocks": {name: {"at": when or None, "state": st} for name, when, st in clocks.rows(machine=True)},
             "overdue": {
                 "response": clocks.response_overdue,
                 "resolution": clocks.resolution_overdue,
@@ -390,13 +405,17 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
         }
         click.echo(json.dumps(out, indent=2, default=str))
         return
+    alerts = state.get("alerts") or {}
+    firing = sum(1 for a in alerts.values() if a.get("status") != "resolved")
     click.echo(f"{state['id']}  {state['title']}")
     click.echo(f"  service   {state['service']}")
     click.echo(f"  severity  {state['severity'] or 'not yet assessed'}")
     click.echo(f"  status    {state['status']}")
+    if alerts:
+        click.echo(f"  alerts    {len(alerts)}: " + ("all resolved" if firing == 0 else f"{firing} still firing"))
     for name, when, st in clocks.rows():
         flag = click.style(st, fg="red", bold=True) if st in ("OVERDUE", "missed") else st
-        click.echo(f"  {name:<16} {when:<32} {flag}")
+        click.echo(f"  {name:<16} {when:<28} {flag}")
     from irkit.oncall import ladder
 
     for step in ladder(c.settings.escalation, c.settings.rotation, state, events, now):
@@ -411,7 +430,8 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
         click.echo(f"  working copies (unsealed): {', '.join(sorted(state['working_copies']))}")
     click.echo(f"events ({len(events)}):")
     for ev in recent:
-        click.echo(f"  {ev['seq']:>4} {ev['ts']} {ev['type']:<18} {ev['actor']:<14} {describe_event(ev)[:90]}")
+        what = describe_event(ev)
+        click.echo(f"  {ev['seq']:>4}  {stamp(ev['ts'])}  {ev['actor']:<14} {what}")
 
 
 @main.command("verify")
@@ -488,6 +508,16 @@ def status_cmd(incident_id: str, to: str, reason: str, c: Ctx) -> None:
     click.echo(f"{incident_id}: {ev['data']['from']} → {ev['data']['to']}")
 
 
+@main.command("note")
+@click.argument("incident_id")
+@click.argument("text")
+@common
+def note_cmd(incident_id: str, text: str, c: Ctx) -> None:
+    """Add a responder's note to the incident's timeline (e.g. a step done by hand)."""
+    ev = c.record(incident_id).note(text, actor=c.actor)
+    click.echo(f"{incident_id}: noted by {ev['actor']} at {ev['ts'][:19].replace('T', ' ')} UTC")
+
+
 # --------------------------------------------------------------------------- metrics
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
@@ -521,8 +551,13 @@ def parse_time(text: str | None) -> datetime:
 def assess_cmd(
     service: str | None, at: str | None, window: str, as_json: bool, c: Ctx
 ) -> None:
-    """Severity from live Prometheus signals, per the plan's thresholds, with every reason."""
-    from irkit.metrics import read_metrics
+    """Severity from live Prometheus signals, per the plan's thresholds, with every reason.
+
+    Exit 0 with a level (or none crossed) when every key signal was read; exit 2 when the server
+    rejected a configured query (naming the signal); exit 3 when a key signal (error ratio, p99
+    latency, availability) could not be read — a level from the rest is then only a lower bound.
+    """
+    from irkit.metrics import KEY_SIGNALS, configured_signals, read_metrics
     from irkit.prom import PrometheusSource
 
     settings = c.settings
@@ -531,15 +566,19 @@ def assess_cmd(
     when, span = parse_time(at), parse_duration(window)
     m = read_metrics(
         PrometheusSource(settings, c.environ),
+        signals=configured_signals(settings),
         start=when - span,
         end=when,
         eval_end=when,
         baseline_offset=settings.baseline_offset,
         evaluation=span,
     )
+    if m.misconfigured:
+        raise ConfigError("; ".join(m.misconfigured.values()))
     a = m.assess(settings.severity.metric_rules)
+    unchecked = {k: v for k, v in a.unavailable.items() if k in KEY_SIGNALS or k not in m.series}
+    complete = not any(k in KEY_SIGNALS for k in a.unavailable)
     if as_json:
-        table = m.table().reset_index()
         click.echo(
             json.dumps(
                 {
@@ -547,24 +586,33 @@ def assess_cmd(
                     "at": when.isoformat(),
                     "window_s": span.total_seconds(),
                     "level": a.level.value if a.level else None,
+                    "complete": complete,
                     "summary": a.summary(),
                     "reasons": [r.as_dict() for r in a.reasons],
                     "unavailable": a.unavailable,
-                    "signals": json.loads(table.to_json(orient="records")),
+                    "signals": m.signal_rows(a),
                 },
                 indent=2,
             )
         )
     else:
-        click.echo(f"{settings.service.name} at {when.isoformat()} (worst over the last {window}):")
-        click.echo(m.table().to_string(na_rep="—", float_format=lambda v: f"{v:.4g}"))
-        click.echo(f"level: {a.level.value if a.level else 'none'}")
+        click.echo(f"{settings.service.name} at {when:%Y-%m-%d %H:%M:%S} UTC (worst over the last {window}):")
+        click.echo(m.table(settings.severity.metric_rules).to_string())
+        if a.level and complete:
+            click.echo(f"level: {a.level.value}")
+        elif a.level:
+            click.echo(f"level: at least {a.level.value} (not every key signal could be checked)")
+        elif complete:
+            click.echo("level: no severity threshold crossed")
+        else:
+            click.echo("level: unknown (not every key signal could be checked)")
         for r in a.reasons:
             click.echo(f"  {r.level.value}  {r.text}")
-        for name, why in a.unavailable.items():
+        for name, why in unchecked.items():
             click.echo(f"  could not check {name}: {why}")
-    if a.level is None and m.unavailable and not m.series:
-        raise SourceUnavailable(f"could not assess: {next(iter(m.unavailable.values()))}")
+    if not complete:
+        names = ", ".join(k for k in KEY_SIGNALS if k in a.unavailable)
+        raise SourceUnavailable(f"could not check {names}: {next(v for k, v in a.unavailable.items() if k in KEY_SIGNALS)}")
 
 
 @main.command("check")

@@ -10,6 +10,7 @@ Statuspage, Jira) share one interface, retry with backoff, and never break a run
 
 from __future__ import annotations
 
+import json
 import smtplib
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from irkit import templating
 from irkit.config import Settings
 from irkit.errors import BadInputError, SourceUnavailable
+from irkit.events import Status
 from irkit.http import Http
 from irkit.oncall import on_call
 from irkit.record import Record
@@ -126,7 +128,7 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
         "next_update": f"{clocks.next_update_due:%H:%M} UTC" if clocks.next_update_due else "no scheduled updates",
         "cadence": _cadence(settings, level),
         "eta": f"within the {level} target ({clocks.resolution_due:%H:%M} UTC)" if clocks.resolution_due else UNKNOWN,
-        "current": f"{(st.get('status') or UNKNOWN).capitalize()}; {len(events)} events in the incident record",
+        "current": (st.get("status") or UNKNOWN).capitalize() + (f"; latest action: {actions[-1]}" if actions else ""),
         "next_steps": [
             "Continue the investigation checklist",
             "Apply and verify mitigation",
@@ -150,6 +152,37 @@ class Rendered:
     html: str | None
     path: str
     context: dict[str, Any]
+    new: bool = True  # False: identical to the last message of this kind, which is reused (not rendered again)
+
+
+# What a message says that moves by itself: the next update's time moves each time one is sent.
+VOLATILE = frozenset({"next_update"})
+
+
+def _substance(kind: str, ctx: Mapping[str, Any]) -> str:
+    """A digest of what a message says (its kind and context, less ``VOLATILE``), to tell news from a re-run."""
+    import hashlib
+
+    said = {k: v for k, v in ctx.items() if k not in VOLATILE}
+    return hashlib.sha256(json.dumps([kind, said], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _unchanged(record: Record, kind: str, substance: str) -> str | None:
+    """The path of the last ``kind`` message when it said the same thing: re-running a runbook must not
+    pile up copies of a message with nothing new in it."""
+    last = next(
+        (e["data"] for e in reversed(record.events()) if e["type"] == "comms.rendered" and e["data"].get("kind") == kind),
+        None,
+    )
+    return str(last["path"]) if last is not None and last.get("substance") == substance else None
+
+
+def message_set(requested: str, status: str | None) -> str:
+    """Which set of messages to send: a request for the ``initial`` set on an incident that is already
+    resolved gets the ``resolved`` set (never "INCIDENT ALERT … Status: Resolved")."""
+    if requested == "initial" and status in (Status.RESOLVED, Status.REVIEWED):
+        return "resolved"
+    return requested
 
 
 def applicable(kind: str, level: str | None, settings: Settings) -> bool:
@@ -168,6 +201,9 @@ def render(
     ctx = context(record, settings, now=now, root_cause=root_cause)
     text = templating.render(f"comms/{kind}.txt.j2", "text", **ctx)
     html = templating.render(f"comms/{kind}.html.j2", "html", **ctx) if kind == "email_stakeholders" else None
+    substance = _substance(kind, ctx)
+    if (same := _unchanged(record, kind, substance)) is not None:
+        return Rendered(kind, text, html, same, ctx, new=False)  # a re-run: nothing new to say, no new file
     taken = {Path(p).name.split("-", 1)[0] for p in record.state()["artifacts"] if p.startswith("comms/")}
     first = len(taken)
 
@@ -182,7 +218,7 @@ def render(
 
     files = record.seal(files_for, actor=actor, kind="message", reuse_identical=False)
     rel = files[0]
-    record.append("comms.rendered", {"kind": kind, "path": rel, "files": files}, actor=actor)
+    record.append("comms.rendered", {"kind": kind, "path": rel, "files": files, "substance": substance}, actor=actor)
     return Rendered(kind, text, html, rel, ctx)
 
 
@@ -503,13 +539,24 @@ def communicate(
     actor: str,
     root_cause: str = "",
     senders: Mapping[str, SenderFactory] | None = None,
-) -> tuple[list[Rendered], list[SendResult]]:
-    """Render the plan's ``initial`` or ``resolved`` messages into comms/; deliver each when ``send``."""
+) -> tuple[list[Rendered], list[SendResult | None]]:
+    """Render the plan's ``initial`` or ``resolved`` messages into comms/; deliver each when ``send``.
+
+    A message whose text did not change since it was last rendered is reused, and not delivered again
+    if it already was (its result is None)."""
+    which = message_set(which, record.state().get("status"))
     kinds = {"initial": INITIAL, "resolved": RESOLVED}.get(which)
     if kinds is None:
         raise BadInputError("which must be 'initial' or 'resolved'")
     rendered = render_set(record, settings, kinds, now=now, actor=actor, root_cause=root_cause)
-    results = [deliver(record, settings, environ, r, actor=actor, senders=senders) for r in rendered] if send else []
+    if not send:
+        return rendered, []
+    sent = {e["data"].get("path") for e in record.events() if e["type"] == "comms.sent"}
+    # An unchanged message that already went out is not sent again (None: nothing was attempted).
+    results = [
+        deliver(record, settings, environ, r, actor=actor, senders=senders) if r.new or r.path not in sent else None
+        for r in rendered
+    ]
     return rendered, results
 
 

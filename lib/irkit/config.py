@@ -316,6 +316,13 @@ class Settings(_Model):
     """Everything irkit needs to know, validated."""
 
     service: ServiceSettings = ServiceSettings()
+    actor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Your name as the incident record shows it (IRKIT_ACTOR overrides; default: the login name)",
+    )
     records_dir: str = "reports"
     prometheus: PrometheusSettings = PrometheusSettings()
     signals: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SIGNALS))
@@ -479,3 +486,18 @@ def load_config(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(source, exc)) from exc
+
+
+def resolve_actor(environ: Mapping[str, str], settings: Settings | None = None) -> tuple[str, bool]:
+    """Who is acting, and whether that is a person's chosen name: ``IRKIT_ACTOR``, then ``actor`` in
+    the settings, then the login name (``False``: "root" or "jovyan" names an account, not a responder)."""
+    import getpass
+
+    if environ.get("IRKIT_ACTOR", "").strip():
+        return environ["IRKIT_ACTOR"].strip(), True
+    if settings is not None and settings.actor:
+        return settings.actor, True
+    try:
+        return getpass.getuser(), False
+    except (KeyError, OSError):
+        return "unknown", False

@@ -162,7 +162,7 @@ EVENT_TYPES: dict[str, EventType] = {
             (),
             ("as_of", "source", "watch_minutes", "criteria", "decision", "refused", "forced", "watch_until", "key"),
         ),
-        EventType("comms.rendered", ("kind",), ("path", "files")),
+        EventType("comms.rendered", ("kind",), ("path", "files", "substance")),
         EventType("comms.sent", ("channel",), ("kind", "path", "attempts", "response_id"), open=True),
         EventType(
             "comms.failed", ("channel",), ("kind", "path", "attempts", "error", "role", "key", "who", "action"), open=True

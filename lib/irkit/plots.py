@@ -103,16 +103,24 @@ def _panel(
             va="bottom",
         )
     for m in markers:
-        ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
+        if metrics.start <= m.at <= metrics.end:
+            ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
+    for at, label, kind in marker_labels(markers, metrics.start, metrics.end):
+        # Text beside its line, inside the axes (right of the line near the left edge), on a white box.
+        left = (at - metrics.start) / (metrics.end - metrics.start) < 0.12
         ax.annotate(
-            m.label,
-            xy=(m.at, 1.0),
+            label,
+            xy=(at, 0.97),
             xycoords=("data", "axes fraction"),
+            xytext=(2 if left else -2, 0),
+            textcoords="offset points",
             rotation=90,
             fontsize=6,
             va="top",
-            ha="right",
-            color=MARKER_COLORS.get(m.kind, "tab:blue"),
+            ha="left" if left else "right",
+            color=MARKER_COLORS.get(kind, "tab:blue"),
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+            annotation_clip=False,
         )
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
@@ -120,6 +128,24 @@ def _panel(
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=6, loc="upper left")
+
+
+def marker_labels(
+    markers: Sequence[Marker], start: datetime, end: datetime, *, min_gap: float = 0.04
+) -> list[tuple[datetime, str, str]]:
+    """One label per cluster of markers closer than ``min_gap`` of the axis width (their labels joined,
+    so "monitoring" and "resolved" a minute apart read "monitoring / resolved", never overprinted);
+    markers outside [start, end] get no label on this axis."""
+    span = (end - start).total_seconds() or 1.0
+    inside = sorted((m for m in markers if start <= m.at <= end), key=lambda m: m.at)
+    out: list[tuple[datetime, list[str], str]] = []
+    for m in inside:
+        if out and (m.at - out[-1][0]).total_seconds() / span < min_gap:
+            if m.label not in out[-1][1]:
+                out[-1][1].append(m.label)
+            continue
+        out.append((m.at, [m.label], m.kind))
+    return [(at, " / ".join(labels), kind) for at, labels, kind in out]
 
 
 def signal_figure(

@@ -19,13 +19,13 @@ from typing import Any
 from irkit import templating
 from irkit.cluster import CLUSTER_DIR, RecordedCluster, capture
 from irkit.config import Settings
-from irkit.errors import BadInputError, SourceUnavailable
-from irkit.events import Event
+from irkit.errors import BadInputError, RecordError, SourceUnavailable
+from irkit.events import STAKEHOLDER_CHANNELS, Event
 from irkit.metrics import IncidentMetrics, read_metrics
 from irkit.record import Record, versioned
 from irkit.severity import Level
 from irkit.sources import SIGNALS_DIR, RecordedSource
-from irkit.times import human, parse_ts, rfc3339
+from irkit.times import human, parse_ts, stamp
 
 IMPACT_RATIO = 0.01  # the plan's "error rate < 1%" marks normal
 
@@ -56,11 +56,12 @@ class Verdict:
     value: str
     target: str
     ok: bool | None
+    neutral: str = "not recorded"  # what ``ok is None`` means here: "not recorded", "not needed", "not applicable"
 
     @property
     def mark(self) -> str:
-        """"met", "missed" or "not recorded", as the post-mortem shows it."""
-        return {True: "met", False: "missed", None: "not recorded"}[self.ok]
+        """"met", "missed", or (neither) what this row's ``neutral`` says, as the post-mortem shows it."""
+        return {True: "met", False: "missed"}.get(self.ok, self.neutral)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -224,6 +225,35 @@ def _candidates(view: Any, impact_start: datetime | None, events: list[Event]) -
     return out
 
 
+def communication_log(record: Record, events: list[Event]) -> list[dict[str, str]]:
+    """One row per message written: when, what kind, its first line, and what became of it (sent where, or why not)."""
+    rows: dict[str, dict[str, str]] = {}
+    for e in events:
+        d = e["data"]
+        if e["type"] == "comms.rendered" and d.get("path"):
+            try:
+                text = record.resolve_artifact(d["path"]).read_text(encoding="utf-8", errors="replace")
+            except (OSError, RecordError):
+                text = ""
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "(empty)")
+            rows[d["path"]] = {
+                "time": stamp(e["ts"]),
+                "kind": str(d.get("kind", "")).replace("_", " "),
+                "message": first if len(first) <= 160 else first[:159] + "…",
+                "delivery": "written, not sent",
+                "path": d["path"],
+            }
+        elif e["type"] in ("comms.sent", "comms.failed", "comms.skipped") and d.get("path") in rows:
+            row = rows[d["path"]]
+            said = {
+                "comms.sent": f"sent via {d.get('channel')} at {stamp(e['ts'])}",
+                "comms.failed": f"NOT sent via {d.get('channel')}: {d.get('error', '')}",
+                "comms.skipped": f"skipped ({d.get('channel')}): {d.get('reason', '')}",
+            }[e["type"]]
+            row["delivery"] = said if row["delivery"] == "written, not sent" else f"{row['delivery']}; {said}"
+    return list(rows.values())
+
+
 def build(
     record: Record,
     settings: Settings,
@@ -240,9 +270,9 @@ def build(
     detected = parse_ts(st["detected_at"])
     times = st["status_times"]
     acked = parse_ts(times["acknowledged"]) if times.get("acknowledged") else None
+    # Time to mitigate counts an EXECUTED mitigation only: a plan, a dry run or a status change is not one.
     mitigated = next((parse_ts(e["ts"]) for e in events if e["type"] == "action.executed"), None)
-    if mitigated is None and times.get("mitigating"):
-        mitigated = parse_ts(times["mitigating"])
+    planned = [e["data"] for e in events if e["type"] == "action.planned"]
     resolved = parse_ts(times["resolved"]) if times.get("resolved") else None
     src = RecordedSource(record.latest_dir(SIGNALS_DIR))
     try:
@@ -294,6 +324,7 @@ def build(
     impact["duration (detected → resolved)"] = human(resolved - detected) if resolved else "ongoing"
     # ---- verdicts against the policy
     verdicts: list[Verdict] = []
+    missed_updates: list[str] = []
     if level is not None:
         pol = policy[level]
         if impact_start:
@@ -314,14 +345,15 @@ def build(
                     (acked - detected) <= pol.response_time if acked else False,
                 )
             )
-        verdicts.append(
-            Verdict(
-                "time to mitigate",
-                human(mitigated - detected) if mitigated else "no executed mitigation recorded",
-                "—",
-                None if mitigated is None else True,
+        if mitigated is not None:
+            verdicts.append(Verdict("time to mitigate", human(mitigated - detected), "no target in the plan", None, "no target"))
+        else:
+            what = (
+                f"planned, never executed ({', '.join(sorted({str(p.get('action')) for p in planned}))})"
+                if planned
+                else "no mitigation executed"
             )
-        )
+            verdicts.append(Verdict("time to mitigate", what, "no target in the plan", None, "not applicable"))
         if pol.resolution_target is not None:
             ok = (resolved - detected) <= pol.resolution_target if resolved else None
             verdicts.append(
@@ -339,14 +371,37 @@ def build(
             ok = (
                 True
                 if step.state.startswith("engaged") and "late" not in step.state
-                else (False if step.state in ("missed", "OVERDUE") or "late" in step.state else None)
+                else (False if step.state.startswith(("missed", "OVERDUE")) or "late" in step.state else None)
             )
-            verdicts.append(Verdict(f"escalation: {step.role}", step.state, f"by {step.due_at:%H:%M} UTC", ok))
+            neutral = "not needed" if step.state.startswith("not needed") else "not recorded"
+            verdicts.append(Verdict(f"escalation: {step.role}", step.state, f"by {step.due_at:%H:%M} UTC", ok, neutral))
+        if pol.update_every is not None:
+            updates = [
+                parse_ts(e["ts"])
+                for e in events
+                if e["type"] == "comms.sent" and e["data"].get("channel") in STAKEHOLDER_CHANNELS
+            ]
+            missed = policy.missed_updates(level, detected, updates, end)
+            verdicts.append(
+                Verdict(
+                    "stakeholder updates",
+                    f"{len(updates)} sent; {len(missed)} missed" if missed else f"{len(updates)} sent, each in time",
+                    f"every {human(pol.update_every)}",
+                    not missed,
+                )
+            )
+            missed_updates = [
+                f"stakeholder update due {due:%H:%M} UTC " + (f"sent late at {late:%H:%M}" if late else "never sent")
+                for due, late in missed
+            ]
+    else:
+        missed_updates = []
     sla = next((v for v in verdicts if v.measure.startswith("time to resolve")), None)
     impact["response target"] = next((v.mark for v in verdicts if v.measure.startswith("time to acknowledge")), "—")
     impact["resolution target (SLA)"] = "breached" if sla and sla.ok is False else ("met" if sla and sla.ok else "—")
     well = [f"{v.measure}: {v.value} ({v.target})" for v in verdicts if v.ok is True]
     wrong = [f"{v.measure}: {v.value} (target {v.target})" for v in verdicts if v.ok is False]
+    wrong += missed_updates
     wrong += [f"unchecked at the end: {r['item']}" for r in _unchecked(events)]
     refused = [e["data"].get("reason", "") for e in events if e["type"] == "action.refused"]
     wrong += [f"mitigation refused: {r}" for r in refused]
@@ -382,17 +437,7 @@ def build(
             else view.log_errors()
         )
         logs = [(msg, n, errors.examples.get(msg, "")) for msg, n in errors.top[:5]]
-    comms = [
-        {
-            "time": e["ts"],
-            "kind": e["data"].get("kind", ""),
-            "channel": e["data"].get("channel", "rendered"),
-            "status": e["type"].split(".")[1],
-            "detail": e["data"].get("path") or e["data"].get("response_id") or "",
-        }
-        for e in events
-        if e["type"].startswith("comms.")
-    ]
+    comms = communication_log(record, events)
     return PostMortem(
         incident_id=st["id"],
         title=title or st["title"] or st["id"],
@@ -484,7 +529,7 @@ def render(record: Record, pm: PostMortem, *, actor: str) -> tuple[Path, Path]:
         "pm": pm,
         "rows": [e.row(pm.start) for e in pm.timeline],
         "images": images,
-        "generated": rfc3339(record.clock()),
+        "generated": stamp(record.clock()),
     }
     md = templating.render("postmortem.md.j2", "markdown", **ctx)
     html = templating.render("postmortem.html.j2", "html", **ctx)

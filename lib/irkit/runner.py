@@ -14,7 +14,6 @@ the ``irkit`` papermill engine (:mod:`irkit.engine`).
 
 from __future__ import annotations
 
-import getpass
 import html
 import platform
 import shutil
@@ -254,14 +253,11 @@ def git_commit(directory: Path) -> str | None:
     return _GIT[key]
 
 
-def default_actor(environ: Mapping[str, str]) -> str:
-    """Who is running this: ``IRKIT_ACTOR`` or the login name."""
-    if environ.get("IRKIT_ACTOR"):
-        return environ["IRKIT_ACTOR"]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+def default_actor(environ: Mapping[str, str], settings: Settings | None = None) -> str:
+    """Who is running this: ``IRKIT_ACTOR``, the settings' ``actor``, or the login name."""
+    from irkit.config import resolve_actor
+
+    return resolve_actor(environ, settings)[0]
 
 
 # --------------------------------------------------------------------------- naming

@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from irkit.probes import ProbeRegistry
 
 
+def ask_name() -> str | None:
+    """Ask the responder at the keyboard for their name; None when no one can answer (papermill, no stdin)."""
+    try:
+        answer = input("Your name for the incident record (or set IRKIT_ACTOR / actor: in irkit.yaml): ")
+    except (EOFError, OSError, NotImplementedError, RuntimeError):  # ipykernel's StdinNotImplementedError
+        return None  # is a NotImplementedError: papermill and batch kernels have no stdin, nobody to ask
+    answer = " ".join(answer.split())[:100]
+    return answer or None
+
+
 class Session:
     """One incident as a runbook sees it."""
 
@@ -58,6 +68,7 @@ class Session:
         self.clock = clock
         self.actions, self.probes, self.senders = actions, probes, senders
         self._views: dict[str, ClusterView] = {}
+        self.actor_known = True  # False: the actor is only the login name (see from_parameters)
 
     @property
     def _on(self) -> tuple[Record, Settings, dict[str, str]]:
@@ -72,15 +83,28 @@ class Session:
         config_path: str = "irkit.yaml",
         environ: Mapping[str, str] | None = None,
     ) -> Session:
-        """Build from a runbook's papermill parameters and the kernel's environment."""
-        from irkit.runner import default_actor
+        """Build from a runbook's papermill parameters and the kernel's environment.
 
+        The actor is ``IRKIT_ACTOR``, else the settings' ``actor``. When neither names a person and a
+        responder is at the keyboard (JupyterLab), the notebook asks for a name once per kernel; a
+        batch run, or a kernel with no one to ask, goes on as the login name and says so.
+        """
+        from irkit.config import resolve_actor
+
+        views.configure_display()
         env = dict(os.environ if environ is None else environ)
         settings = load_config(config_path, env)
         clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"])) if env.get("IRKIT_CLOCK") else utcnow
         record = Record.open(records_dir, incident_id, clock=clock, **settings.record_options(env))
         batch = env.get("IRKIT_BATCH") == "1"
-        return cls(record, settings, actor=default_actor(env), batch=batch, environ=env, clock=clock)
+        actor, known = resolve_actor(env, settings)
+        if not known and not batch and (asked := ask_name()):
+            actor, known = asked, True
+            os.environ["IRKIT_ACTOR"] = asked  # later sessions in this kernel do not ask again
+            env["IRKIT_ACTOR"] = asked
+        session = cls(record, settings, actor=actor, batch=batch, environ=env, clock=clock)
+        session.actor_known = known
+        return session
 
     # ---- reading
 
@@ -94,7 +118,7 @@ class Session:
 
     def summary(self) -> Any:
         """A one-column table: id, title, service, severity, status, who is acting, and the clocks."""
-        return views.summary_table(self.state(), self.clocks(), self.actor, self.batch)
+        return views.summary_table(self.state(), self.clocks(), self.actor, self.batch, known=self.actor_known)
 
     def policy(self) -> Any:
         """What the current severity obliges us to do, straight from the policy."""
@@ -108,45 +132,54 @@ class Session:
         """The record's events, optionally only those of ``types``."""
         return [e for e in self.record.events() if not types or e["type"] in types]
 
-    def timeline(self) -> Any:
-        """Every event so far: time, offset from detection, type, actor, a short description."""
-        return views.timeline_table(self.record.events(), parse_ts(self.state()["detected_at"]))
+    def timeline(self, *, everything: bool = False) -> Any:
+        """The story so far: time, since detection, who, what (file bookkeeping hidden unless ``everything``)."""
+        return views.timeline_table(
+            self.record.events(), parse_ts(self.state()["detected_at"]), everything=everything
+        )
 
     # ---- acting (each writes an event; batch runs never act for a human)
 
-    def acknowledge(self) -> str:
+    def acknowledge(self) -> views.Said:
         """Acknowledge the incident (plan step 1.1) unless this is a batch run or it is already done."""
         status = self.state()["status"]
         if self.batch:
-            return "batch run: acknowledgement is left to the on-call responder"
+            return views.Said("batch run: acknowledgement is left to the on-call responder")
         if status != Status.DETECTED:
-            return f"already acknowledged (status {status})"
+            return views.Said(f"already acknowledged (status {status})")
         self.record.set_status(Status.ACKNOWLEDGED, actor=self.actor, reason="acknowledged in triage runbook")
-        return f"acknowledged by {self.actor}"
+        return views.Said(f"acknowledged by {self.actor}")
 
-    def begin_investigation(self) -> str:
+    def begin_investigation(self) -> views.Said:
         """Move an acknowledged incident to investigating (plan step 1.4)."""
         status = self.state()["status"]
         if status != Status.ACKNOWLEDGED:
-            return f"status stays {status}"
+            return views.Said(f"status stays {status}; next: {self._next_command('investigation')}")
         self.record.set_status(Status.INVESTIGATING, actor=self.actor, reason="triage complete")
-        return "status: investigating"
+        return views.Said(f"status: investigating; next: {self._next_command('investigation')}")
 
-    def set_severity(self, level: Level | str, reason: str) -> str:
+    def _next_command(self, runbook: str) -> str:
+        return f"irkit open {self.record.id} {runbook} (in JupyterLab) or irkit run {self.record.id} {runbook}"
+
+    def set_severity(self, level: Level | str, reason: str) -> views.Said:
         """Record a severity assessment, with the reason that decided it."""
         self.record.set_severity(level, actor=self.actor, reason=reason)
-        return f"severity {Level(level).value}: {reason}"
+        return views.Said(f"severity {Level(level).value}: {reason}")
 
-    def note(self, text: str) -> str:
+    def note(self, text: str) -> views.Said:
         """Add a responder's note to the timeline."""
         self.record.note(text, actor=self.actor)
-        return "noted"
+        return views.Said(f"noted by {self.actor}")
 
     # ---- metrics (plan 1.3 "assess severity", 2 "check metrics")
 
     def metrics(self, source: str = "live", *, lookback: timedelta = timedelta(hours=1)) -> IncidentMetrics:
         """Read the golden signals and their baseline; live readings are snapshotted into the record."""
         return metrics.read_incident_metrics(*self._on, source, now=self.clock(), actor=self.actor, lookback=lookback)
+
+    def signals(self, reading: IncidentMetrics) -> Any:
+        """The golden signals as people read them: worst and normal in their units, ratio, and the verdict on each."""
+        return reading.table(self.settings.severity.metric_rules)
 
     def assess(self, reading: IncidentMetrics) -> views.Assessed:
         """Classify severity from the metrics; record it, and raise (never lower) the incident's severity."""
@@ -211,13 +244,13 @@ class Session:
         checklist.run_automated(*self._on, view, metrics_source=metrics_source, actor=self.actor, probes=self.probes)
         return self.checklist()
 
-    def answer(self, item: str, status: str, evidence: str) -> str:
+    def answer(self, item: str, status: str, evidence: str) -> views.Said:
         """Record a responder's answer to a checklist item (it takes precedence over automation)."""
-        return checklist.answer(self.record, item, status, evidence, actor=self.actor)
+        return views.Said(checklist.answer(self.record, item, status, evidence, actor=self.actor))
 
-    def record_answers(self, answers: Mapping[str, Any]) -> list[str]:
+    def record_answers(self, answers: Mapping[str, Any]) -> views.Said:
         """``{"sentry": ["ok", "checked the Sentry project: nothing new"]}`` → one answer each."""
-        return [self.answer(item, str(v[0]), str(v[1])) for item, v in answers.items()]
+        return views.Said.each((self.answer(item, str(v[0]), str(v[1])) for item, v in answers.items()), "no answers given")
 
     def checklist(self) -> Any:
         """The investigation checklist as it stands (latest answer per item; unanswered items say so)."""
@@ -296,28 +329,32 @@ class Session:
         steps = ladder(self.settings.escalation, self.settings.rotation, st, self.record.events(), self.clock())
         return views.escalation_table(steps, st.get("severity"))
 
-    def open_ticket(self) -> str:
+    def open_ticket(self) -> views.Said:
         """Plan 1.2: create the incident ticket (Jira) once; its key becomes every message's ticket."""
         if self.settings.comms.jira is None:
-            return "no ticket system configured (comms.jira); messages show comms.ticket_url or 'not yet created'"
+            return views.Said("no ticket system configured (comms.jira); messages show comms.ticket_url or 'not yet created'")
         res = comms.open_ticket(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
         if not res.ok:
-            return f"ticket NOT created: {res.error} (recorded; irkit serve retries)"
-        return f"ticket {res.response_id}" + (" (already open)" if res.extra.get("existing") else "")
+            return views.Said(f"ticket NOT created: {res.error} (recorded; irkit serve retries)")
+        return views.Said(f"ticket {res.response_id}" + (" (already open)" if res.extra.get("existing") else ""))
 
-    def page_due_escalations(self) -> list[str]:
+    def page_due_escalations(self) -> views.Said:
         """Run the plan's clock for this incident now (what irkit serve does every minute): due pages, reminders."""
         from irkit.scheduler import tick_incident
 
         said = tick_incident(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
-        return said or ["nothing due"]
+        return views.Said.each(said, "nothing due now: no page, reminder or update")
 
     def on_call(self) -> Any:
         """Who is on call now and the next handovers (plan: weekly primary, SRE lead secondary)."""
         return views.on_call_table(self.settings.rotation, self.clock())
 
-    def glue(self) -> dict[str, Any]:
-        """The facts other runbooks and reports need, as scrapbook scraps."""
+    def glue(self) -> Any:
+        """Record the facts other runbooks and reports need as scrapbook scraps; show them as a table.
+
+        A fact not known yet (no severity before triage) is not glued: scrapbook has no null, and a
+        reader's "no such scrap" is the truth. The table says what is still unknown.
+        """
         import scrapbook as sb
 
         st, c = self.state(), self.clocks()
@@ -330,5 +367,6 @@ class Session:
             "update_overdue": c.update_overdue,
         }
         for name, value in facts.items():
-            sb.glue(name, value)
-        return facts
+            if value is not None:
+                sb.glue(name, value)
+        return views.facts_table(facts)

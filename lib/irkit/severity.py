@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irkit.events import Status
-from irkit.times import human, parse_ts, rfc3339, utcnow
+from irkit.times import human, parse_ts, rfc3339, stamp, utcnow
 
 
 class Level(enum.StrEnum):
@@ -288,6 +288,31 @@ class SeverityPolicy(BaseModel):
             return None
         return (last_update_at or detected_at) + every
 
+    def missed_updates(
+        self, level: Level | str, detected_at: datetime, updates: list[datetime], end: datetime
+    ) -> list[tuple[datetime, datetime | None]]:
+        """Every stakeholder update that was due before ``end`` and not given in time: (due, given late or None).
+
+        After a late update the cadence restarts from it; with none, the next one is due a cadence after
+        the missed one. At most 100 are listed.
+        """
+        given = sorted(updates)
+        missed: list[tuple[datetime, datetime | None]] = []
+        last: datetime | None = None
+        while len(missed) < 100:
+            due = self.next_update_due(level, detected_at, last)
+            if due is None or due > end:
+                break
+            after = last or detected_at
+            nxt = next((u for u in given if u > after), None)
+            if nxt is not None and nxt <= due:
+                last = nxt
+                continue
+            late = nxt if nxt is not None and nxt <= end else None
+            missed.append((due, late))
+            last = late or due
+        return missed
+
     def review_due(self, level: Level | str, resolved_at: datetime) -> tuple[datetime, datetime] | None:
         """The post-incident review window (earliest, latest) after resolution; None when not required."""
         pol = self[level]
@@ -338,11 +363,13 @@ class Clocks:
         """Still open and the next stakeholder update is late."""
         return self.resolved_at is None and self.next_update_due is not None and self.now > self.next_update_due
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        """(clock, when, state) rows for tables and ``irkit show``."""
+    def rows(self, *, machine: bool = False) -> list[tuple[str, str, str]]:
+        """(clock, when, state) rows for tables and ``irkit show``: times to the second, or RFC 3339 with ``machine``."""
 
         def fmt(dt: datetime | None) -> str:
-            return rfc3339(dt) if dt else "—"
+            if machine:
+                return rfc3339(dt) if dt else ""
+            return stamp(dt) if dt else "—"
 
         def state(due: datetime | None, overdue: bool, done: datetime | None) -> str:
             if due is None:

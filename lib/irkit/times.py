@@ -62,3 +62,17 @@ def human(delta: timedelta | None) -> str:
     if minutes:
         return f"{sign}{minutes}m {seconds:02d}s" if seconds else f"{sign}{minutes}m"
     return f"{sign}{seconds}s"
+
+
+def stamp(dt: datetime | str | None) -> str:
+    """The one point-in-time format of tables and reports: ``2026-03-04 14:33:07 UTC`` (seconds, never micro)."""
+    if dt is None or dt == "":
+        return "—"
+    if isinstance(dt, str):
+        try:
+            when = parse_ts(dt)
+        except ValueError:
+            return dt
+    else:
+        when = dt
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

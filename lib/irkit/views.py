@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irkit.times import human, parse_ts
+from irkit.times import human, parse_ts, stamp
 
 if TYPE_CHECKING:
     from irkit.cluster import ClusterView
@@ -24,7 +24,42 @@ if TYPE_CHECKING:
     from irkit.severity import Assessment, Clocks
 
 
-def summary_table(state: Mapping[str, Any], clocks: Clocks, actor: str, batch: bool) -> Any:
+def configure_display() -> None:
+    """Show evidence whole in runbook tables: pandas cuts cell text at 50 characters by default
+    (a rollout's change-cause, a log message, a Kubernetes error), and long tables to 60 rows."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 500)
+    pd.set_option("display.min_rows", 500)
+    pd.set_option("display.max_columns", 50)
+    pd.set_option("display.width", 200)
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown literally in Markdown: HTML escaped, and every Markdown punctuation mark backslashed."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|~>" else ch for ch in escape(text, quote=False))
+
+
+class Said(str):
+    """What a runbook step did, shown as a sentence (not as a quoted Python string); a list as bullets."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_markdown_(self) -> str:
+        lines = self.split("\n")
+        body = [_markdown_text(line) for line in lines]
+        return "\n".join(f"- {b}" for b in body) if len(lines) > 1 else body[0]
+
+    @classmethod
+    def each(cls, items: Iterable[str], empty: str) -> Said:
+        """Several sentences (one per line, bullets in JupyterLab), or ``empty`` when there are none."""
+        items = [str(i) for i in items]
+        return cls("\n".join(items) if items else empty)
+
+
+def summary_table(state: Mapping[str, Any], clocks: Clocks, actor: str, batch: bool, *, known: bool = True) -> Any:
     """A one-column table: id, title, service, severity, status, who is acting, and the clocks."""
     import pandas as pd
 
@@ -34,7 +69,11 @@ def summary_table(state: Mapping[str, Any], clocks: Clocks, actor: str, batch: b
         ("service", state["service"] or "—"),
         ("severity", state["severity"] or "not yet assessed"),
         ("status", state["status"]),
-        ("actor", f"{actor} ({'batch' if batch else 'interactive'})"),
+        (
+            "actor",
+            f"{actor} ({'batch' if batch else 'interactive'})"
+            + ("" if known else " — a login name, not a person: set IRKIT_ACTOR or actor: in irkit.yaml"),
+        ),
     ]
     rows += [(name, f"{when} {st}".strip()) for name, when, st in clocks.rows()]
     return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
@@ -82,22 +121,32 @@ def alerts_table(events: Iterable[Event]) -> Any:
     return pd.DataFrame(rows, columns=cols).drop_duplicates("fingerprint", keep="last").reset_index(drop=True)
 
 
-def timeline_table(events: Iterable[Event], detected: datetime) -> Any:
-    """Every event: time, offset from detection, type, actor, a short description."""
+# File bookkeeping: what was saved where. Kept in the record (and in ``timeline(everything=True)``), not in
+# the story a responder reads.
+BOOKKEEPING = frozenset({"artifact.added", "notebook.prepared", "notebook.started", "record.repaired", "comms.rendered"})
+
+
+def timeline_table(events: Iterable[Event], detected: datetime, *, everything: bool = False) -> Any:
+    """The incident's story: time (to the second), time since detection, who, what — bookkeeping hidden.
+
+    ``everything`` shows every event, with its type and sequence number, as the record holds it.
+    """
     import pandas as pd
 
+    evs = list(events)
+    shown = evs if everything else [ev for ev in evs if ev["type"] not in BOOKKEEPING]
     rows = [
         {
-            "seq": ev["seq"],
-            "ts": ev["ts"],
+            "#": ev["seq"],
+            "time": stamp(ev["ts"]),
             "since detection": human(parse_ts(ev["ts"]) - detected),
-            "type": ev["type"],
-            "actor": ev["actor"],
-            "detail": describe_event(ev),
+            "who": ev["actor"],
+            "what": describe_event(ev),
+            "event": ev["type"],
         }
-        for ev in events
+        for ev in shown
     ]
-    return pd.DataFrame(rows).set_index("seq")
+    return pd.DataFrame(rows, columns=["#", "time", "since detection", "who", "what", "event"]).set_index("#")
 
 
 def escalation_table(steps: list[StepState], severity: str | None) -> Any:
@@ -150,10 +199,19 @@ def log_errors_table(view: ClusterView, patterns: tuple[str, ...] | None = None)
     return (view.log_errors(patterns) if patterns else view.log_errors()).table()
 
 
-NEXT_STEPS = {
-    "rollback": "See docs/runbooks/operations/rollback.md.",
-    "scale": "See docs/runbooks/operations/scaling.md.",
-}
+# The plan's operations runbooks, shipped with irkit (lib/irkit/operations/, linked from docs/runbooks/operations/).
+OPERATIONS_DOCS = {"rollback": "rollback", "scale": "scaling"}
+
+
+def operations_doc(action: str) -> tuple[str, str] | None:
+    """The plan's operations runbook for ``action``: its path as the plan names it, and its text."""
+    from importlib.resources import files
+
+    name = OPERATIONS_DOCS.get(action)
+    if name is None:
+        return None
+    text = (files("irkit") / "operations" / f"{name}.md").read_text(encoding="utf-8")
+    return f"docs/runbooks/operations/{name}.md", text
 
 
 @dataclass
@@ -165,8 +223,8 @@ class MitigationView:
     def next_steps(self) -> list[str]:
         """What to do next: the action's operations doc, then resolution checks, or how to approve a plan."""
         steps = []
-        if self.outcome.plan.action in NEXT_STEPS:
-            steps.append(NEXT_STEPS[self.outcome.plan.action])
+        if doc := operations_doc(self.outcome.plan.action):
+            steps.append(f"Follow the operations runbook {doc[0]} (shown below).")
         if self.outcome.status == "executed":
             steps += [
                 "Run the resolution runbook: error rate < 1%, latency at baseline, no active alerts, smoke tests.",
@@ -196,6 +254,11 @@ class MitigationView:
         parts.append(
             "<p><b>next steps:</b></p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in self.next_steps()) + "</ul>"
         )
+        if doc := operations_doc(o.plan.action):
+            parts.append(
+                f"<details><summary>Operations runbook: {escape(doc[0])}</summary>"
+                f"<pre style='white-space: pre-wrap'>{escape(doc[1])}</pre></details>"
+            )
         return "".join(parts)
 
     def __repr__(self) -> str:
@@ -219,14 +282,18 @@ class CommsView:
                 if res is None
                 else (f" — sent via {res.channel} ({res.response_id})" if res.ok else f" — NOT sent: {res.error}")
             )
+            if not r.new:
+                sent = " — unchanged since it was written: not rendered again" + (" nor re-sent" if res is None else "") + sent
             parts.append(
-                f"<h4>{escape(r.kind)} <small>{escape(r.path)}{escape(sent)}</small></h4>"
+                f"<h4>{escape(r.kind.replace('_', ' '))} <small>{escape(r.path)}{escape(sent)}</small></h4>"
                 f"<pre style='background:#f7f7f7;padding:.6em'>{escape(r.text)}</pre>"
             )
         return "".join(parts) or "<p>no messages apply</p>"
 
     def __repr__(self) -> str:
-        return "\n\n".join(f"--- {r.kind} ({r.path})\n{r.text}" for r in self.rendered)
+        return "\n\n".join(
+            f"--- {r.kind} ({r.path}{'' if r.new else ', unchanged: not rendered again'})\n{r.text}" for r in self.rendered
+        ) or "no messages apply"
 
 
 @dataclass(frozen=True)
@@ -307,20 +374,88 @@ class PostMortemReport:
         return f"post-mortem: {self.markdown} {self.html}"
 
 
+def _first_line(text: object, limit: int = 200) -> str:
+    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def describe_event(ev: Event) -> str:
-    """A short human line for an event in a timeline."""
+    """One human sentence for an event in a timeline (never a Python repr of its data)."""
     d = ev["data"]
     t = ev["type"]
-    if t == "incident.opened":
-        return f"opened: {d.get('title')}"
-    if t == "severity.set":
-        return f"{d.get('level')}: {d.get('reason', '')}"
-    if t == "status.changed":
-        return f"{d.get('from')} → {d.get('to')} {d.get('reason', '')}".strip()
+    action = d.get("action", "")
+    described = {
+        "incident.opened": lambda: f"opened: {d.get('title') or d.get('id')}"
+        + (f" ({d['severity']})" if d.get("severity") else ""),
+        "severity.set": lambda: f"severity {d.get('level')}" + (f": {d['reason']}" if d.get("reason") else ""),
+        "severity.assessed": lambda: f"metrics assessed: {d.get('summary') or d.get('level') or 'no level'}",
+        "status.changed": lambda: f"{d.get('from', '?')} → {d.get('to')}" + (f": {d['reason']}" if d.get("reason") else ""),
+        "note": lambda: str(d.get("text", "")),
+        "notebook.finished": lambda: f"{d.get('runbook', 'runbook')} run {d.get('summary') or d.get('outcome', '')}: {d.get('path', '')}",
+        "notebook.sealed": lambda: f"working copy sealed: {d.get('path')}",
+        "run.interrupted": lambda: f"{d.get('runbook', 'runbook')} run interrupted: {d.get('reason') or d.get('path')}",
+        "metrics.read": lambda: f"metrics read ({d.get('source', '?')})"
+        + (f"; could not read {', '.join(d['unavailable'])}" if d.get("unavailable") else ""),
+        "cluster.read": lambda: f"cluster read ({d.get('source', '?')})"
+        + (f"; could not read {', '.join(d['unavailable'])}" if d.get("unavailable") else ""),
+        "check.recorded": lambda: f"checklist {d.get('title') or d.get('item')}: {d.get('status')} — {_first_line(d.get('evidence'))}",
+        "action.planned": lambda: f"{action} planned: {d.get('description') or d.get('target', '')}",
+        "action.dry_run": lambda: f"{action} dry run {'passed' if d.get('ok') else 'failed'}: {_first_line(d.get('result'))}",
+        "action.approved": lambda: f"{action} approved by {d.get('approved_by')}",
+        "action.refused": lambda: f"{action} refused: {d.get('reason')}",
+        "action.failed": lambda: f"{action} FAILED: {_first_line(d.get('error'))}",
+        "action.executed": lambda: f"{action} executed"
+        + (f"; verified: {_first_line(d.get('post_state'))}" if d.get("verified") else "; not verified"),
+        "resolution.checked": lambda: f"resolution check: {d.get('decision', '?')}"
+        + (f" ({_first_line(d['refused'])})" if isinstance(d.get("refused"), str) and d.get("refused") else ""),
+        "comms.rendered": lambda: f"{d.get('kind')} message written",
+        "comms.sent": lambda: f"{d.get('kind', 'message')} sent to {d.get('channel')}",
+        "comms.failed": lambda: f"{d.get('kind') or d.get('action') or 'message'} NOT delivered to {d.get('channel')}: {_first_line(d.get('error'))}",
+        "comms.skipped": lambda: f"{d.get('kind', 'message')} to {d.get('channel')} skipped: {d.get('reason', '')}",
+        "escalation.paged": lambda: f"paged {d.get('role')} ({d.get('who', '?')}) via {d.get('channel', '?')}",
+        "escalation.unsent": lambda: f"page to {d.get('role')} ({d.get('who', '?')}) NOT sent: {d.get('reason', '')}",
+        "update.reminded": lambda: f"stakeholder update reminder to {d.get('who') or d.get('role')}",
+        "update.escalated": lambda: f"stakeholder update late: told {d.get('who') or d.get('role')}",
+        "postmortem.rendered": lambda: f"post-mortem written: {d.get('markdown', '')}",
+        "artifact.added": lambda: f"saved {d.get('kind', 'file')}: {d.get('path')}",
+        "notebook.prepared": lambda: f"working copy prepared: {d.get('path')}",
+        "notebook.started": lambda: f"{d.get('runbook', 'runbook')} run started: {d.get('path')}",
+    }
+    if t in described:
+        return described[t]().strip()
     if t.startswith("alert."):
-        return f"{d.get('alertname')} {t.split('.')[1]} (since {d.get('starts_at')})"
-    if t.startswith("notebook."):
-        return f"{d.get('runbook', '')} {d.get('path', '')} {d.get('summary', '')}".strip()
-    if t == "note":
-        return str(d.get("text", ""))
-    return ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
+        summary = (d.get("annotations") or {}).get("summary")
+        return f"alert {d.get('alertname')} {t.split('.')[1]} (since {stamp(d.get('starts_at'))})" + (
+            f": {summary}" if summary else ""
+        )
+    return "; ".join(f"{k}: {say(v)}" for k, v in list(d.items())[:3])
+
+
+def say(value: Any) -> str:
+    """A value as a person reads it: ``yes``/``no``, ``—`` for nothing, lists joined, times to the second."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return stamp(value)
+    if isinstance(value, timedelta):
+        return human(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {say(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return "; ".join(say(v) for v in value)
+    return str(value)
+
+
+def facts_table(facts: Mapping[str, Any]) -> Any:
+    """The facts glued for later runbooks, as a two-column table of readable values."""
+    import pandas as pd
+
+    rows = [
+        (name.replace("_", " "), stamp(value) if name.endswith("_at") and value else say(value))
+        for name, value in facts.items()
+    ]
+    return pd.DataFrame(rows, columns=["fact", "value"]).set_index("fact")

@@ -324,3 +324,35 @@ def test_show_flags_overdue_update_and_due_escalations(cli, records: Path) -> No
     data = json.loads(cli("show", "INC-COMMS-1", "--records", str(records), "--json").stdout)
     assert data["overdue"]["update"] is True
     assert {e["role"]: e["state"] for e in data["escalations"]}["Engineering Lead"] == "OVERDUE"
+
+
+def test_re_running_communicate_does_not_pile_up_or_resend_unchanged_messages(http, records: Path) -> None:
+    url, h = http
+    rec = incident(records)
+    s = settings_for(url)
+    now = datetime.now(UTC)
+    first, results = comms.communicate(rec, s, env_for(url), "initial", send=True, now=now, actor="t")
+    ok = {r.kind: bool(res and res.ok) for r, res in zip(first, results, strict=True)}
+    assert all(r.new for r in first) and ok["slack_initial"] and not ok["email_stakeholders"]  # no SMTP server
+    requests_before = len(h.log)
+    again, results = comms.communicate(rec, s, env_for(url), "initial", send=True, now=now + timedelta(minutes=3), actor="t")
+    assert [r.path for r in again] == [r.path for r in first] and not any(r.new for r in again)
+    retried = {r.kind: res is not None for r, res in zip(again, results, strict=True)}
+    # Nothing delivered is sent twice; what never went out (the email: no SMTP server) is tried again.
+    assert retried == {kind: not delivered for kind, delivered in ok.items()}
+    assert len(h.log) == requests_before + (not ok["statuspage_initial"])
+    renders = [e for e in rec.events() if e["type"] == "comms.rendered"]
+    assert len(renders) == len(first)
+    rec.set_severity("P0", actor="t", reason="worse")  # the content changed: a new message, sent again
+    changed, _ = comms.communicate(rec, s, env_for(url), "initial", send=True, now=now, actor="t")
+    assert any(r.new and r.kind == "slack_initial" for r in changed) and len(h.log) > requests_before
+
+
+def test_the_initial_set_on_a_resolved_incident_is_the_resolved_set(records: Path) -> None:
+    rec = incident(records)
+    for status in ("acknowledged", "investigating", "mitigating", "monitoring", "resolved"):
+        rec.set_status(status, actor="t")
+    s = load_config(None, {})
+    rendered, _ = comms.communicate(rec, s, {}, "initial", send=False, now=datetime.now(UTC), actor="t")
+    assert [r.kind for r in rendered] == ["slack_resolved", "statuspage_resolved"]
+    assert not any("INCIDENT ALERT" in r.text for r in rendered)

@@ -74,7 +74,10 @@ def _render(root: str, n: int) -> str:
 
     settings = load_config(None, {})
     rec = Record.open(root, ID)
-    return comms.render(rec, settings, "slack_initial", now=irkit.times.utcnow(), actor=f"w{n}").path
+    # Eight different messages (an identical re-render reuses the last file instead of sealing a copy).
+    return comms.render(
+        rec, settings, "slack_resolved", now=irkit.times.utcnow(), actor=f"w{n}", root_cause=f"cause {n}"
+    ).path
 
 
 def test_eight_concurrent_message_renders_seal_eight_distinct_files(records: Path) -> None:

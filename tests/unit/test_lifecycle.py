@@ -102,3 +102,14 @@ def test_a_human_answer_stands_over_a_later_automated_run_and_both_are_shown(rec
     s.answer("database", "ok", "pool back to 12/50 after the restart")
     row = next(r for r in checklist_rows(s.record.events()) if r["item"].startswith("Verify database"))
     assert (row["status"], row["evidence"]) == ("ok", "pool back to 12/50 after the restart")
+
+
+def test_glue_before_any_severity_shows_what_is_unknown_and_does_not_crash(
+    records: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = Record.create(records, "INC-LC-2", title="t", service="s", severity=None, actor="a")
+    facts = Session(rec, load_config(None, {}), actor="alice", batch=False).glue()  # scrapbook has no null: an unknown severity is simply not glued
+    assert facts.loc["severity", "value"] == "—" and facts.loc["response overdue", "value"] == "no"
+    assert facts.loc["detected at", "value"].endswith(" UTC") and "." not in facts.loc["detected at", "value"]
+    glued = capsys.readouterr().out
+    assert "'name': 'incident_id'" in glued and "'name': 'severity'" not in glued

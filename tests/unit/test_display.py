@@ -1,0 +1,179 @@
+"""What a responder reads: numbers in their units, sentences not reprs, verdicts that mean something."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from irkit import units
+from irkit.config import load_config, resolve_actor
+from irkit.metrics import IncidentMetrics
+from irkit.sources import SignalSeries
+from irkit.times import stamp
+from irkit.views import Said, say
+
+
+@pytest.mark.parametrize(
+    ("fn", "value", "text"),
+    [
+        (units.percent, 0.41234, "41.2 %"),
+        (units.percent, 0.12, "12.0 %"),
+        (units.percent, 0.00004, "0.004 %"),
+        (units.percent, 0.0, "0.0 %"),
+        (units.percent, None, "—"),
+        (units.percent, float("nan"), "—"),
+        (units.times, 41.2789, "41.3x"),
+        (units.times, 4.2, "4.2x"),
+        (units.times, 412.0, "412x"),
+        (units.seconds, 0.857, "857 ms"),
+        (units.seconds, 1.34, "1.3 s"),
+        (units.seconds, 0.000012, "12 µs"),
+        (units.rate, 1234.5, "1,234 req/s"),
+        (units.rate, 2.5, "2.5 req/s"),
+        (units.count, 14334, "14,334"),
+    ],
+)
+def test_numbers_read_as_people_say_them(fn, value, text) -> None:
+    assert fn(value) == text
+
+
+def test_a_signal_value_takes_its_signals_unit() -> None:
+    assert units.signal_value("error_ratio", 0.12) == "12.0 %"
+    assert units.signal_value("latency_p99", 0.857) == "857 ms"
+    assert units.signal_value("request_rate", 120.0) == "120 req/s"
+    assert units.signal_value("custom_thing", 0.123456) == "0.123"
+
+
+def test_stamps_are_to_the_second_and_in_utc() -> None:
+    assert stamp(datetime(2026, 3, 4, 14, 33, 7, 123456, tzinfo=UTC)) == "2026-03-04 14:33:07 UTC"
+    assert stamp("2026-03-04T14:33:07.999999+01:00") == "2026-03-04 13:33:07 UTC"
+    assert stamp(None) == "—" and stamp("not a time") == "not a time"
+
+
+def test_a_said_sentence_is_text_not_a_python_literal() -> None:
+    said = Said("acknowledged by ana")
+    assert repr(said) == "acknowledged by ana" and said == "acknowledged by ana"
+    assert Said("> 10x normal *P1*")._repr_markdown_() == "&gt; 10x normal \\*P1\\*"  # no blockquote, no bold
+    many = Said.each(["paged sre", "reminder sent"], "nothing due")
+    assert many._repr_markdown_() == "- paged sre\n- reminder sent" and repr(Said.each([], "nothing due")) == "nothing due"
+
+
+def test_say_writes_values_not_reprs() -> None:
+    assert say(None) == "—" and say({}) == "—" and say([]) == "—"
+    assert say(True) == "yes" and say(["a", "b"]) == "a; b" and say({"k": 1.23456}) == "k: 1.235"
+    assert say(timedelta(minutes=5)) == "5m"
+
+
+def test_the_actor_is_a_chosen_name_before_a_login_name() -> None:
+    settings = load_config(None, {})
+    assert resolve_actor({"IRKIT_ACTOR": " ana "}, settings) == ("ana", True)
+    named = settings.model_copy(update={"actor": "Bo Chen"})
+    assert resolve_actor({}, named) == ("Bo Chen", True)
+    name, known = resolve_actor({}, settings)
+    assert name and known is False  # the login name: an account, not a person
+
+
+def _series(name: str, values: list[float], start: datetime, role: str = "incident") -> SignalSeries:
+    idx = pd.DatetimeIndex([start + timedelta(minutes=i) for i in range(len(values))], tz="UTC", name="ts")
+    frame = pd.DataFrame({"value": values}, index=idx)
+    return SignalSeries(name, "q", idx[0], idx[-1], 60.0, frame, role, "test")
+
+
+def test_the_signals_table_gives_a_verdict_per_signal_in_readable_units() -> None:
+    t0 = datetime(2025, 11, 20, 14, 0, tzinfo=UTC)
+    week = timedelta(days=7)
+    m = IncidentMetrics("test", t0, t0 + timedelta(minutes=14), t0, t0 + timedelta(minutes=14), week)
+    m.series = {
+        "request_rate": _series("request_rate", [120.0] * 15, t0),
+        "error_ratio": _series("error_ratio", [0.004] * 10 + [0.41234] * 5, t0),
+        "latency_p99": _series("latency_p99", [0.2] * 10 + [0.857] * 5, t0),
+        "saturation_cpu": _series("saturation_cpu", [0.91] * 15, t0),
+    }
+    m.baseline = {
+        "error_ratio": _series("error_ratio", [0.01] * 15, t0 - week, "baseline"),
+        "latency_p99": _series("latency_p99", [0.2] * 15, t0 - week, "baseline"),
+    }
+    m.unavailable = {"availability": "Prometheus at http://prom is unreachable (range query)"}
+    table = m.table()
+    row = table.loc["error ratio"]
+    assert (row["worst (eval window)"], row["normal (week before)"], row["vs normal"], row["verdict"]) == (
+        "41.2 %",
+        "1.0 %",
+        "41.2x",
+        "P1",
+    )
+    assert table.loc["latency p99", "worst (eval window)"] == "857 ms" and table.loc["latency p99", "verdict"] == "P2"
+    assert table.loc["saturation cpu", "verdict"].startswith("high")
+    assert table.loc["request rate", "verdict"].startswith("context")
+    assert table.loc["availability", "verdict"] == "could not check: Prometheus at http://prom is unreachable (range query)"
+    assert "ok" not in set(table["verdict"]) and "None" not in table.to_string()
+
+
+def test_list_and_show_are_aligned_human_text_and_json_is_machine_values(cli, records) -> None:
+    import json
+    import re
+
+    from irkit.record import Record
+
+    opened = cli("open", "--title", "checkout errors", "--records", str(records))
+    assert opened.exit_code == 0, opened.stderr
+    new_id = opened.stdout.strip()
+    assert re.fullmatch(r"INC-\d{8}-\d{4}-[0-9a-f]{8}", new_id)  # the format alert-opened incidents have
+    rec = Record.create(records, "INC-20251120-1432-a1b2c3d4", title="alerting", service="s", severity="P1", actor="a")
+    rec.append("alert.firing", {"fingerprint": "f1", "alertname": "HighErrorRate", "starts_at": "2025-11-20T14:32:00Z"}, actor="a")
+    rec.append("alert.resolved", {"fingerprint": "f1", "alertname": "HighErrorRate", "ends_at": "2025-11-20T15:02:00Z"}, actor="a")
+    listed = cli("list", "--records", str(records)).stdout.splitlines()
+    assert listed[0].split() == ["INCIDENT", "SEV", "STATUS", "DETECTED", "(UTC)", "ALERTS", "TITLE"]
+    for column in ("SEV", "STATUS", "DETECTED", "ALERTS", "TITLE"):  # every row's value starts under its header
+        at = listed[0].index(column)
+        assert all(line[at - 2 : at] == "  " and line[at] != " " for line in listed[1:]), (column, listed)
+    assert all(len(line) > 40 and "." not in line.split("UTC")[0][-10:] for line in listed[1:])  # no microseconds
+    row = next(line for line in listed if "INC-20251120-1432" in line)
+    assert "resolved" in row and "P1" in row
+    data = {r["id"]: r for r in json.loads(cli("list", "--json", "--records", str(records)).stdout)}
+    alerting = data["INC-20251120-1432-a1b2c3d4"]
+    assert alerting["alerts_resolved"] is True and alerting["alerts"] == 1 and alerting["events"] == 3
+    assert alerting["detected_at"].endswith("Z") and "T" in alerting["detected_at"]
+    shown = cli("show", "INC-20251120-1432-a1b2c3d4", "--records", str(records)).stdout
+    assert "alerts    1: all resolved" in shown and not re.search(r"\d\d:\d\d:\d\d\.\d", shown)
+    assert "alert HighErrorRate resolved" in shown and "None" not in shown and "{" not in shown
+    machine = json.loads(cli("show", "INC-20251120-1432-a1b2c3d4", "--records", str(records), "--json").stdout)
+    assert machine["clocks"]["detected"]["at"].endswith("Z") and machine["overdue"]["response"] in (True, False)
+
+
+def test_marker_labels_never_overprint_and_stay_on_their_axis() -> None:
+    from irkit.plots import Marker, marker_labels
+
+    t0 = datetime(2025, 11, 20, 14, 0, tzinfo=UTC)
+    end = t0 + timedelta(hours=2)
+    markers = [
+        Marker(t0 - timedelta(minutes=30), "deploy rev 7", "deploy"),  # before the window: no label here
+        Marker(t0 + timedelta(minutes=40), "alert HighErrorRate", "alert"),
+        Marker(t0 + timedelta(minutes=90), "monitoring", "resolved"),
+        Marker(t0 + timedelta(minutes=91), "resolved", "resolved"),  # 1 minute later: one label
+    ]
+    labels = marker_labels(markers, t0, end)
+    assert [label for _, label, _ in labels] == ["alert HighErrorRate", "monitoring / resolved"]
+
+
+def test_a_replay_reads_only_what_was_known_at_its_moment(records) -> None:
+    import shutil
+
+    from irkit.alerts import load_notification_file, open_from_notification
+    from irkit.demo import SCENARIO_DIR
+    from irkit.metrics import read_incident_metrics
+    from irkit.scenarios.pool_exhaustion import TIMELINE
+    from irkit.times import ReplayClock
+
+    moment = TIMELINE["acknowledged"]  # 14:33; the recording runs to about 15:30
+    note = load_notification_file(SCENARIO_DIR / "alertmanager.json")
+    rec = open_from_notification(
+        records, note, service="schema-registry", actor="t", clock=ReplayClock(moment), replay=True
+    )
+    shutil.copytree(SCENARIO_DIR / "signals", rec.path / "data" / "signals")
+    m = read_incident_metrics(rec, load_config(None, {}), {}, "recorded", now=moment, actor="t")
+    assert m.end == moment and m.series
+    assert all(s.frame.index.max() <= moment for s in m.series.values())
+    assert m.assess().level is not None  # the alert's moment already shows the incident
