@@ -22,7 +22,7 @@ from irkit.http import Http
 from irkit.metrics import SATURATED
 from irkit.probes import CheckResult, CheckStatus, ProbeRegistry
 from irkit.record import Record
-from irkit.times import parse_ts
+from irkit.times import parse_ts, stamp
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -331,7 +331,7 @@ def checklist_rows(events: list[Event]) -> list[dict[str, Any]]:
         d = found["data"]
         by = f"{found['actor']} ({'automated' if d.get('automated') else 'human'})"
         auto = machine.get(item.id) if found is not machine.get(item.id) else None
-        beside = f"{auto['data']['status']} at {auto['ts']}: {auto['data']['evidence']}" if auto else ""
+        beside = f"{auto['data']['status']} at {stamp(auto['ts'])}: {auto['data']['evidence']}" if auto else ""
         rows.append(
             {"#": n, "item": item.title, "status": d["status"], "evidence": d["evidence"], "by": by, "at": found["ts"],
              "automated": beside}
@@ -343,7 +343,8 @@ def checklist_table(events: list[Event]) -> pd.DataFrame:
     """The checklist as it stands, as a DataFrame indexed by item number (for the notebook)."""
     import pandas as pd
 
-    return pd.DataFrame(checklist_rows(events)).set_index("#")
+    rows = [{**r, "at": stamp(r["at"]) if r["at"] else "—"} for r in checklist_rows(events)]
+    return pd.DataFrame(rows).set_index("#")
 
 
 def run_automated(

@@ -492,7 +492,8 @@ class ClusterView:
                     "status": info.get("status"),
                     "chart": f"{meta.get('name')}-{meta.get('version')}",
                     "app version": meta.get("appVersion"),
-                    "updated": info.get("last_deployed"),
+                    "updated": stamp(info.get("last_deployed")),
+                    "updated_at": info.get("last_deployed"),
                     "description": info.get("description"),
                 }
             )
@@ -504,9 +505,8 @@ class ClusterView:
 
         if (missing := self._missing("helm-releases")) is not None:
             return missing
-        return pd.DataFrame(
-            self.helm_rows(), columns=["revision", "status", "chart", "app version", "updated", "description"]
-        )
+        columns = ["revision", "status", "chart", "app version", "updated", "description"]
+        return pd.DataFrame(self.helm_rows(), columns=columns).set_index("revision")
 
     def changes(self) -> list[Change]:
         """Every rollout revision and Helm release with its time, newest first."""
@@ -524,10 +524,10 @@ class ClusterView:
                     )
         if "helm-releases" in self.objects:
             for h in self.helm_rows():
-                if h.get("updated"):
+                if h.get("updated_at"):
                     out.append(
                         Change(
-                            parse_ts(h["updated"]),
+                            parse_ts(h["updated_at"]),
                             "helm",
                             str(h["revision"]),
                             f"helm release v{h['revision']} {h['chart']} (app {h['app version']}) {h['status']}",
@@ -619,7 +619,19 @@ class ClusterView:
 
         if (missing := self._missing("pod-metrics")) is not None:
             return missing
-        return pd.DataFrame(self.usage_rows(), columns=list(self.USAGE_COLUMNS)).set_index("pod")
+        from irkit import units
+
+        rows = [
+            {
+                "pod": r["pod"],
+                "cpu cores": "—" if r["cpu cores"] is None else f"{r['cpu cores']:.2f}",
+                "cpu of limit": units.percent(r["cpu of limit"]) if r["cpu of limit"] is not None else "no limit",
+                "memory MiB": units.count(r["memory MiB"]),
+                "memory of limit": units.percent(r["memory of limit"]) if r["memory of limit"] is not None else "no limit",
+            }
+            for r in self.usage_rows()
+        ]
+        return pd.DataFrame(rows, columns=list(self.USAGE_COLUMNS)).set_index("pod")
 
 
 @dataclass(frozen=True)
@@ -646,7 +658,7 @@ class LogErrors:
                 for msg, n in self.top
             ],
             columns=["message (numbers masked)", "count", "example"],
-        )
+        ).set_index("message (numbers masked)")
 
 
 def _signature(line: str) -> str:

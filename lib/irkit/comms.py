@@ -78,9 +78,10 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
     ][:4] or symptoms
     planned = {e["data"].get("key"): e["data"] for e in events if e["type"] == "action.planned"}
     executed = {e["data"].get("key"): e for e in events if e["type"] == "action.executed"}
-    actions = []
+    actions, done = [], []
     for key, plan in planned.items():
         if key in executed:
+            done.append(str(plan.get("description")))
             ev = executed[key]
             actions.append(
                 f"{parse_ts(ev['ts']):%H:%M} {plan.get('description')} (approved by {ev['actor']}, "
@@ -137,7 +138,9 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
         "dashboard": settings.service.dashboard_url,
         "duration": human(resolved - detected) if resolved else "ongoing",
         "root_cause": root_cause or UNKNOWN,
-        "resolution": (actions[-1] if actions else "service recovered") if resolved else UNKNOWN,
+        "resolution": (done[-1] if done else "service recovered; no mitigation was executed through irkit")
+        if resolved
+        else UNKNOWN,
         "timeline": timeline,
         "review": f"{review[0]:%Y-%m-%d %H:%M} UTC" if review else "to be scheduled",
     }

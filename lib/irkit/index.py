@@ -200,8 +200,42 @@ def _row(root: Path, incident_id: str, settings: Settings) -> Row:
     )
 
 
-def _charts(rows: list[Row]) -> dict[str, str]:
-    from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
+LEVELS = ("P0", "P1", "P2", "P3", "P4")
+LEVEL_COLORS = {"P0": "#7f0000", "P1": "#c62828", "P2": "#ef6c00", "P3": "#f9a825", "P4": "#9e9e9e", "—": "#cfd8dc"}
+
+
+def response_stats(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
+    """Per severity with incidents, for acknowledge (TTA) and resolve (TTR): n, median, p90 in minutes, and the target.
+
+    A median and a 90th percentile per level mean the same for one incident (both are its time) as for
+    a hundred, and set against the level's target they say whether the team meets it.
+    """
+    import statistics
+
+    out = []
+    for level in LEVELS:
+        for measure, attr, target in (
+            ("acknowledge", "tta", settings.severity[level].response_time),
+            ("resolve", "ttr", settings.severity[level].resolution_target),
+        ):
+            mins = sorted(getattr(r, attr).total_seconds() / 60 for r in rows if r.severity == level and getattr(r, attr))
+            if not mins:
+                continue
+            p90 = mins[min(len(mins) - 1, max(0, round(0.9 * len(mins) + 0.5) - 1))]
+            out.append(
+                {
+                    "level": level,
+                    "measure": measure,
+                    "n": len(mins),
+                    "median": statistics.median(mins),
+                    "p90": p90,
+                    "target": target.total_seconds() / 60 if target else None,
+                }
+            )
+    return out
+
+
+def _charts(rows: list[Row], settings: Settings) -> dict[str, str]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -210,30 +244,65 @@ def _charts(rows: list[Row]) -> dict[str, str]:
     charts = {}
     fig = Figure(figsize=(4.2, 2.6), layout="constrained")
     ax = fig.add_subplot()
-    levels = ["P0", "P1", "P2", "P3", "P4", "—"]
+    levels = [*LEVELS, "—"]
     counts = [sum(1 for r in rows if r.severity == lv) for lv in levels]
-    ax.bar(levels, counts, color=["#7f0000", "#c62828", "#ef6c00", "#f9a825", "#9e9e9e", "#cfd8dc"])
-    ax.set_title("Incidents by severity", fontsize=10)
+    bars = ax.bar(["none" if lv == "—" else lv for lv in levels], counts, color=[LEVEL_COLORS[lv] for lv in levels])
+    ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], fontsize=8, padding=2)
+    ax.set_title(f"Incidents by severity ({len(rows)} in all)", fontsize=10)
+    ax.set_ylabel("incidents", fontsize=8)
+    ax.set_ylim(0, max([*counts, 1]) * 1.2)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
     charts["severity"] = base64.b64encode(png_bytes(fig)).decode()
-    fig = Figure(figsize=(6, 2.6), layout="constrained")
-    ax = fig.add_subplot()
-    for label, attr, color in (("MTTA", "tta", "tab:blue"), ("MTTR", "ttr", "tab:red")):
-        pts = [(r.started, getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
-        if pts:
-            ax.plot(
-                [date2num(p[0]) for p in pts], [p[1].total_seconds() / 60 for p in pts], "o-", label=label, color=color
+
+    stats = response_stats(rows, settings)
+    fig = Figure(figsize=(7, 2.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, measure in zip(axes, ("acknowledge", "resolve"), strict=True):
+        mine = [s for s in stats if s["measure"] == measure]
+        if not mine:
+            ax.text(0.5, 0.5, f"no incident {measure}d yet", ha="center", va="center", fontsize=8, color="#666")
+            ax.set_axis_off()
+            continue
+        ys = list(range(len(mine)))
+        ax.barh(ys, [s["median"] for s in mine], color=[LEVEL_COLORS[s["level"]] for s in mine], height=0.55)
+        ax.errorbar(
+            [s["median"] for s in mine],
+            ys,
+            xerr=[[0] * len(mine), [s["p90"] - s["median"] for s in mine]],
+            fmt="none",
+            ecolor="#333",
+            capsize=3,
+            lw=0.8,
+        )
+        for y, s in zip(ys, mine, strict=True):
+            if s["target"] is not None:
+                ax.plot([s["target"]] * 2, [y - 0.4, y + 0.4], color="black", lw=1.5, ls="--")
+            label = f"median {human(timedelta(minutes=s['median']))}, p90 {human(timedelta(minutes=s['p90']))}, n={s['n']}"
+            ax.annotate(
+                label,
+                (0, y),
+                xycoords=("axes fraction", "data"),
+                xytext=(3, 9),
+                textcoords="offset points",
+                fontsize=6.5,
+                va="bottom",
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85},
             )
-    ax.set_ylabel("minutes", fontsize=8)
-    ax.set_title("Time to acknowledge / resolve, by incident start", fontsize=10)
-    starts = [r.started for r in rows]
-    if starts:  # a window around the incidents, not matplotlib's default decade for a single point
-        ax.set_xlim(date2num(min(starts) - timedelta(days=3)), date2num(max(starts) + timedelta(days=3)))
-    ax.xaxis.set_major_locator(AutoDateLocator(maxticks=6))
-    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d", tz="UTC"))
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
+        ax.set_yticks(ys, [s["level"] for s in mine])
+        ax.invert_yaxis()
+        ax.set_xlabel("minutes (dashed: the level's target)", fontsize=7)
+        ax.set_title(f"Time to {measure} (MT{'TA' if measure == 'acknowledge' else 'TR'})", fontsize=9)
+        top = max(max(s["p90"] for s in mine), max((s["target"] or 0) for s in mine))
+        low = min(s["median"] for s in mine)
+        if low > 0 and top / low > 30:  # minutes next to days: a log axis keeps both readable
+            ax.set_xscale("log")
+            ax.set_xlim(low / 2, top * 2)
+            ax.set_xlabel("minutes, log scale (dashed: the level's target)", fontsize=7)
+        else:
+            ax.set_xlim(0, top * 1.15 or 1)
+        ax.set_ylim(len(mine) - 0.4, -0.9)
+        ax.tick_params(labelsize=7)
     charts["times"] = base64.b64encode(png_bytes(fig)).decode()
     return charts
 
@@ -253,7 +322,7 @@ def build_index(root: str | Path, settings: Settings) -> Path:
         "rows": rows,
         "broken": broken,
         "human": human,
-        "charts": _charts(rows),
+        "charts": _charts(rows, settings),
         "generated": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
     }
     html = templating.render("index.html.j2", "html", **ctx)

@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from irkit import units
 from irkit.times import human, parse_ts, stamp
 
 if TYPE_CHECKING:
@@ -103,13 +104,13 @@ def alerts_table(events: Iterable[Event]) -> Any:
     """The alerts recorded for an incident, latest status per alert."""
     import pandas as pd
 
-    cols = ["alert", "status", "starts_at", "ends_at", "summary", "labels", "fingerprint"]
+    cols = ["alert", "status", "started", "ended", "summary", "labels", "fingerprint"]
     rows = [
         {
             "alert": d.get("alertname"),
             "status": ev["type"].split(".")[1],
-            "starts_at": d.get("starts_at"),
-            "ends_at": d.get("ends_at") or "",
+            "started": stamp(d.get("starts_at")),
+            "ended": stamp(d.get("ends_at")) if d.get("ends_at") else "—",
             "summary": d.get("annotations", {}).get("summary", ""),
             "labels": ", ".join(f"{k}={v}" for k, v in sorted(d.get("labels", {}).items())),
             "fingerprint": d.get("fingerprint"),
@@ -118,7 +119,7 @@ def alerts_table(events: Iterable[Event]) -> Any:
         if ev["type"] in ("alert.firing", "alert.resolved")
         for d in [ev["data"]]
     ]
-    return pd.DataFrame(rows, columns=cols).drop_duplicates("fingerprint", keep="last").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=cols).drop_duplicates("fingerprint", keep="last").set_index("alert")
 
 
 # File bookkeeping: what was saved where. Kept in the record (and in ``timeline(everything=True)``), not in
@@ -185,8 +186,15 @@ def health_table(result: CheckResult | None, url: str) -> Any:
     import pandas as pd
 
     if result is None:
-        return pd.DataFrame({"health": [f"not probed: replaying a recording (live: GET {url})"]})
-    return pd.DataFrame([result.as_dict()]).set_index("name")
+        return pd.DataFrame({"health": [f"not probed: replaying a recording (live: GET {url})"]}, index=["endpoint"])
+    d = result.as_dict()
+    row = {
+        "status": d["status"],
+        "evidence": d["evidence"],
+        "latency": units.seconds(d["latency_ms"] / 1000) if d["latency_ms"] is not None else "—",
+        "details": say(d["details"]),
+    }
+    return pd.DataFrame([row], index=[d["name"]])
 
 
 def log_errors_table(view: ClusterView, patterns: tuple[str, ...] | None = None) -> Any:
@@ -345,7 +353,8 @@ class PostMortemReport:
         """The post-mortem timeline as a table, with time since the incident started."""
         import pandas as pd
 
-        return pd.DataFrame([e.row(self.pm.start) for e in self.pm.timeline])
+        columns = ["time", "since start", "event", "source"]
+        return pd.DataFrame([e.row(self.pm.start) for e in self.pm.timeline], columns=columns).set_index("time")
 
     def impact(self) -> Any:
         """The impact measures (impact window, failed requests, peak error ratio, …) as a table."""
@@ -358,8 +367,9 @@ class PostMortemReport:
         import pandas as pd
 
         return pd.DataFrame(
-            [{"measure": v.measure, "value": v.value, "target": v.target, "verdict": v.mark} for v in self.pm.verdicts]
-        )
+            [{"measure": v.measure, "value": v.value, "target": v.target, "verdict": v.mark} for v in self.pm.verdicts],
+            columns=["measure", "value", "target", "verdict"],
+        ).set_index("measure")
 
     def _repr_html_(self) -> str:
         pm = self.pm

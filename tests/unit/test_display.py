@@ -177,3 +177,25 @@ def test_a_replay_reads_only_what_was_known_at_its_moment(records) -> None:
     assert m.end == moment and m.series
     assert all(s.frame.index.max() <= moment for s in m.series.values())
     assert m.assess().level is not None  # the alert's moment already shows the incident
+
+
+def test_index_response_stats_mean_the_same_for_one_incident_and_for_many() -> None:
+    from irkit.index import Row, response_stats
+
+    def row(i: int, level: str, tta: float, ttr: float) -> Row:
+        started = datetime(2025, 11, 1, tzinfo=UTC) + timedelta(days=i)
+        return Row(
+            id=f"INC-{i}", title="t", severity=level, status="resolved", started=started,
+            duration=timedelta(minutes=ttr), tta=timedelta(minutes=tta), ttr=timedelta(minutes=ttr),
+            response_met=True, resolution_met=True, notebooks=[], postmortem=None, review_overdue=False,
+        )
+
+    settings = load_config(None, {})
+    one = response_stats([row(0, "P1", 3.5, 257)], settings)
+    assert one == [
+        {"level": "P1", "measure": "acknowledge", "n": 1, "median": 3.5, "p90": 3.5, "target": 15.0},
+        {"level": "P1", "measure": "resolve", "n": 1, "median": 257, "p90": 257, "target": 240.0},
+    ]
+    many = response_stats([row(i, "P2", float(i + 1), 60.0) for i in range(100)], settings)
+    tta = next(s for s in many if s["measure"] == "acknowledge")
+    assert (tta["n"], tta["median"], tta["p90"]) == (100, 50.5, 90.0)
