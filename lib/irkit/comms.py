@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ def context(record: Record, settings: Settings, *, now: datetime, root_cause: st
         for r in (assessed[-1]["reasons"] if assessed else [])
     ]
     symptoms = [
-        f"{e['data']['title']}: {e['data']['evidence'][:120]}"
+        f"{e['data']['title']}: {textwrap.shorten(str(e['data']['evidence']), 160, placeholder=' …')}"
         for e in events
         if e["type"] == "check.recorded" and e["data"].get("status") == "problem found"
     ][:4] or symptoms

@@ -149,7 +149,15 @@ def render_notebook(src: Path, dest: Path) -> None:
     with warnings.catch_warnings():  # scrapbook's scrap mimetypes have no HTML form, by design
         warnings.filterwarnings("ignore", message=".*is not able to be represented", category=UserWarning)
         body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", READABLE_TABLES + "</head>", 1)
     atomic_write_bytes(dest, body.encode(), durable=False)
+
+
+# Evidence tables as people read them: text left-aligned and wrapping between words, never inside one.
+READABLE_TABLES = (
+    "<style>.jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{text-align:left;"
+    "overflow-wrap:normal;word-break:normal;vertical-align:top}</style>"
+)
 
 
 def _row(root: Path, incident_id: str, settings: Settings) -> Row:

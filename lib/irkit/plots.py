@@ -9,6 +9,7 @@ alert, mitigation, resolved) are vertical markers.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,21 +18,23 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.axes import Axes
 from matplotlib.dates import DateFormatter, date2num
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from irkit.metrics import GOLDEN_SIGNALS, IncidentMetrics
 from irkit.severity import MetricRules
 from irkit.times import parse_ts
+from irkit.units import SIGNAL_UNITS
 
 if TYPE_CHECKING:
     from irkit.record import Record
 
 TITLES = {
     "request_rate": ("Request rate", "req/s"),
-    "error_ratio": ("Error ratio (5xx)", "ratio"),
+    "error_ratio": ("Error ratio (5xx)", "of requests"),
     "latency_p99": ("p99 latency", "seconds"),
     "saturation_cpu": ("CPU saturation", "of limit"),
     "saturation_memory": ("Memory saturation", "of limit"),
-    "availability": ("Availability (healthy targets)", "share"),
+    "availability": ("Availability (healthy targets)", "of targets"),
 }
 MARKER_COLORS = {"deploy": "tab:purple", "alert": "tab:red", "mitigation": "tab:orange", "resolved": "tab:green"}
 
@@ -69,6 +72,8 @@ def _panel(
     title, unit = TITLES.get(signal, (signal, ""))
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(unit, fontsize=8)
+    if SIGNAL_UNITS.get(signal) == "percent":  # 12 %, not 0.12
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.axvspan(date2num(window[0]), date2num(window[1]), color="tab:red", alpha=0.08, label="incident window")
     series = metrics.series.get(signal)
     if series is None or series.frame.empty:
@@ -76,7 +81,7 @@ def _panel(
         ax.text(
             0.5,
             0.5,
-            f"could not check:\n{reason[:80]}",
+            "could not check:\n" + "\n".join(textwrap.wrap(reason, 60)),
             ha="center",
             va="center",
             transform=ax.transAxes,

@@ -187,7 +187,7 @@ def _timeline(events: list[Event], view: Any, start_candidates: list[tuple[datet
         elif t == "notebook.finished":
             out.append(Entry(ts, f"Runbook {d.get('runbook')}: {d.get('summary')}", "runbook"))
         elif t == "check.recorded" and d.get("status") == "problem found":
-            out.append(Entry(ts, f"Check — {d.get('title')}: {d.get('evidence', '')[:140]}", e["actor"]))
+            out.append(Entry(ts, f"Check — {d.get('title')}: {d.get('evidence', '')}", e["actor"]))
         elif t == "action.executed":
             out.append(Entry(ts, f"Mitigation executed: {d.get('action')} (verified: {d.get('verified')})", e["actor"]))
         elif t == "action.planned":
@@ -400,7 +400,8 @@ def build(
     impact["response target"] = next((v.mark for v in verdicts if v.measure.startswith("time to acknowledge")), "—")
     impact["resolution target (SLA)"] = "breached" if sla and sla.ok is False else ("met" if sla and sla.ok else "—")
     well = [f"{v.measure}: {v.value} ({v.target})" for v in verdicts if v.ok is True]
-    wrong = [f"{v.measure}: {v.value} (target {v.target})" for v in verdicts if v.ok is False]
+    # Missed updates are listed one by one below, not also as their summary row.
+    wrong = [f"{v.measure}: {v.value} (target {v.target})" for v in verdicts if v.ok is False and v.measure != "stakeholder updates"]
     wrong += missed_updates
     wrong += [f"unchecked at the end: {r['item']}" for r in _unchecked(events)]
     refused = [e["data"].get("reason", "") for e in events if e["type"] == "action.refused"]

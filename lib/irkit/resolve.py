@@ -379,7 +379,7 @@ FORWARD = (Status.DETECTED, Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MO
 
 def advance_to(record: Record, target: Status, decision: Decision, *, actor: str) -> None:
     """Move forward along the plan's path to ``target`` (never back through investigating)."""
-    reason = "criteria passed" + (f" and held for {decision.watched}" if target == Status.RESOLVED else "")
+    reason = "criteria passed" + (f" and held for {human(decision.watched)}" if target == Status.RESOLVED else "")
     if decision.forced:
         reason = f"FORCED: {decision.forced}"
     current = Status(record.state()["status"])

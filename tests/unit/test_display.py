@@ -199,3 +199,25 @@ def test_index_response_stats_mean_the_same_for_one_incident_and_for_many() -> N
     many = response_stats([row(i, "P2", float(i + 1), 60.0) for i in range(100)], settings)
     tta = next(s for s in many if s["measure"] == "acknowledge")
     assert (tta["n"], tta["median"], tta["p90"]) == (100, 50.5, 90.0)
+
+
+def test_jupyterlab_asks_for_a_name_when_only_a_login_name_is_known(records, monkeypatch) -> None:
+    from irkit.record import Record
+    from irkit.session import Session
+
+    Record.create(records, "INC-ASK-1", title="t", service="s", severity="P2", actor="a")
+    monkeypatch.delenv("IRKIT_ACTOR", raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt: "  Ana   Ruiz ")
+    s = Session.from_parameters("INC-ASK-1", str(records), "missing.yaml", environ={})
+    assert s.actor == "Ana Ruiz" and s.actor_known
+    assert str(s.acknowledge()) == "acknowledged by Ana Ruiz"
+
+    def nobody(prompt: str) -> str:
+        raise EOFError  # papermill: no stdin
+
+    monkeypatch.delenv("IRKIT_ACTOR", raising=False)
+    monkeypatch.setattr("builtins.input", nobody)
+    quiet = Session.from_parameters("INC-ASK-1", str(records), "missing.yaml", environ={})
+    assert not quiet.actor_known and "a login name, not a person" in quiet.summary().loc["actor", "value"]
+    batch = Session.from_parameters("INC-ASK-1", str(records), "missing.yaml", environ={"IRKIT_BATCH": "1"})
+    assert not batch.actor_known  # a batch run never asks
