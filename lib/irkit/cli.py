@@ -434,6 +434,46 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
         click.echo(f"  {ev['seq']:>4}  {stamp(ev['ts'])}  {ev['actor']:<14} {what}")
 
 
+@main.command("replay")
+@click.argument("incident_id")
+@click.option("--runbooks", default="", help="Only these runbooks, comma-separated (default: every run in the record).")
+@click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path), help="Build the scratch copy here and keep it.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, as_json: bool, c: Ctx) -> None:
+    """Re-run a past incident's runbooks on its recordings with today's runbooks and settings, in a
+    scratch copy (never the record), and show which conclusions changed: exit 1 when any did."""
+    import shutil
+
+    from irkit.replay import replay
+
+    rec = Record.open(c.records, validate_incident_id(incident_id))  # read only: the replay writes a copy
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise BadInputError(f"--keep {keep}: not empty; give a new or empty directory")
+    names = tuple(n.strip() for n in runbooks.split(",") if n.strip())
+    say = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
+    result = replay(rec, c.settings, c.environ, runbooks=names, config_path=c.config_path, workdir=keep, say=say)
+    try:
+        if as_json:
+            click.echo(json.dumps(result.as_dict(), indent=2))
+        else:
+            rows = [(ch.conclusion, ch.recorded, ch.replayed, "same" if ch.same else "CHANGED") for ch in result.conclusions]
+            for line in _table(("CONCLUSION", "RECORDED", "REPLAYED", ""), rows):
+                click.echo(line)
+            failed = [r for r in result.runs if not r.ok]
+            click.echo(
+                f"{incident_id}: {len(result.runs)} runbooks replayed"
+                + (f" ({len(failed)} not ok)" if failed else "")
+                + f"; {len(result.changed)} of {len(result.conclusions)} conclusions changed"
+                + (f"; scratch copy kept in {result.scratch}" if keep else "")
+            )
+    finally:
+        if keep is None:
+            shutil.rmtree(result.scratch.parent, ignore_errors=True)
+    if result.changed or any(not r.ok for r in result.runs):
+        raise SystemExit(1)
+
+
 @main.command("verify")
 @click.argument("incident_ids", nargs=-1, required=True)
 @click.option("--expect-head", metavar="HASH", help="Also require this head hash (one kept outside the record).")

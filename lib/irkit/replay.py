@@ -1,0 +1,201 @@
+"""Replay a past incident against today's runbooks and settings, and say which conclusions changed.
+
+Every record carries its recordings (``data/signals*``, ``data/cluster*``) and the inputs that drove
+it: the alerts, the runbooks run with their parameters at their moments, and what people did by hand
+between runs (status changes, notes, checklist answers). :func:`replay` rebuilds the incident from
+those inputs in a scratch copy — never in the record itself — running each runbook again on the
+recorded sources at its recorded moment, then compares the conclusions: the severity and its
+reasons, each checklist answer, the resolution decision, and the post-mortem's verdicts. So every
+past incident is a regression test for the runbooks and the policy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irkit.config import Settings
+from irkit.errors import RecordBroken
+from irkit.events import Event
+from irkit.record import Record
+from irkit.runner import RESERVED_PARAMETERS, RunResult, run_runbook
+from irkit.times import ReplayClock, parse_ts
+
+# What people (or Alertmanager) did outside a runbook, which a replay does again at the same moment.
+INPUT_EVENTS = frozenset({"alert.firing", "alert.resolved", "status.changed", "severity.set", "note", "check.recorded"})
+# Which conclusions each runbook reaches (by their names' beginnings), for a partial replay.
+CONCLUDES = {
+    "triage": ("severity", "incident severity"),
+    "investigation": ("checklist",),
+    "resolution": ("resolution",),
+    "postmortem": ("verdict",),
+}
+# Recorded sources only, and nothing is delivered: a replay reads the record and talks to no server.
+OFFLINE = {"metrics_source": "recorded", "cluster_source": "recorded", "send_comms": False}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One conclusion, as the record has it and as the replay reached it."""
+
+    conclusion: str
+    recorded: str
+    replayed: str
+
+    @property
+    def same(self) -> bool:
+        """Whether the replay reached the recorded conclusion."""
+        return self.recorded == self.replayed
+
+
+@dataclass
+class ReplayResult:
+    """The replay's runs, its scratch record, and every conclusion compared."""
+
+    incident_id: str
+    scratch: Path
+    runs: list[RunResult] = field(default_factory=list)
+    conclusions: list[Change] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[Change]:
+        """The conclusions the replay did not reach the same way."""
+        return [c for c in self.conclusions if not c.same]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the runs' outcomes, every conclusion and whether it changed."""
+        return {
+            "incident": self.incident_id,
+            "scratch": str(self.scratch),
+            "runs": [{"runbook": r.runbook, "outcome": r.outcome, "summary": r.summary()} for r in self.runs],
+            "changed": len(self.changed),
+            "conclusions": [
+                {"conclusion": c.conclusion, "recorded": c.recorded, "replayed": c.replayed, "same": c.same}
+                for c in self.conclusions
+            ],
+        }
+
+
+def conclusions(record: Record, settings: Settings) -> dict[str, str]:
+    """What the incident concluded, as comparable text: severity and reasons, checklist, resolution, verdicts."""
+    from irkit.checklist import checklist_rows
+    from irkit.postmortem import build
+
+    events = record.events()
+    out: dict[str, str] = {}
+    assessed = [e["data"] for e in events if e["type"] == "severity.assessed"]
+    if assessed:
+        last = assessed[-1]
+        out["severity from metrics"] = str(last.get("level") or "none")
+        out["severity reasons"] = "; ".join(str(r.get("text", "")) for r in last.get("reasons") or []) or "—"
+    out["incident severity"] = str(record.state().get("severity") or "none")
+    for row in checklist_rows(events):
+        out[f"checklist: {row['item']}"] = str(row["status"])
+    decisions = [e["data"] for e in events if e["type"] == "resolution.checked"]
+    if decisions:
+        out["resolution decision"] = str(decisions[-1].get("decision"))
+    if any(e["type"] == "postmortem.rendered" for e in events):
+        for v in build(record, settings).verdicts:
+            out[f"verdict: {v.measure}"] = v.mark
+    return out
+
+
+def _runs(events: list[Event]) -> list[tuple[Event, Event | None]]:
+    """Each ``notebook.started`` with its ``notebook.finished`` (None if it never finished)."""
+    finished = {e["data"].get("path"): e for e in events if e["type"] == "notebook.finished"}
+    return [(e, finished.get(e["data"].get("path"))) for e in events if e["type"] == "notebook.started"]
+
+
+def _inputs(events: list[Event], runs: list[tuple[Event, Event | None]]) -> list[Event]:
+    """Inputs made outside any runbook run (a run's own events are its conclusions, reached again)."""
+    spans = [(s["seq"], f["seq"] if f else s["seq"]) for s, f in runs]
+    first_run = min((a for a, _ in spans), default=None)
+    return [
+        e
+        for e in events
+        if e["type"] in INPUT_EVENTS
+        and (first_run is None or e["seq"] > first_run)  # the opening prefix is copied as it is
+        and not any(a <= e["seq"] <= b for a, b in spans)
+    ]
+
+
+def scratch_copy(record: Record, root: Path) -> Record:
+    """The record's opening (events before its first run, with the recordings) as a new record under ``root``."""
+    events = record.events()
+    first_run = next((e["seq"] for e in events if e["type"] == "notebook.started"), len(events) + 1)
+    dest = root / record.id
+    shutil.copytree(record.path, dest, ignore=shutil.ignore_patterns(".runs", "*.lock"), symlinks=True)
+    lines = (record.path / "events.jsonl").read_bytes().splitlines(keepends=True)[: first_run - 1]
+    (dest / "events.jsonl").write_bytes(b"".join(lines))
+    for later in ("notebooks", "comms", "figures", "html"):
+        shutil.rmtree(dest / later, ignore_errors=True)
+    for stale in ("postmortem.md", "postmortem.html", "incident.json"):  # incident.json: a cache of the old state
+        (dest / stale).unlink(missing_ok=True)
+    return Record.open(root, record.id)
+
+
+def replay(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    runbooks: tuple[str, ...] = (),
+    config_path: str | None = None,
+    workdir: Path | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> ReplayResult:
+    """Re-run the record's runbooks (or only ``runbooks``) in a scratch copy and compare the conclusions."""
+    problem = record.broken()
+    if problem:
+        raise RecordBroken(f"{record.id} does not verify: {problem}; a replay needs an intact record")
+    events = record.events()
+    runs = _runs(events)
+    wanted = [r for r in runs if not runbooks or r[0]["data"].get("runbook") in runbooks]
+    root = workdir or Path(tempfile.mkdtemp(prefix="irkit-replay-"))
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_copy(record, root)
+    result = ReplayResult(record.id, scratch.path)
+    steps: list[tuple[int, Event, str]] = [(e["seq"], e, "input") for e in _inputs(events, runs)]
+    steps += [(s["seq"], s, "run") for s, _ in wanted]
+    for _, ev, kind in sorted(steps, key=lambda s: s[0]):
+        scratch.clock = ReplayClock(parse_ts(ev["ts"]))
+        if kind == "input":
+            scratch.append(ev["type"], ev["data"], actor=ev["actor"])
+            continue
+        d = ev["data"]
+        params = {k: v for k, v in (d.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
+        params.update(OFFLINE)
+        say(f"{parse_ts(ev['ts']):%H:%M} {d.get('runbook')} …")
+        run = run_runbook(
+            scratch,
+            str(d.get("runbook")),
+            _declared_only(scratch, str(d.get("runbook")), params, settings),
+            settings=settings,
+            environ=environ,
+            actor=ev["actor"],
+            config_path=config_path,
+            batch=bool(d.get("batch")),
+        )
+        result.runs.append(run)
+        say(f"      {run.runbook}: {run.summary()}")
+    before = conclusions(record, settings)
+    after = conclusions(scratch, settings)
+    names = [*before, *(k for k in after if k not in before)]
+    if runbooks:  # a partial replay is judged only on what its runbooks conclude
+        prefixes = tuple(p for rb in runbooks for p in CONCLUDES.get(rb, ()))
+        names = [n for n in names if n.startswith(prefixes)]
+    result.conclusions = [Change(n, before.get(n, "—"), after.get(n, "—")) for n in names]
+    return result
+
+
+def _declared_only(record: Record, runbook: str, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Today's runbook may no longer declare a parameter the old run had: pass only those it declares."""
+    from irkit.runner import declared_parameters, default_registry
+
+    registry = default_registry(settings)
+    declared = declared_parameters(registry.path(registry.get(runbook)))
+    return {k: v for k, v in params.items() if k in declared}
