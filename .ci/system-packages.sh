@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Ensure the server binaries used by tests/integration are installed.
+# Ensure the server binaries used by tests/integration and the browser used by
+# tests/browser are installed.
 #
 # The integration fixtures start REAL prometheus / postgres / redis-server
-# processes (and the alerting tests use alertmanager / amtool), so CI needs
-# the Debian packages.  This script is idempotent and silent when everything
-# is already present, so it is cheap to call at the start of every CI job.
+# processes (and the alerting tests use alertmanager / amtool), and the browser
+# tests drive Debian's chromium through Playwright (Playwright's own browser
+# download cannot be used), so CI needs the Debian packages.  This script is
+# idempotent and silent when everything is already present, so it is cheap to
+# call at the start of every CI job.
 #
 #   root:     apt-get update (once) + install only the missing packages
 #   non-root: print what is missing and the command to fix it, exit 1
@@ -14,6 +17,9 @@
 #     "alertmanager"; either name is accepted here.
 #   * postgresql does not put initdb/postgres on PATH; they live in
 #     /usr/lib/postgresql/<major>/bin.
+#   * chromium is /usr/bin/chromium (the path tests/browser launch); its fonts
+#     are only a Recommends, so fonts-liberation is named here (installs run
+#     with --no-install-recommends) to keep screenshots readable.
 set -euo pipefail
 
 missing_cmds=()
@@ -43,6 +49,9 @@ check() {
     command -v amtool >/dev/null 2>&1 || need amtool prometheus-alertmanager
     command -v redis-server >/dev/null 2>&1 || need redis-server redis-server
     have_initdb || need '/usr/lib/postgresql/*/bin/initdb' postgresql
+    [ -x /usr/bin/chromium ] || need /usr/bin/chromium chromium
+    [ -e /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] ||
+        need 'Liberation fonts' fonts-liberation
 }
 
 check

@@ -10,7 +10,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 # conda-forge names for the few packages whose PyPI name differs
-CONDA_NAMES = {"redis": "redis-py", "build": "python-build", "kubernetes": "python-kubernetes"}
+CONDA_NAMES = {
+    "redis": "redis-py",
+    "build": "python-build",
+    "kubernetes": "python-kubernetes",
+    "playwright": "playwright-python",
+}
 REQ = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][0-9.]*)")
 
 
