@@ -105,8 +105,9 @@ class IncidentMetrics:
         """One row per golden signal with machine values: worst, normal, ratio, and the verdict on it.
 
         The verdict is what the value means, not whether it was read: the level a severity signal
-        implies (``P1``), ``normal``, ``high`` for saturation at or above 80 % of a limit,
-        ``context`` for traffic, or ``could not check: <why>``.
+        implies (``P1``), ``below the plan's thresholds``, ``degraded`` availability above the P0
+        threshold, ``high`` for saturation at or above 80 % of a limit, ``context`` for traffic, or
+        ``could not check: <why>``.
         """
         a = assessment or self.assess()
         implied: dict[str, list[str]] = {}
@@ -125,13 +126,15 @@ class IncidentMetrics:
                 why = self.unavailable.get(sig) or a.unavailable.get(sig) or "no data in the evaluation window"
                 verdict = f"could not check: {why}"
             elif sig.startswith("saturation_"):
-                verdict = f"high (≥ {SATURATED:.0%} of limit)" if worst >= SATURATED else "normal"
+                verdict = f"high (≥ {SATURATED:.0%} of limit)" if worst >= SATURATED else f"below {SATURATED:.0%} of limit"
             elif sig == "request_rate":
                 verdict = "context (not a severity signal)"
             elif sig == "latency_p99" and normal is None:
                 verdict = "could not compare: no baseline a week earlier"
+            elif sig == "availability" and worst < 1.0:
+                verdict = "degraded, above the P0 threshold"
             else:
-                verdict = "normal"
+                verdict = "below the plan's thresholds"
             rows.append({"signal": sig, "worst": worst, "normal": normal, "x normal": ratio, "verdict": verdict})
         return rows
 

@@ -60,6 +60,17 @@ class Firing:
     due_at: datetime
     text: str
 
+    def describe(self) -> str:
+        """What this firing is, as a responder says it (the key stays in the record for machines)."""
+        due = f"due {self.due_at:%H:%M} UTC"
+        return {
+            "page": f"page {self.role} ({self.who}), {due}",
+            "notify": f"notify {self.role} ({self.who}), {due}",
+            "ticket": f"incident ticket, {due}",
+            "remind": f"stakeholder update reminder in {self.who}, {due}",
+            "page-commander": f"stakeholder update overdue: page the Incident Commander ({self.who})",
+        }.get(self.action, self.key)
+
 
 def fired_keys(events: Sequence[Event], now: datetime) -> set[str]:
     """Keys that must not fire now: done, or failed less than :data:`RETRY_AFTER` ago."""
@@ -147,8 +158,8 @@ def fire(
     if firing.action == "ticket":
         res = open_ticket(record, settings, environ, now=record.clock(), actor=actor, key=firing.key, senders=senders)
         if res.ok:
-            return f"{firing.key}: ticket {res.response_id}"
-        return f"{firing.key}: no ticket: {res.error}"
+            return f"{firing.describe()}: ticket {res.response_id}"
+        return f"{firing.describe()}: no ticket: {res.error}"
     channel = {"page": "pagerduty", "page-commander": "pagerduty", "notify": "slack", "remind": "slack"}.get(
         firing.action, "jira"
     )
@@ -163,7 +174,7 @@ def fire(
             record.append("escalation.unsent", {**base, "reason": reason}, actor=actor)
         else:
             record.append(done_type, {**base, "delivered": False, "reason": reason}, actor=actor)
-        return f"{firing.key}: due, not sent: {reason}"
+        return f"{firing.describe()}: due, not sent: {reason}"
     state = record.state()
     if isinstance(sender, PagerDutySender):
         result = sender.event(
@@ -179,10 +190,10 @@ def fire(
         result = sender.send(message, record.id)
     if not result.ok:
         record.append("comms.failed", {**base, "kind": "escalation", "error": result.error}, actor=actor)
-        return f"{firing.key}: {channel} failed: {result.error} (retried in {human(RETRY_AFTER)})"
+        return f"{firing.describe()}: {channel} failed: {result.error} (retried in {human(RETRY_AFTER)})"
     extra = {"delivered": True} if done_type != "escalation.paged" else {}
     record.append(done_type, {**base, **extra, "response_id": result.response_id, **result.extra}, actor=actor)
-    return f"{firing.key}: {firing.action} {firing.who} via {channel} ({result.response_id})"
+    return f"{firing.describe()}: {firing.action} {firing.who} via {channel} ({result.response_id})"
 
 
 def tick_incident(

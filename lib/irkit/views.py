@@ -318,14 +318,20 @@ class Assessed:
         import pandas as pd
 
         rows: list[dict[str, Any]] = [
-            {"signal": r.signal, "value": r.value, "threshold": r.threshold, "implies": r.level.value, "reason": r.text}
+            {
+                "signal": r.signal.replace("_", " "),
+                "value": _reason_value(r.signal, r.value),
+                "threshold": _reason_threshold(r.signal, r.threshold),
+                "implies": r.level.value,
+                "reason": r.text,
+            }
             for r in self.assessment.reasons
         ]
         rows += [
-            {"signal": k, "value": None, "threshold": None, "implies": None, "reason": f"could not check: {v}"}
+            {"signal": k.replace("_", " "), "value": "—", "threshold": "—", "implies": "—", "reason": f"could not check: {v}"}
             for k, v in self.assessment.unavailable.items()
         ]
-        return pd.DataFrame(rows, columns=["signal", "value", "threshold", "implies", "reason"])
+        return pd.DataFrame(rows, columns=["signal", "value", "threshold", "implies", "reason"]).set_index("signal")
 
     def lines(self) -> list[str]:
         """What metrics say, the alert's own severity label, and whether the incident's severity changed."""
@@ -339,6 +345,25 @@ class Assessed:
 
     def __repr__(self) -> str:
         return "\n".join(self.lines())
+
+
+def _reason_value(signal: str, value: float) -> str:
+    if signal == "latency_ratio":
+        return units.times(value)
+    if signal == "pods ready":
+        return units.count(value)
+    return units.signal_value(signal, value)
+
+
+def _reason_threshold(signal: str, threshold: str) -> str:
+    """``> 0.1`` → ``> 10 %`` for a ratio signal; other thresholds are already in words."""
+    import re
+
+    if signal == "latency_ratio" and threshold[-1:].isdigit():
+        return f"{threshold}x normal"
+    if units.SIGNAL_UNITS.get(signal) != "percent" or "%" in threshold:
+        return threshold
+    return re.sub(r"(\d+(?:\.\d+)?)", lambda m: units.percent(float(m.group(1))).replace(".0 %", " %"), threshold)
 
 
 @dataclass

@@ -221,3 +221,14 @@ def test_jupyterlab_asks_for_a_name_when_only_a_login_name_is_known(records, mon
     assert not quiet.actor_known and "a login name, not a person" in quiet.summary().loc["actor", "value"]
     batch = Session.from_parameters("INC-ASK-1", str(records), "missing.yaml", environ={"IRKIT_BATCH": "1"})
     assert not batch.actor_known  # a batch run never asks
+
+
+def test_the_assessment_table_shows_values_in_units_not_raw_floats() -> None:
+    from irkit.severity import Evidence, classify
+    from irkit.views import Assessed
+
+    a = classify(Evidence(error_ratio=0.163714, latency_p99=2.45, latency_baseline=0.198, availability=0.667))
+    table = Assessed(a, "P1", "P1", None).table()
+    assert table.loc["error ratio", "value"] == "16.4 %" and table.loc["error ratio", "threshold"] == "> 10 %"
+    assert table.loc["latency ratio", "value"] == "12.4x" and table.loc["latency ratio", "threshold"] == "> 10x normal"
+    assert "0.163714" not in table.to_string() and "12.37" not in table.to_string()
