@@ -34,16 +34,6 @@ if TYPE_CHECKING:
     from irkit.probes import ProbeRegistry
 
 
-def ask_name() -> str | None:
-    """Ask the responder at the keyboard for their name; None when no one can answer (papermill, no stdin)."""
-    try:
-        answer = input("Your name for the incident record (or set IRKIT_ACTOR / actor: in irkit.yaml): ")
-    except (EOFError, OSError, NotImplementedError, RuntimeError):  # ipykernel's StdinNotImplementedError
-        return None  # is a NotImplementedError: papermill and batch kernels have no stdin, nobody to ask
-    answer = " ".join(answer.split())[:100]
-    return answer or None
-
-
 class Session:
     """One incident as a runbook sees it."""
 
@@ -98,7 +88,7 @@ class Session:
         record = Record.open(records_dir, incident_id, clock=clock, **settings.record_options(env))
         batch = env.get("IRKIT_BATCH") == "1"
         actor, known = resolve_actor(env, settings)
-        if not known and not batch and (asked := ask_name()):
+        if not known and not batch and (asked := views.ask_name()):
             actor, known = asked, True
             os.environ["IRKIT_ACTOR"] = asked  # later sessions in this kernel do not ask again
             env["IRKIT_ACTOR"] = asked

@@ -494,3 +494,13 @@ def facts_table(facts: Mapping[str, Any]) -> Any:
         for name, value in facts.items()
     ]
     return pd.DataFrame(rows, columns=["fact", "value"]).set_index("fact")
+
+
+def ask_name() -> str | None:
+    """Ask the responder at the keyboard for their name; None when no one can answer (papermill, no stdin)."""
+    try:
+        answer = input("Your name for the incident record (or set IRKIT_ACTOR / actor: in irkit.yaml): ")
+    except (EOFError, OSError, NotImplementedError, RuntimeError):  # ipykernel's StdinNotImplementedError
+        return None  # is a NotImplementedError: papermill and batch kernels have no stdin, nobody to ask
+    answer = " ".join(answer.split())[:100]
+    return answer or None
