@@ -157,11 +157,11 @@ def run_demo(
 ) -> DemoResult:
     """Replay the bundled incident into ``records_root``, running every runbook that exists, in order."""
     registry = registry or default_registry(settings)
-    pool = None
-    if settings.runner.warm_pool:
-        from irkit.kernels import KernelPool
+    # Five runbooks in a row: a warm kernel (single-use, like every run's) starts while the last one runs.
+    from irkit.kernels import KernelPool
 
-        pool = KernelPool(settings.runner.warm_pool, kernel_name=settings.runner.kernel_name, env=environ)
+    size = settings.runner.warm_pool or 1
+    pool = KernelPool(size, kernel_name=settings.runner.kernel_name, env=environ)
     try:
         return _replay(
             records_root,
@@ -175,8 +175,7 @@ def run_demo(
             pool=pool,
         )
     finally:
-        if pool is not None:
-            pool.shutdown()
+        pool.shutdown()
 
 
 def _replay(

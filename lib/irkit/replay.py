@@ -161,27 +161,14 @@ def replay(
     result = ReplayResult(record.id, scratch.path)
     steps: list[tuple[int, Event, str]] = [(e["seq"], e, "input") for e in _inputs(events, runs)]
     steps += [(s["seq"], s, "run") for s, _ in wanted]
-    for _, ev, kind in sorted(steps, key=lambda s: s[0]):
-        scratch.clock = ReplayClock(parse_ts(ev["ts"]))
-        if kind == "input":
-            scratch.append(ev["type"], ev["data"], actor=ev["actor"])
-            continue
-        d = ev["data"]
-        params = {k: v for k, v in (d.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
-        params.update(OFFLINE)
-        say(f"{parse_ts(ev['ts']):%H:%M} {d.get('runbook')} …")
-        run = run_runbook(
-            scratch,
-            str(d.get("runbook")),
-            _declared_only(scratch, str(d.get("runbook")), params, settings),
-            settings=settings,
-            environ=environ,
-            actor=ev["actor"],
-            config_path=config_path,
-            batch=bool(d.get("batch")),
-        )
-        result.runs.append(run)
-        say(f"      {run.runbook}: {run.summary()}")
+    from irkit.kernels import KernelPool
+
+    # Runbooks in a row: the next single-use kernel starts while one runs (as in irkit demo).
+    pool = KernelPool(settings.runner.warm_pool or 1, kernel_name=settings.runner.kernel_name, env=environ)
+    try:
+        _apply(scratch, sorted(steps, key=lambda s: s[0]), result, settings, environ, config_path, say, pool)
+    finally:
+        pool.shutdown()
     before = conclusions(record, settings)
     after = conclusions(scratch, settings)
     names = [*before, *(k for k in after if k not in before)]
@@ -199,3 +186,37 @@ def _declared_only(record: Record, runbook: str, params: dict[str, Any], setting
     registry = default_registry(settings)
     declared = declared_parameters(registry.path(registry.get(runbook)))
     return {k: v for k, v in params.items() if k in declared}
+
+def _apply(
+    scratch: Record,
+    steps: list[tuple[int, Event, str]],
+    result: ReplayResult,
+    settings: Settings,
+    environ: Mapping[str, str],
+    config_path: str | None,
+    say: Callable[[str], None],
+    pool: Any,
+) -> None:
+    """Apply each input and repeat each run on the scratch record, in the record's order, at its moment."""
+    for _, ev, kind in steps:
+        scratch.clock = ReplayClock(parse_ts(ev["ts"]))
+        if kind == "input":
+            scratch.append(ev["type"], ev["data"], actor=ev["actor"])
+            continue
+        d = ev["data"]
+        params = {k: v for k, v in (d.get("parameters") or {}).items() if k not in RESERVED_PARAMETERS}
+        params.update(OFFLINE)
+        say(f"{parse_ts(ev['ts']):%H:%M} {d.get('runbook')} …")
+        run = run_runbook(
+            scratch,
+            str(d.get("runbook")),
+            _declared_only(scratch, str(d.get("runbook")), params, settings),
+            settings=settings,
+            environ=environ,
+            actor=ev["actor"],
+            config_path=config_path,
+            batch=bool(d.get("batch")),
+            pool=pool,
+        )
+        result.runs.append(run)
+        say(f"      {run.runbook}: {run.summary()}")
