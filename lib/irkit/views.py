@@ -246,7 +246,10 @@ class MitigationView:
         """The plan's before → after changes as a table ("(no change)" when nothing differs)."""
         import pandas as pd
 
-        return pd.DataFrame(self.outcome.plan.diff() or [{"field": "(no change)", "before": None, "after": None}])
+        rows = [
+            {"field": d["field"], "before": say(d["before"]), "after": say(d["after"])} for d in self.outcome.plan.diff()
+        ]  # an env dict reads "DB_POOL_SIZE: 5; CIRCUIT_BREAKER_ENABLED: false", not a Python repr
+        return pd.DataFrame(rows or [{"field": "(no change)", "before": "—", "after": "—"}])
 
     def _repr_html_(self) -> str:
         o = self.outcome

@@ -232,3 +232,20 @@ def test_the_assessment_table_shows_values_in_units_not_raw_floats() -> None:
     assert table.loc["error ratio", "value"] == "16.4 %" and table.loc["error ratio", "threshold"] == "> 10 %"
     assert table.loc["latency ratio", "value"] == "12.4x" and table.loc["latency ratio", "threshold"] == "> 10x normal"
     assert "0.163714" not in table.to_string() and "12.37" not in table.to_string()
+
+
+def test_a_mitigation_plan_shows_its_before_and_after_as_text() -> None:
+    from types import SimpleNamespace
+
+    from irkit.mitigate import Plan
+    from irkit.views import MitigationView
+
+    plan = Plan(
+        "rollback", {}, "deployment/x", "roll back", {"env": {"DB_POOL_SIZE": "5"}, "image": "a:1.8"},
+        {"env": {"DB_POOL_SIZE": "20"}, "image": "a:1.7"}, "pods replaced",
+    )
+    table = MitigationView(SimpleNamespace(plan=plan)).plan_table()
+    assert table.to_dict("records") == [
+        {"field": "env", "before": "DB_POOL_SIZE: 5", "after": "DB_POOL_SIZE: 20"},
+        {"field": "image", "before": "a:1.8", "after": "a:1.7"},
+    ]
