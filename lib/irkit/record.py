@@ -477,18 +477,28 @@ class Record:
     # ---- locking and reading
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _flock(self, lock: Path, what: str, *, wait: bool) -> Iterator[bool]:
+        """Hold an exclusive flock on ``lock`` (never through a symlink); yields False if busy and not ``wait``."""
         try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise BadInputError(f"{self.path}/.lock is a symlink; refusing to use it") from None
-            raise _storage_error(exc, f"the lock of {self.id}") from exc
+                raise BadInputError(f"{lock} is a symlink; refusing to use it") from None
+            raise _storage_error(exc, f"{what} of {self.id}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._flock(self.path / ".lock", "the lock", wait=True):
+            yield
 
     @contextlib.contextmanager
     def exclusive(self, name: str, *, wait: bool) -> Iterator[bool]:
@@ -501,21 +511,8 @@ class Record:
         if runs.is_symlink():
             raise BadInputError(f"{runs} is a symlink; refusing to use it")
         runs.mkdir(exist_ok=True)
-        try:
-            fd = os.open(runs / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise BadInputError(f"{runs}/{name}.lock is a symlink; refusing to use it") from None
-            raise _storage_error(exc, f"the {name} lock of {self.id}") from exc
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+        with self._flock(runs / f"{name}.lock", f"the {name} lock", wait=wait) as mine:
+            yield mine
 
     def _read_raw(self) -> bytes:
         try:

@@ -13,27 +13,23 @@ hide what responders see.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from servers import ServerProcess, free_port
+
 CHROMIUM = Path("/usr/bin/chromium")
 STARTUP_DEADLINE_S = 90.0  # ~8 s alone on 2 cores; much more beside a full `pytest -n auto`
-STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 60
 
 _failed = pytest.StashKey[bool]()
@@ -81,14 +77,6 @@ def chromium() -> Iterator[Any]:
 # --------------------------------------------------------------------------- JupyterLab
 
 
-def free_port() -> int:
-    """A currently unused loopback TCP port (the server is told not to try others: a lost race fails loudly)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # What JupyterLab would otherwise pop over the notebook: the news prompt and the update check.
 _USER_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
@@ -103,30 +91,16 @@ class JupyterLab:
     port: int
     token: str
     env: dict[str, str]  # the server's environment (and so its kernels'); subprocesses of the test use it too
-    log_path: Path
-    popen: subprocess.Popen[bytes]
+    process: ServerProcess
 
     def url(self, path: Path) -> str:
         """The JupyterLab URL that opens ``path`` (a file under the root) in a tab."""
         rel = path.resolve().relative_to(self.root.resolve()).as_posix()
         return f"http://127.0.0.1:{self.port}/lab/tree/{quote(rel)}?token={self.token}"
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+    def log_tail(self) -> str:
         """The last lines of the server's (and its kernels') output."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"<could not read {self.log_path}: {exc}>"
-        return "\n".join(text.splitlines()[-lines:]) or "<empty>"
-
-    def exited(self) -> bool:
-        """Whether the server has exited, without reaping it (its pid, the group id, stays ours until then)."""
-        if self.popen.returncode is not None:
-            return True
-        try:
-            return os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:
-            return True
+        return self.process.log_tail()
 
     def answers(self) -> bool:
         """Whether the REST API answers (plain http.client: no proxy variables apply to loopback probes)."""
@@ -138,20 +112,6 @@ class JupyterLab:
             return False
         finally:
             conn.close()
-
-    def stop(self) -> None:
-        """SIGTERM the process group (server and kernels), SIGKILL what is left, reap the server."""
-        if not self.exited():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while not self.exited() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if self.popen.returncode is None:  # unreaped: the group id is still this server's
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=STOP_TIMEOUT_S)
 
 
 def jupyter_env(base: Path) -> dict[str, str]:
@@ -188,7 +148,6 @@ def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jupy
         pytest.fail(f"{jupyter} not found: install irkit into this venv (pip install -e '.[dev]')", pytrace=False)
     port, token = free_port(), secrets.token_hex(16)
     log_path = tmp_path / "jupyter-lab.log"
-    log: IO[bytes] = log_path.open("wb")
     argv = [
         str(jupyter),
         "lab",
@@ -202,22 +161,15 @@ def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jupy
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
-    popen = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True
+    # The server and its kernels share one process group: stopping it (SIGTERM, then SIGKILL) reaches both.
+    process = ServerProcess(
+        "jupyter lab", argv, log_path, root, env=env, startup_deadline_s=STARTUP_DEADLINE_S, tail_lines=LOG_TAIL_LINES
     )
-    log.close()  # the child has its own copy of the descriptor
-    lab = JupyterLab(root, port, token, env, log_path, popen)
+    lab = JupyterLab(root, port, token, env, process)
     try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while not lab.answers():
-            if lab.exited() or time.monotonic() > deadline:
-                why = "exited" if lab.exited() else f"did not answer in {STARTUP_DEADLINE_S:.0f} s"
-                pytest.fail(
-                    f"jupyter lab {why} (port {port})\n--- last lines of its log ---\n{lab.log_tail()}", pytrace=False
-                )
-            time.sleep(0.1)
+        process.wait_until(lab.answers, f"answering on port {port}")
         yield lab
     finally:
-        lab.stop()
+        process.terminate()
         if request.node.stash.get(_failed, False):
             print(f"\n--- last {LOG_TAIL_LINES} lines of jupyter lab's log ({log_path}) ---\n{lab.log_tail()}")

@@ -309,3 +309,18 @@ def test_verify_and_show_need_no_private_key(cli, records: Path, tmp_path: Path)
     res = cli("verify", ID, "--records", str(records), env=env)
     assert res.exit_code == 0 and "not sealing interrupted runs" in res.stderr
     assert cli("show", ID, "--records", str(records), env=env).exit_code == 0
+
+
+def test_locks_are_never_taken_through_a_symlink(records: Path, tmp_path: Path) -> None:
+    rec = new(records)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (rec.path / ".runs").symlink_to(elsewhere)
+    with pytest.raises(BadInputError, match="symlink"), rec.exclusive("tick", wait=False):
+        pass
+    (rec.path / ".runs").unlink()
+    (rec.path / ".runs").mkdir()
+    (rec.path / ".runs" / "tick.lock").symlink_to(elsewhere / "target")
+    with pytest.raises(BadInputError, match="symlink"), rec.exclusive("tick", wait=False):
+        pass
+    assert not (elsewhere / "target").exists() and list(elsewhere.iterdir()) == []
