@@ -26,7 +26,7 @@ import requests
 
 from irkit.cluster import RecordedCluster, capture, snapshot
 from irkit.config import load_config
-from irkit.demo import SCENARIO_DIR, _open
+from irkit.demo import SCENARIO_DIR, open_demo_incident
 from irkit.kernels import KernelPool
 from irkit.record import Record, list_incidents
 from irkit.runner import default_notebooks_dir, run_runbook
@@ -52,7 +52,7 @@ def main() -> None:
     source = default_notebooks_dir() / "triage.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         records = Path(tmp) / "reports"
-        rec = _open(records, settings, "bench")
+        rec = open_demo_incident(records, settings, "bench")
         copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor="bench")
         snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="bench")
         base = {
