@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from matplotlib.axes import Axes
-from matplotlib.dates import DateFormatter, date2num
+from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
@@ -70,7 +70,7 @@ def _panel(
     legend: bool,
 ) -> None:
     title, unit = TITLES.get(signal, (signal, ""))
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, y=1.0)  # placed, not measured: auto placement re-measures every tick label
     ax.set_ylabel(unit, fontsize=8)
     if SIGNAL_UNITS.get(signal) == "percent":  # 12 %, not 0.12
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
@@ -89,13 +89,14 @@ def _panel(
             color="tab:gray",
         )
     else:
+        x = date_numbers(series.frame.index)
         for col in series.frame.columns:
-            ax.plot(series.frame.index, series.frame[col], lw=1.2, label=col if col != "value" else signal)
+            ax.plot(x, series.frame[col].to_numpy(), lw=1.2, label=col if col != "value" else signal)
         base = metrics.baseline.get(signal)
         if base is not None and not base.frame.empty:
             shifted = base.total()
             shifted.index = shifted.index + metrics.baseline_offset
-            ax.plot(shifted.index, shifted.values, lw=0.9, ls=":", color="tab:gray", label="a week earlier")
+            ax.plot(date_numbers(shifted.index), shifted.to_numpy(), lw=0.9, ls=":", color="tab:gray", label="a week earlier")
     for value, label in thresholds(signal, metrics, rules):
         ax.axhline(value, ls="--", lw=0.8, color="tab:red", alpha=0.6)
         ax.annotate(
@@ -128,11 +129,33 @@ def _panel(
             annotation_clip=False,
         )
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
+    ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=5, maxticks=10))  # x is in date numbers
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(fontsize=6, loc="upper left")
+
+
+def date_numbers(index: Any) -> Any:
+    """Matplotlib date numbers for a pandas DatetimeIndex, converted in one vectorized step.
+
+    Plotting the index itself makes Matplotlib convert one ``datetime`` at a time, on every draw.
+    """
+    import numpy as np
+
+    if getattr(index, "tz", None) is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return date2num(np.asarray(index, dtype="datetime64[ns]"))
+
+
+def _margins(fig: Figure, *, left: float, right: float, top: float, bottom: float, **space: float) -> None:
+    """Fixed margins in inches (room for the titles, tick labels and y label), whatever the figure's size.
+
+    Constrained layout would measure every text on two extra draws: it doubled the render time.
+    """
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h, **space)
 
 
 def marker_labels(
@@ -163,7 +186,8 @@ def signal_figure(
     rules: MetricRules | None = None,
 ) -> Figure:
     """One signal over time, with incident window, thresholds and event markers."""
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = Figure(figsize=(9, 3.6))
+    _margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
     ax = fig.add_subplot()
     _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend=True)
     fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
@@ -182,7 +206,8 @@ def golden_signals_figure(
     names = [s for s in GOLDEN_SIGNALS if s in metrics.series or s in metrics.unavailable]
     cols = 2
     rows = max(1, (len(names) + 1) // cols)
-    fig = Figure(figsize=(12, 2.8 * rows), layout="constrained")
+    fig = Figure(figsize=(12, 2.8 * rows))
+    _margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
     for i, name in enumerate(names):
         _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0)
