@@ -4,9 +4,19 @@ This is the thin front that runbooks and scripts import. It stays cheap to impor
 matplotlib or papermill here): heavy libraries are imported where they are used.
 """
 
+# ruff: noqa: E402  (the guard below must run before any import that could reach jsonschema)
 from __future__ import annotations
 
-from importlib.metadata import version as _version
+import sys as _sys
+
+# jsonschema (under nbformat, papermill and scrapbook) imports the optional ``rfc3987_syntax`` when it
+# is installed (jsonschema[format-nongpl] pulls it in, via jupyter-events), and that module compiles a
+# Lark grammar at import: 1.7-3 s on every fresh process or kernel that touches a notebook. It only
+# checks the "iri" string format, which no notebook schema irkit validates uses, and jsonschema checks
+# formats only when asked. So a process that imports irkit marks it absent before jsonschema looks.
+# An application that has already imported it keeps it (setdefault).
+_sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 
 from irkit.config import Settings, load_config
 from irkit.errors import IrkitError
@@ -14,7 +24,14 @@ from irkit.events import Status
 from irkit.record import Record, validate_incident_id
 from irkit.severity import Level, SeverityPolicy
 
-__version__ = _version("irkit")  # one source: pyproject.toml
+
+def __getattr__(name: str) -> str:
+    """``irkit.__version__``, read from the installed metadata (one source: pyproject.toml) on first use."""
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("irkit")
+    raise AttributeError(f"module 'irkit' has no attribute {name!r}")
 
 __all__ = [
     "IrkitError",

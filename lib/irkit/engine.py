@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
@@ -47,6 +48,28 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
         """Allow the one final save, then let papermill finish (and write) the notebook."""
         self._final = True
         super().notebook_complete(**kwargs)
+
+
+class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
+    """papermill's client that first runs ``setup`` (a warm kernel's per-run facts) on its own connection.
+
+    One client, one handshake: a separate client for the setup cost a second kernel handshake per run.
+    """
+
+    setup = ""
+
+    async def async_start_new_kernel_client(self) -> Any:
+        """Connect as usual, then run the setup snippet silently and fail the run if it fails."""
+        kc = await super().async_start_new_kernel_client()
+        if self.setup:
+            msg_id = kc.execute(self.setup, silent=True, store_history=False, allow_stdin=False)
+            reply = await self.async_wait_for_reply(msg_id)
+            content = (reply or {}).get("content", {})
+            if content.get("status") != "ok":
+                raise RuntimeError(f"warm kernel setup failed: {content.get('ename')}: {content.get('evalue')}")
+        return kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)  # the sync name papermill calls
 
 
 class IrkitEngine(NBClientEngine):  # type: ignore[misc]
@@ -112,10 +135,11 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         if warm is not None:
             # A pre-started, pre-imported kernel: apply this run's cwd and variables, then run on it.
             run_env = {k: v for k, v in (kernel_env or {}).items() if k.startswith("IRKIT_")}
-            kernel_pool.prepare(warm, cwd=kernel_cwd or str(warm.directory), env=run_env)
             final["km"] = warm.km
+            client = SetupClient(nb_man, **final)
+            client.setup = kernel_pool.setup_code(cwd=kernel_cwd or str(warm.directory), env=run_env)
             try:
-                return PapermillNotebookClient(nb_man, **final).execute(cleanup_kc=False)
+                return client.execute(cleanup_kc=False)
             finally:
                 kernel_pool.retire(warm)  # single use, whatever happened; shut down off the hot path
         if ipc_dir is not None:

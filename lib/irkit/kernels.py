@@ -182,15 +182,18 @@ class KernelPool:
             self.discarded += 1
             wk.shutdown()
 
-    def prepare(self, wk: WarmKernel, *, cwd: str, env: Mapping[str, str]) -> None:
-        """Apply one run's working directory and runtime variables (JSON data, not code)."""
-        code = (
+    @staticmethod
+    def setup_code(*, cwd: str, env: Mapping[str, str]) -> str:
+        """The snippet that applies one run's working directory and runtime variables (JSON data, not code).
+
+        The engine runs it on the same kernel client as the notebook, before the first cell.
+        """
+        return (
             "import os as _os, json as _json\n"
             f"_os.chdir(_json.loads({json.dumps(json.dumps(cwd))}))\n"
             f"_os.environ.update(_json.loads({json.dumps(json.dumps(dict(env)))}))\n"
             "del _os, _json\n"
         )
-        _run(wk.km, code, self.start_timeout)
 
     def retire(self, wk: WarmKernel) -> None:
         """Shut a used kernel down in the background (it is never reused); ``shutdown`` waits for these."""

@@ -96,7 +96,14 @@ def _panel(
         if base is not None and not base.frame.empty:
             shifted = base.total()
             shifted.index = shifted.index + metrics.baseline_offset
-            ax.plot(date_numbers(shifted.index), shifted.to_numpy(), lw=0.9, ls=":", color="tab:gray", label="a week earlier")
+            ax.plot(
+                date_numbers(shifted.index),
+                shifted.to_numpy(),
+                lw=0.9,
+                ls=":",
+                color="tab:gray",
+                label="a week earlier",
+            )
     for value, label in thresholds(signal, metrics, rules):
         ax.axhline(value, ls="--", lw=0.8, color="tab:red", alpha=0.6)
         ax.annotate(

@@ -54,3 +54,20 @@ def test_runbooks_and_templates_are_package_data() -> None:
     for sub in ("templates", "runbooks"):
         on_disk = {p.relative_to(root).as_posix() for p in (root / sub).rglob("*") if p.is_file()}
         assert on_disk <= shipped, f"not shipped in the wheel: {sorted(on_disk - shipped)}"
+
+
+def test_importing_irkit_keeps_the_slow_iri_checker_out_and_notebooks_still_validate() -> None:
+    """irkit marks ``rfc3987_syntax`` absent (its import compiles a grammar for seconds); validation still works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import irkit, sys, nbformat\n"
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')])\n"
+        "nbformat.validate(nb)\n"
+        "bad = nbformat.from_dict({'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'nope'}]})\n"
+        "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n    print('invalid caught')\n"
+        "print('loaded' if sys.modules.get('rfc3987_syntax') else 'absent')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["invalid", "caught", "absent"]
