@@ -247,10 +247,11 @@ def _charts(rows: list[Row], settings: Settings) -> dict[str, str]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from irkit.plots import png_bytes
+    from irkit.plots import margins, png_bytes
 
     charts = {}
-    fig = Figure(figsize=(4.2, 2.6), layout="constrained")
+    fig = Figure(figsize=(4.2, 2.6))
+    margins(fig, left=0.55, right=0.1, top=0.3, bottom=0.3)
     ax = fig.add_subplot()
     levels = [*LEVELS, "—"]
     counts = [sum(1 for r in rows if r.severity == lv) for lv in levels]
@@ -264,7 +265,8 @@ def _charts(rows: list[Row], settings: Settings) -> dict[str, str]:
     charts["severity"] = base64.b64encode(png_bytes(fig)).decode()
 
     stats = response_stats(rows, settings)
-    fig = Figure(figsize=(7, 2.8), layout="constrained")
+    fig = Figure(figsize=(7, 2.8))
+    margins(fig, left=0.4, right=0.15, top=0.3, bottom=0.45, wspace=0.25)
     axes = fig.subplots(1, 2)
     for ax, measure in zip(axes, ("acknowledge", "resolve"), strict=True):
         mine = [s for s in stats if s["measure"] == measure]

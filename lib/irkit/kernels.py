@@ -111,8 +111,12 @@ class KernelPool:
         env: Mapping[str, str] | None = None,
         preload: str = PRELOAD,
         start_timeout: float = 60,
+        limit: int | None = None,
     ) -> None:
+        """``limit``: start at most this many kernels in all (a caller that knows how many runs it has
+        does not leave a last kernel starting, and competing for the CPU, after its last run)."""
         self.size = max(1, size)
+        self.limit = limit
         self.kernel_name = kernel_name
         self.env = dict(env if env is not None else os.environ)
         self.preload = preload
@@ -121,14 +125,23 @@ class KernelPool:
         self._want = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._starting = 0
+        self._launching = False  # a kernel is being started, or is about to be
+        self._failing = False  # the last start failed: nobody waits for the next
+        self._in_start = 0
+        self._claimed = False  # a caller is waiting for that kernel
+        self.launched = 0
         self._retiring: list[threading.Thread] = []
         self.started = 0
         self.discarded = 0
         remove_stale_kernel_dirs()
-        self._thread = threading.Thread(target=self._fill, name="irkit-kernel-pool", daemon=True)
-        self._thread.start()
-        self._want.set()
+        # Kernels start in parallel, up to two at a time (most of a start is imports: one core each).
+        self._threads = [
+            threading.Thread(target=self._fill, name=f"irkit-kernel-pool-{i}", daemon=True)
+            for i in range(min(self.size, 2))
+        ]
+        for t in self._threads:
+            t.start()
+        self._request()
 
     # ---- filling
 
@@ -152,35 +165,92 @@ class KernelPool:
         return wk
 
     def _fill(self) -> None:
+        """One starter: start kernels while fewer than ``size`` are ready or starting (and the limit allows)."""
         while not self._stop.is_set():
             self._want.wait(0.5)
             self._want.clear()
-            while not self._stop.is_set() and self._ready.qsize() < self.size:
+            while not self._stop.is_set():
+                with self._lock:
+                    if self._ready.qsize() + self._in_start >= self.size:
+                        break
+                    if self.limit is not None and self.launched >= self.limit:
+                        return
+                    self.launched += 1
+                    self._in_start += 1
+                    self._launching = True
                 try:
                     wk = self._start_one()
                 except Exception:  # a kernel that cannot start: callers fall back to fresh kernels
+                    with self._lock:
+                        self._in_start -= 1
+                        self._failing, self._launching = True, self._in_start > 0
                     self._stop.wait(1.0)
                     break
                 if self._stop.is_set():
                     wk.shutdown()
-                    break
-                self._ready.put(wk)
+                else:
+                    self._ready.put(wk)
+                with self._lock:
+                    self._in_start -= 1
+                    self._failing, self._launching = False, self._in_start > 0
+
+    def _request(self) -> None:
+        """Ask the filler for a kernel, marking one as on its way when the filler will start it."""
+        with self._lock:
+            under_limit = self.limit is None or self.launched < self.limit
+            if under_limit and not self._stop.is_set() and not self._failing and self._ready.qsize() < self.size:
+                self._launching = True
+        self._want.set()
 
     # ---- taking
 
     def take(self, timeout: float = 0.0) -> WarmKernel | None:
-        """A live warm kernel, or None (the caller then starts a fresh one)."""
+        """A live warm kernel, or None (the caller then starts a fresh one).
+
+        When none is ready but one is being started, the first caller waits for that one: it is
+        already importing, so it is ready sooner than a fresh kernel would be, and two kernels
+        starting at once would only slow each other down. Other callers do not wait for it.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
         while True:
-            try:
-                wk = self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
-            except queue.Empty:
-                self._want.set()
+            wk = self._get(deadline)
+            if wk is None:
                 return None
-            self._want.set()  # start a replacement in the background
+            self._request()  # start a replacement in the background
             if wk.alive():
                 return wk
             self.discarded += 1
             wk.shutdown()
+
+    def _get(self, deadline: float) -> WarmKernel | None:
+        import time
+
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            self._request()
+        with self._lock:
+            claim = claimed = self._launching and not self._claimed
+            if claimed:
+                self._claimed = True
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if not claim and left <= 0:
+                    return None
+                try:
+                    return self._ready.get(timeout=0.05 if claim else min(left, 0.05))
+                except queue.Empty:
+                    if claim and (not self._launching or self._stop.is_set()):
+                        claim = False  # its start failed or the pool is closing: fall back at once
+                        if deadline - time.monotonic() <= 0:
+                            return None
+        finally:
+            if claimed:
+                with self._lock:
+                    self._claimed = False
 
     @staticmethod
     def setup_code(*, cwd: str, env: Mapping[str, str]) -> str:
@@ -222,7 +292,8 @@ class KernelPool:
         """Stop refilling and shut every idle kernel down."""
         self._stop.set()
         self._want.set()
-        self._thread.join(self.start_timeout + 5)
+        for t in self._threads:
+            t.join(self.start_timeout + 5)
         while True:
             try:
                 self._ready.get_nowait().shutdown()

@@ -156,7 +156,7 @@ def date_numbers(index: Any) -> Any:
     return date2num(np.asarray(index, dtype="datetime64[ns]"))
 
 
-def _margins(fig: Figure, *, left: float, right: float, top: float, bottom: float, **space: float) -> None:
+def margins(fig: Figure, *, left: float, right: float, top: float, bottom: float, **space: float) -> None:
     """Fixed margins in inches (room for the titles, tick labels and y label), whatever the figure's size.
 
     Constrained layout would measure every text on two extra draws: it doubled the render time.
@@ -194,7 +194,7 @@ def signal_figure(
 ) -> Figure:
     """One signal over time, with incident window, thresholds and event markers."""
     fig = Figure(figsize=(9, 3.6))
-    _margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
+    margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
     ax = fig.add_subplot()
     _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend=True)
     fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
@@ -214,7 +214,7 @@ def golden_signals_figure(
     cols = 2
     rows = max(1, (len(names) + 1) // cols)
     fig = Figure(figsize=(12, 2.8 * rows))
-    _margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
+    margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
     for i, name in enumerate(names):
         _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0)

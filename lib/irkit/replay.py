@@ -164,7 +164,9 @@ def replay(
     from irkit.kernels import KernelPool
 
     # Runbooks in a row: the next single-use kernel starts while one runs (as in irkit demo).
-    pool = KernelPool(settings.runner.warm_pool or 1, kernel_name=settings.runner.kernel_name, env=environ)
+    pool = KernelPool(
+        settings.runner.warm_pool or 1, kernel_name=settings.runner.kernel_name, env=environ, limit=len(wanted)
+    )
     try:
         _apply(scratch, sorted(steps, key=lambda s: s[0]), result, settings, environ, config_path, say, pool)
     finally:
@@ -186,6 +188,7 @@ def _declared_only(record: Record, runbook: str, params: dict[str, Any], setting
     registry = default_registry(settings)
     declared = declared_parameters(registry.path(registry.get(runbook)))
     return {k: v for k, v in params.items() if k in declared}
+
 
 def _apply(
     scratch: Record,

@@ -111,3 +111,22 @@ def test_stale_warm_kernel_dirs_of_a_dead_pool_are_removed(tmp_path) -> None:
         import shutil
 
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_a_run_waits_for_the_kernel_already_starting_instead_of_starting_a_second() -> None:
+    with KernelPool(1, env=dict(os.environ)) as pool:
+        first = pool.take()  # at once: nothing is ready yet, but the pool's first kernel is on its way
+        assert first is not None and first.alive()
+        assert pool.started == 1
+        pool.retire(first)
+
+
+def test_a_limited_pool_starts_no_kernel_beyond_its_limit() -> None:
+    with KernelPool(1, env=dict(os.environ), limit=2) as pool:
+        taken = [pool.take(), pool.take()]
+        assert all(k is not None for k in taken)
+        assert pool.take(timeout=1.0) is None  # the limit is reached: the caller starts its own kernel
+        assert pool.launched == 2 and pool.started == 2
+        for k in taken:
+            assert k is not None
+            pool.retire(k)
