@@ -321,7 +321,10 @@ def _row(state: dict[str, Any]) -> dict[str, Any]:
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Rows as aligned columns under a header (the last column is free text, not padded)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)), r[-1]]).rstrip() for r in [header, *rows]]
+    return [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False)), r[-1]]).rstrip()
+        for r in [header, *rows]
+    ]
 
 
 def _review_overdue(state: dict[str, Any], settings: Settings) -> bool:
@@ -437,12 +440,22 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
 @main.command("replay")
 @click.argument("incident_id")
 @click.option("--runbooks", default="", help="Only these runbooks, comma-separated (default: every run in the record).")
-@click.option("--keep", "keep", type=click.Path(file_okay=False, path_type=Path), help="Build the scratch copy here and keep it.")
+@click.option(
+    "--keep", "keep", type=click.Path(file_okay=False, path_type=Path), help="Build the scratch copy here and keep it."
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Instead: re-execute each sealed notebook as it was (nbval) and fail on any output that differs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
-def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, as_json: bool, c: Ctx) -> None:
+def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, exact: bool, as_json: bool, c: Ctx) -> None:
     """Re-run a past incident's runbooks on its recordings with today's runbooks and settings, in a
-    scratch copy (never the record), and show which conclusions changed: exit 1 when any did."""
+    scratch copy (never the record), and show which conclusions changed: exit 1 when any did.
+
+    With --exact, re-execute the sealed notebooks themselves against the record's recordings and
+    compare every output, figures included (nbval): exit 1 when any differs."""
     import shutil
 
     from irkit.replay import replay
@@ -451,13 +464,18 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, as_json: bool
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise BadInputError(f"--keep {keep}: not empty; give a new or empty directory")
     names = tuple(n.strip() for n in runbooks.split(",") if n.strip())
+    if exact:
+        _replay_exact(rec, names, keep, as_json)
+        return
     say = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
     result = replay(rec, c.settings, c.environ, runbooks=names, config_path=c.config_path, workdir=keep, say=say)
     try:
         if as_json:
             click.echo(json.dumps(result.as_dict(), indent=2))
         else:
-            rows = [(ch.conclusion, ch.recorded, ch.replayed, "same" if ch.same else "CHANGED") for ch in result.conclusions]
+            rows = [
+                (ch.conclusion, ch.recorded, ch.replayed, "same" if ch.same else "CHANGED") for ch in result.conclusions
+            ]
             for line in _table(("CONCLUSION", "RECORDED", "REPLAYED", ""), rows):
                 click.echo(line)
             failed = [r for r in result.runs if not r.ok]
@@ -471,6 +489,48 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, as_json: bool
         if keep is None:
             shutil.rmtree(result.scratch.parent, ignore_errors=True)
     if result.changed or any(not r.ok for r in result.runs):
+        raise SystemExit(1)
+
+
+def _replay_exact(rec: Record, names: tuple[str, ...], keep: Path | None, as_json: bool) -> None:
+    import shutil
+    import tempfile
+
+    from irkit.replay import exact
+
+    root = keep or Path(tempfile.mkdtemp(prefix="irkit-exact-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        if not as_json:
+            click.echo(f"re-executing the sealed runbooks of {rec.id} with nbval (one fresh kernel each) …", err=True)
+        result = exact(rec, root, runbooks=names)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "incident": rec.id,
+                        "exact": result.exact,
+                        "notebooks": [r.sealed for r in result.runs],
+                        "cells_same": result.passed,
+                        "cells_different": result.failed,
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            if not result.exact:
+                click.echo(result.output.rstrip())
+            verdict = "every output is the sealed one" if result.exact else f"{result.failed} cell(s) differ (above)"
+            if not result.runs:
+                verdict = "nothing to compare: no runbook run of it finished ok"
+            click.echo(
+                f"{rec.id}: {len(result.runs)} sealed notebooks re-executed, {result.passed} cells the same; {verdict}"
+                + (f"; scratch copies kept in {root}" if keep else "")
+            )
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    if not result.exact:
         raise SystemExit(1)
 
 
@@ -588,9 +648,7 @@ def parse_time(text: str | None) -> datetime:
 @click.option("--window", default="15m", show_default=True, help="Evaluation window ending at --at.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
-def assess_cmd(
-    service: str | None, at: str | None, window: str, as_json: bool, c: Ctx
-) -> None:
+def assess_cmd(service: str | None, at: str | None, window: str, as_json: bool, c: Ctx) -> None:
     """Severity from live Prometheus signals, per the plan's thresholds, with every reason.
 
     Exit 0 with a level (or none crossed) when every key signal was read; exit 2 when the server
@@ -652,7 +710,9 @@ def assess_cmd(
             click.echo(f"  could not check {name}: {why}")
     if not complete:
         names = ", ".join(k for k in KEY_SIGNALS if k in a.unavailable)
-        raise SourceUnavailable(f"could not check {names}: {next(v for k, v in a.unavailable.items() if k in KEY_SIGNALS)}")
+        raise SourceUnavailable(
+            f"could not check {names}: {next(v for k, v in a.unavailable.items() if k in KEY_SIGNALS)}"
+        )
 
 
 @main.command("check")
@@ -661,9 +721,7 @@ def assess_cmd(
 @click.option("--metrics-source", type=click.Choice(["live", "recorded"]), default="live", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @common
-def check_cmd(
-    incident_id: str, cluster_source: str, metrics_source: str, as_json: bool, c: Ctx
-) -> None:
+def check_cmd(incident_id: str, cluster_source: str, metrics_source: str, as_json: bool, c: Ctx) -> None:
     """Run the investigation checklist's automated checks, record them, print the checklist."""
     from irkit.checklist import checklist_rows
     from irkit.session import Session
@@ -688,9 +746,7 @@ def check_cmd(
 @click.argument("kind")
 @click.option("--root-cause", default="", help="For resolution messages.")
 @common
-def comms_cmd(
-    incident_id: str, action: str, kind: str, root_cause: str, c: Ctx
-) -> None:
+def comms_cmd(incident_id: str, action: str, kind: str, root_cause: str, c: Ctx) -> None:
     """Render or send a message: KIND is one of the plan's messages, 'initial', 'resolved', 'ticket' or 'page'."""
     from irkit import comms
 
@@ -834,7 +890,9 @@ def tick_cmd(at: str | None, c: Ctx) -> None:
             click.echo(f"{iid}: {line}")
     if not lines:
         click.echo("nothing due")
-    broken = [iid for iid, said in lines.items() if said and said[0].startswith(("does not verify", "could not evaluate"))]
+    broken = [
+        iid for iid, said in lines.items() if said and said[0].startswith(("does not verify", "could not evaluate"))
+    ]
     if broken:
         raise VerificationFailed(f"not evaluated: {', '.join(broken)} (see above)")
 

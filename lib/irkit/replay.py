@@ -11,6 +11,8 @@ past incident is a regression test for the runbooks and the policy.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from irkit.config import Settings
-from irkit.errors import RecordBroken
+from irkit.errors import RecordBroken, SourceUnavailable
 from irkit.events import Event
+from irkit.nbval_env import env_file
 from irkit.record import Record
 from irkit.runner import RESERVED_PARAMETERS, RunResult, run_runbook
 from irkit.times import ReplayClock, parse_ts
@@ -136,6 +139,162 @@ def scratch_copy(record: Record, root: Path) -> Record:
     for stale in ("postmortem.md", "postmortem.html", "incident.json"):  # incident.json: a cache of the old state
         (dest / stale).unlink(missing_ok=True)
     return Record.open(root, record.id)
+
+
+def as_of(record: Record, seq: int, root: Path) -> Record:
+    """A copy of the record under ``root`` as it stood after event ``seq``: those events, and only the
+    files sealed by then (derived exports and later artifacts are left out)."""
+    dest = root / record.id
+    shutil.copytree(record.path, dest, ignore=shutil.ignore_patterns(".runs", "*.lock"), symlinks=True)
+    lines = (record.path / "events.jsonl").read_bytes().splitlines(keepends=True)[:seq]
+    (dest / "events.jsonl").write_bytes(b"".join(lines))
+    (dest / "incident.json").unlink(missing_ok=True)  # a cache of the later state
+    copy = Record.open(root, record.id)
+    state = copy.state()
+    keep = {*state["artifacts"], *state["working_copies"], "events.jsonl"}
+    for path in sorted(dest.rglob("*"), reverse=True):
+        rel = path.relative_to(dest).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return copy
+
+
+@dataclass(frozen=True)
+class Reexecution:
+    """One sealed runbook, set up to execute again exactly as it first did (for nbval)."""
+
+    runbook: str
+    sealed: str  # the sealed notebook's path in the record
+    notebook: Path  # its copy, parameterized for the scratch record; executes with cwd = the scratch record
+    record: Path  # the scratch record, as the run found it
+    env: dict[str, str]  # the run's runtime variables: actor, batch flag, replayed clock
+
+
+def injected_parameters(nb: Any) -> dict[str, Any]:
+    """The parameters papermill injected into an executed notebook, in their original order.
+
+    Read back from the injected cell as Python literals (``ast.literal_eval``: data, never code); the
+    notebook's metadata has them too, but with their keys sorted, and a runbook shows a dict parameter
+    (checklist answers) in the order it was given.
+    """
+    import ast
+
+    for cell in nb.cells:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            out: dict[str, Any] = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+            return out
+    return dict(nb.metadata.get("papermill", {}).get("parameters") or {})
+
+
+def reexecutions(record: Record, root: Path, *, runbooks: tuple[str, ...] = ()) -> list[Reexecution]:
+    """Set up every sealed, successful runbook run of ``record`` (or of ``runbooks``) to execute again.
+
+    Each gets its own scratch record under ``root`` as it stood when the run started (its events up to
+    ``notebook.started``, the files sealed by then) and a copy of the sealed notebook whose injected
+    parameters point at that scratch record, placed in the scratch record (a notebook kernel starts in
+    its notebook's directory, and runbooks run inside their record). Nothing is written to ``record``.
+    """
+    import nbformat
+    from papermill.parameterize import parameterize_notebook
+
+    problem = record.broken()
+    if problem:
+        raise RecordBroken(f"{record.id} does not verify: {problem}; a replay needs an intact record")
+    out: list[Reexecution] = []
+    for started, finished in _runs(record.events()):
+        d = started["data"]
+        if (
+            finished is None
+            or finished["data"].get("outcome") != "ok"
+            or (runbooks and d.get("runbook") not in runbooks)
+        ):
+            continue
+        rel = str(d["path"])
+        name = Path(rel).stem
+        scratch = as_of(record, started["seq"], root / name)
+        nb = nbformat.read(str(record.resolve_artifact(rel)), as_version=4)
+        meta = nb.metadata.get("irkit", {})
+        params = injected_parameters(nb)
+        params["records_dir"] = str(scratch.root.resolve())
+        nb = parameterize_notebook(nb, params, report_mode=False)
+        copy = scratch.path / f"{name}.replay.ipynb"
+        nbformat.write(nb, str(copy))
+        env = {
+            "IRKIT_ACTOR": str(started["actor"]),
+            "IRKIT_BATCH": "1" if d.get("batch") else "0",
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        }
+        if meta.get("clock"):
+            env["IRKIT_CLOCK"] = str(meta["clock"])
+        env_file(copy).write_text(json.dumps(env))
+        out.append(Reexecution(str(d.get("runbook")), rel, copy, scratch.path, env))
+    return out
+
+
+def sanitizers(record: Record, runs: list[Reexecution]) -> str:
+    """nbval's ``--nbval-sanitize-with`` file for ``runs``: what may legitimately differ, and only that.
+
+    A replay is exact by construction — the replayed moment is frozen (``IRKIT_CLOCK``), the sources are
+    the record's recordings, the parameters are the run's own — except where a runbook prints where its
+    record lives: the record's directory and each scratch copy's read ``<record>``.
+    """
+    paths = sorted({str(record.path.resolve()), *(str(r.record.resolve()) for r in runs)}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(p) for p in paths)
+    return f"[record directory]\nregex: ({alternatives})\nreplace: <record>\n"
+
+
+@dataclass
+class ExactResult:
+    """How nbval's re-execution of the sealed notebooks went."""
+
+    runs: list[Reexecution]
+    passed: int
+    failed: int
+    output: str  # nbval's report, with the diff of every output that differs
+    exit_code: int
+
+    @property
+    def exact(self) -> bool:
+        """Every cell of every sealed notebook gave the outputs it sealed."""
+        return self.exit_code == 0 and self.failed == 0 and (self.passed > 0 or not self.runs)
+
+
+def exact(
+    record: Record,
+    root: Path,
+    *,
+    runbooks: tuple[str, ...] = (),
+    runs: list[Reexecution] | None = None,
+    python: str | None = None,
+) -> ExactResult:
+    """Re-execute the record's sealed runbooks with nbval (one fresh kernel each) and compare every output.
+
+    ``runs``: re-executions already set up under ``root`` by :func:`reexecutions` (default: set them up).
+    """
+    import subprocess
+    import sys
+    from importlib.util import find_spec
+
+    if find_spec("nbval") is None or find_spec("pytest") is None:
+        raise SourceUnavailable("an exact replay needs nbval and pytest: pip install 'irkit[replay]'")
+    runs = reexecutions(record, root, runbooks=runbooks) if runs is None else runs
+    if not runs:
+        return ExactResult(runs, 0, 0, "no sealed, successful runbook run to re-execute", 0)
+    cfg = root / "sanitize.cfg"
+    cfg.write_text(sanitizers(record, runs))
+    argv = [python or sys.executable, "-m", "pytest", "-q", "--nbval", "--nbval-current-env"]
+    argv += ["--nbval-sanitize-with", str(cfg), "-p", "irkit.nbval_env", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    argv += ["--rootdir", str(root), "-o", "addopts=", *(str(r.notebook) for r in runs)]
+    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True)
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", tail)) else 0
+    failed = int(m.group(1)) if (m := re.search(r"(\d+) failed", tail)) else 0
+    return ExactResult(runs, passed, failed, proc.stdout + proc.stderr, proc.returncode)
 
 
 def replay(

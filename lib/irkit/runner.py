@@ -476,6 +476,7 @@ def _execute(
                 "finished_at": rfc3339(utcnow()),
                 "outcome": result.outcome,
                 "outcome_summary": result.summary(),
+                **({"clock": kernel_env["IRKIT_CLOCK"]} if "IRKIT_CLOCK" in kernel_env else {}),  # a replay's moment
             }
             t = time.monotonic()
             clean = nbformat.writes(nbformat.from_dict(redactor.notebook(nb))).encode()

@@ -84,7 +84,9 @@ class Session:
         views.configure_display()
         env = dict(os.environ if environ is None else environ)
         settings = load_config(config_path, env)
-        clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"])) if env.get("IRKIT_CLOCK") else utcnow
+        # A replayed run happens at one moment (IRKIT_CLOCK): every event and "now" in it reads that
+        # moment, so re-executing the sealed notebook (irkit.replay.reexecutions) gives the same outputs.
+        clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"]), frozen=True) if env.get("IRKIT_CLOCK") else utcnow
         record = Record.open(records_dir, incident_id, clock=clock, **settings.record_options(env))
         batch = env.get("IRKIT_BATCH") == "1"
         actor, known = resolve_actor(env, settings)
@@ -124,9 +126,7 @@ class Session:
 
     def timeline(self, *, everything: bool = False) -> Any:
         """The story so far: time, since detection, who, what (file bookkeeping hidden unless ``everything``)."""
-        return views.timeline_table(
-            self.record.events(), parse_ts(self.state()["detected_at"]), everything=everything
-        )
+        return views.timeline_table(self.record.events(), parse_ts(self.state()["detected_at"]), everything=everything)
 
     # ---- acting (each writes an event; batch runs never act for a human)
 
@@ -240,7 +240,9 @@ class Session:
 
     def record_answers(self, answers: Mapping[str, Any]) -> views.Said:
         """``{"sentry": ["ok", "checked the Sentry project: nothing new"]}`` → one answer each."""
-        return views.Said.each((self.answer(item, str(v[0]), str(v[1])) for item, v in answers.items()), "no answers given")
+        return views.Said.each(
+            (self.answer(item, str(v[0]), str(v[1])) for item, v in answers.items()), "no answers given"
+        )
 
     def checklist(self) -> Any:
         """The investigation checklist as it stands (latest answer per item; unanswered items say so)."""
@@ -322,7 +324,9 @@ class Session:
     def open_ticket(self) -> views.Said:
         """Plan 1.2: create the incident ticket (Jira) once; its key becomes every message's ticket."""
         if self.settings.comms.jira is None:
-            return views.Said("no ticket system configured (comms.jira); messages show comms.ticket_url or 'not yet created'")
+            return views.Said(
+                "no ticket system configured (comms.jira); messages show comms.ticket_url or 'not yet created'"
+            )
         res = comms.open_ticket(*self._on, now=self.clock(), actor=self.actor, senders=self.senders)
         if not res.ok:
             return views.Said(f"ticket NOT created: {res.error} (recorded; irkit serve retries)")

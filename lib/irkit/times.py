@@ -21,13 +21,17 @@ class ReplayClock:
     stamped by it, so a live incident's audit trail can never be backdated.
     """
 
-    def __init__(self, start: datetime) -> None:
+    def __init__(self, start: datetime, *, frozen: bool = False) -> None:
+        """``frozen``: stay at ``start`` (a runbook run replayed at one moment, so a re-execution is exact)."""
         if start.tzinfo is None:
             raise ValueError("naive datetime: irkit keeps every time in UTC")
         self.start = start.astimezone(UTC)
+        self.frozen = frozen
         self._t0 = time.monotonic()
 
     def __call__(self) -> datetime:
+        if self.frozen:
+            return self.start
         return self.start + timedelta(seconds=time.monotonic() - self._t0)
 
 

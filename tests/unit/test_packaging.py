@@ -26,7 +26,8 @@ def _norm(name: str) -> str:
 def test_environment_yml_mirrors_every_pyproject_floor() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = {}
-    for req in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+    extras = [req for group in project["optional-dependencies"].values() for req in group]
+    for req in [*project["dependencies"], *extras]:
         m = REQ.match(req)
         assert m, f"pyproject dependency without a >= floor: {req}"
         name = _norm(m.group(1))
