@@ -10,13 +10,17 @@ STAMP  := $(VENV)/.irkit-installed
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "irkit needs Python >= 3.11")'
+	@date +%s > $(VENV).install-start 2>/dev/null || true
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+	@echo "make: installing into $(VENV) took $$(( $$(date +%s) - $$(cat $(VENV).install-start) )) s"; rm -f $(VENV).install-start
 
+# The first run also says how long the install took; every run says how long the demo itself took.
 demo: $(STAMP)
-	$(VENV)/bin/irkit demo
+	@start=$$(date +%s); $(VENV)/bin/irkit demo; rc=$$?; \
+	echo "make demo: the demo took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests bench

@@ -4,7 +4,7 @@ papermill's stock engine starts the kernel with the caller's environment and wor
 on loopback TCP ports. Runbooks need more control: secrets reach the kernel through the environment
 the runner builds (never as parameters), the kernel works inside the incident record, and its
 sockets are IPC files in a private temp dir, so other local users cannot reach it and parallel runs
-never collide on ports. Registered under papermill's ``papermill.engine`` entry point as ``irkit``.
+never collide on ports. Papermill reaches it as ``irkit`` through :mod:`irkit.papermill_engine`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.engines import NBClientEngine, NotebookExecutionManager
 from papermill.utils import merge_kwargs, remove_args
 
 ENGINE_NAME = "irkit"
@@ -151,9 +151,3 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         if kernel_cwd is not None:
             start["cwd"] = kernel_cwd
         return PapermillNotebookClient(nb_man, **final).execute(**start)
-
-
-def register() -> str:
-    """Make sure papermill knows the engine (the entry point does this when installed)."""
-    papermill_engines.register(ENGINE_NAME, IrkitEngine)
-    return ENGINE_NAME

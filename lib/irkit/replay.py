@@ -324,7 +324,10 @@ def replay(
 
     # Runbooks in a row: the next single-use kernel starts while one runs (as in irkit demo).
     pool = KernelPool(
-        settings.runner.warm_pool or 1, kernel_name=settings.runner.kernel_name, env=environ, limit=len(wanted)
+        min(len(wanted), max(2, settings.runner.warm_pool)),
+        kernel_name=settings.runner.kernel_name,
+        env=environ,
+        limit=len(wanted),
     )
     try:
         _apply(scratch, sorted(steps, key=lambda s: s[0]), result, settings, environ, config_path, say, pool)

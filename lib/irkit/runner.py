@@ -415,7 +415,7 @@ def _execute(
     import nbformat
     import papermill
 
-    from irkit.engine import register as register_engine
+    from irkit.engine import ENGINE_NAME
 
     kernel_env = dict(environ)
     kernel_env["IRKIT_ACTOR"] = actor
@@ -432,7 +432,7 @@ def _execute(
             str(source),
             str(out),
             parameters=full_params,
-            engine_name=register_engine(),  # the irkit engine: env, cwd and IPC sockets for the kernel
+            engine_name=ENGINE_NAME,  # irkit.papermill_engine (an entry point): env, cwd, IPC sockets, pool
             kernel_name=settings.runner.kernel_name,
             execution_timeout=settings.runner.execution_timeout_s,
             start_timeout=settings.runner.start_timeout_s,

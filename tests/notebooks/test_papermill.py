@@ -43,5 +43,12 @@ def test_papermill_cli_runs_triage_on_a_record(records: Path, tmp_path: Path, en
     events = Record.open(records, rec.id).events()
     assessed = [e for e in events if e["type"] == "severity.assessed"]
     assert assessed and assessed[-1]["data"]["level"] == "P1" and assessed[-1]["actor"] == "Ana Ruiz"
-    # The executed copy is where papermill was told to write it: only `irkit run` seals it into the record.
-    assert not any(e["type"] == "notebook.finished" for e in events)
+    finished = [e for e in events if e["type"] == "notebook.finished"]
+    if not engine:  # the stock engine: the executed copy is only where papermill was told to write it
+        assert not finished
+        return
+    # --engine irkit seals the run into the record, and papermill's output is that same sealed copy.
+    assert [e["data"]["outcome"] for e in finished] == ["ok"] and finished[0]["actor"] == "Ana Ruiz"
+    sealed = nbformat.read(str(rec.path / finished[0]["data"]["path"]), as_version=4)
+    assert [c.get("outputs") for c in sealed.cells] == [c.get("outputs") for c in nb.cells]
+    assert nb.metadata["irkit"]["runbook"] == "triage" and Record.open(records, rec.id).verify().ok

@@ -1,0 +1,128 @@
+"""A storm with runbooks: N new alert groups at once through ``irkit serve``, each becoming an incident
+with its triage and investigation runbooks run and sealed.
+
+For each worker count (``--workers 1,2``) it starts ``irkit serve`` (warm pool on, one warm kernel per
+worker; Prometheus pointed at a closed port with a 1 s timeout, so the runbooks say what they could
+not read rather than wait), posts one notification per group as fast as it can, and waits until every
+incident has both runbooks finished. Prints, per worker count: incidents, runs sealed and not ok,
+time to the last sealed record, runs per second. Target (issue 18): 100 groups in ≤ 3 minutes on
+2 cores. Prints figures; asserts nothing.
+Run: ``.venv/bin/python bench/runbook_storm.py [--groups 100] [--workers 1,2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from irkit.record import Record, list_incidents
+from irkit.scenarios.launch import serve_process
+from irkit.scenarios.tsdb import free_port
+
+TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a throwaway token for a loopback bench)
+RUNBOOKS = ["triage", "investigation"]
+
+
+def notification(group: int) -> dict[str, object]:
+    labels = {"alertname": "SchemaRegistryHighErrorRate", "service": f"svc-{group}", "severity": "P2"}
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{group="{group}"}}',
+        "status": "firing",
+        "receiver": "irkit",
+        "groupLabels": {"alertname": labels["alertname"]},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": f"storm group {group}"},
+        "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {},
+                "startsAt": "2025-11-20T14:32:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": f"{group}",
+            }
+        ],
+    }
+
+
+def finished(records: Path) -> tuple[int, int, int]:
+    """(incidents, runs finished, runs finished not ok) under ``records``."""
+    incidents = runs = bad = 0
+    for incident in list_incidents(records):
+        incidents += 1
+        for ev in Record.open(records, incident).events():
+            if ev["type"] == "notebook.finished":
+                runs += 1
+                bad += ev["data"].get("outcome") != "ok"
+    return incidents, runs, bad
+
+
+def storm(groups: int, workers: int, timeout_s: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        records = Path(tmp) / "reports"
+        cfg = Path(tmp) / "irkit.yaml"
+        cfg.write_text(
+            json.dumps(
+                {
+                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": RUNBOOKS, "workers": workers, "tick_s": 0},
+                    "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
+                }
+            )
+        )
+        env = {**os.environ, "BENCH_TOKEN": TOKEN}
+        with serve_process(records, cfg, env=env, ready_timeout_s=120) as (url, _proc):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                codes = list(
+                    pool.map(
+                        lambda g: (
+                            requests.post(
+                                f"{url}/alerts", json=notification(g), headers=headers, timeout=30
+                            ).status_code
+                        ),
+                        range(groups),
+                    )
+                )
+            want = groups * len(RUNBOOKS)
+            incidents = runs = bad = 0
+            last_print = 0.0
+            while time.perf_counter() - t0 < timeout_s:
+                incidents, runs, bad = finished(records)
+                if runs >= want:
+                    break
+                if time.perf_counter() - last_print > 15:
+                    last_print = time.perf_counter()
+                    print(f"  … {time.perf_counter() - t0:5.0f} s: {runs}/{want} runs sealed", flush=True)
+                time.sleep(1.0)
+            took = time.perf_counter() - t0
+            print(
+                f"workers {workers}: {groups} groups → {incidents} incidents (accepted {codes.count(200)}), "
+                f"{runs}/{want} runs sealed ({bad} not ok) in {took:.0f} s — {runs / took:.2f} runs/s"
+                + ("" if runs >= want else f" (stopped at the {timeout_s:.0f} s limit)")
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--groups", type=int, default=100)
+    ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for each storm to drain")
+    args = ap.parse_args()
+    print(f"{args.groups} alert groups at once, runbooks {' + '.join(RUNBOOKS)} each, on {os.cpu_count()} cores")
+    for workers in (int(w) for w in args.workers.split(",")):
+        storm(args.groups, workers, args.timeout)
+
+
+if __name__ == "__main__":
+    main()
