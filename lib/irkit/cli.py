@@ -494,11 +494,12 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, exact: bool, 
 
 def _replay_exact(rec: Record, names: tuple[str, ...], keep: Path | None, as_json: bool) -> None:
     import shutil
-    import tempfile
 
-    from irkit.replay import exact
+    from irkit.files import owned_tempdir, remove_stale_tempdirs
+    from irkit.replay import SCRATCH_PREFIX, exact
 
-    root = keep or Path(tempfile.mkdtemp(prefix="irkit-exact-"))
+    remove_stale_tempdirs(SCRATCH_PREFIX)  # what a killed replay left behind
+    root = keep or owned_tempdir(SCRATCH_PREFIX)
     root.mkdir(parents=True, exist_ok=True)
     try:
         if not as_json:

@@ -51,3 +51,34 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def owned_tempdir(prefix: str) -> Path:
+    """A new temp directory marked with this process's pid (``owner.pid``), so that once this process
+    is gone — even by kill -9 — :func:`remove_stale_tempdirs` can remove what it left behind."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    (directory / "owner.pid").write_text(str(os.getpid()))
+    return directory
+
+
+def remove_stale_tempdirs(prefix: str) -> int:
+    """Remove ``<tmp>/<prefix>*`` directories whose owning process has died; returns how many."""
+    import shutil
+
+    removed = 0
+    for d in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older irkit, or being created right now)
+        try:
+            os.kill(pid, 0)
+            continue  # its owner is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed

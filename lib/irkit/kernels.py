@@ -18,7 +18,6 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,9 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from irkit.files import owned_tempdir, remove_stale_tempdirs
+
+KERNEL_DIR_PREFIX = "irkit-kernel-"
 PRELOAD = """
 import irkit, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
 import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem
@@ -81,23 +83,7 @@ def _run(km: KernelManager, code: str, timeout: float) -> None:
 
 def remove_stale_kernel_dirs() -> int:
     """Remove warm-kernel directories (connection files, IPC sockets) left by a pool whose process died."""
-    removed = 0
-    for d in Path(tempfile.gettempdir()).glob("irkit-kernel-*"):
-        try:
-            pid = int((d / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue  # not ours to judge (an older irkit, or being created right now)
-        try:
-            os.kill(pid, 0)
-            continue  # its pool is alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        if not d.is_symlink():
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed
+    return remove_stale_tempdirs(KERNEL_DIR_PREFIX)
 
 
 class KernelPool:
@@ -146,8 +132,7 @@ class KernelPool:
     # ---- filling
 
     def _start_one(self) -> WarmKernel:
-        directory = Path(tempfile.mkdtemp(prefix="irkit-kernel-"))
-        (directory / "owner.pid").write_text(str(os.getpid()))
+        directory = owned_tempdir(KERNEL_DIR_PREFIX)
         km = KernelManager(
             kernel_name=self.kernel_name,
             transport="ipc",

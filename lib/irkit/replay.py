@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from irkit.config import Settings
 from irkit.errors import RecordBroken, SourceUnavailable
 from irkit.events import Event
+from irkit.files import owned_tempdir, remove_stale_tempdirs
 from irkit.nbval_env import env_file
 from irkit.record import Record
 from irkit.runner import RESERVED_PARAMETERS, RunResult, run_runbook
@@ -37,6 +37,7 @@ CONCLUDES = {
     "resolution": ("resolution",),
     "postmortem": ("verdict",),
 }
+SCRATCH_PREFIX = "irkit-replay-"  # scratch copies of replays (``irkit replay``, ``--exact``) under the temp dir
 # Recorded sources only, and nothing is delivered: a replay reads the record and talks to no server.
 OFFLINE = {"metrics_source": "recorded", "cluster_source": "recorded", "send_comms": False}
 
@@ -184,9 +185,16 @@ def injected_parameters(nb: Any) -> dict[str, Any]:
     for cell in nb.cells:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             out: dict[str, Any] = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    out[node.targets[0].id] = ast.literal_eval(node.value)
+            try:
+                for node in ast.parse(cell.source).body:
+                    if (
+                        isinstance(node, ast.Assign)
+                        and len(node.targets) == 1
+                        and isinstance(node.targets[0], ast.Name)
+                    ):
+                        out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+                break  # not plain literals: fall back to the metadata's copy
             return out
     return dict(nb.metadata.get("papermill", {}).get("parameters") or {})
 
@@ -314,7 +322,8 @@ def replay(
     events = record.events()
     runs = _runs(events)
     wanted = [r for r in runs if not runbooks or r[0]["data"].get("runbook") in runbooks]
-    root = workdir or Path(tempfile.mkdtemp(prefix="irkit-replay-"))
+    remove_stale_tempdirs(SCRATCH_PREFIX)  # what a killed replay left behind
+    root = workdir or owned_tempdir(SCRATCH_PREFIX)
     root.mkdir(parents=True, exist_ok=True)
     scratch = scratch_copy(record, root)
     result = ReplayResult(record.id, scratch.path)

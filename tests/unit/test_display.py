@@ -57,7 +57,9 @@ def test_a_said_sentence_is_text_not_a_python_literal() -> None:
     assert repr(said) == "acknowledged by ana" and said == "acknowledged by ana"
     assert Said("> 10x normal *P1*")._repr_markdown_() == "&gt; 10x normal \\*P1\\*"  # no blockquote, no bold
     many = Said.each(["paged sre", "reminder sent"], "nothing due")
-    assert many._repr_markdown_() == "- paged sre\n- reminder sent" and repr(Said.each([], "nothing due")) == "nothing due"
+    assert (
+        many._repr_markdown_() == "- paged sre\n- reminder sent" and repr(Said.each([], "nothing due")) == "nothing due"
+    )
 
 
 def test_say_writes_values_not_reprs() -> None:
@@ -107,7 +109,10 @@ def test_the_signals_table_gives_a_verdict_per_signal_in_readable_units() -> Non
     assert table.loc["latency p99", "worst (eval window)"] == "857 ms" and table.loc["latency p99", "verdict"] == "P2"
     assert table.loc["saturation cpu", "verdict"].startswith("high")
     assert table.loc["request rate", "verdict"].startswith("context")
-    assert table.loc["availability", "verdict"] == "could not check: Prometheus at http://prom is unreachable (range query)"
+    assert (
+        table.loc["availability", "verdict"]
+        == "could not check: Prometheus at http://prom is unreachable (range query)"
+    )
     assert "ok" not in set(table["verdict"]) and "None" not in table.to_string()
 
 
@@ -122,8 +127,16 @@ def test_list_and_show_are_aligned_human_text_and_json_is_machine_values(cli, re
     new_id = opened.stdout.strip()
     assert re.fullmatch(r"INC-\d{8}-\d{4}-[0-9a-f]{8}", new_id)  # the format alert-opened incidents have
     rec = Record.create(records, "INC-20251120-1432-a1b2c3d4", title="alerting", service="s", severity="P1", actor="a")
-    rec.append("alert.firing", {"fingerprint": "f1", "alertname": "HighErrorRate", "starts_at": "2025-11-20T14:32:00Z"}, actor="a")
-    rec.append("alert.resolved", {"fingerprint": "f1", "alertname": "HighErrorRate", "ends_at": "2025-11-20T15:02:00Z"}, actor="a")
+    rec.append(
+        "alert.firing",
+        {"fingerprint": "f1", "alertname": "HighErrorRate", "starts_at": "2025-11-20T14:32:00Z"},
+        actor="a",
+    )
+    rec.append(
+        "alert.resolved",
+        {"fingerprint": "f1", "alertname": "HighErrorRate", "ends_at": "2025-11-20T15:02:00Z"},
+        actor="a",
+    )
     listed = cli("list", "--records", str(records)).stdout.splitlines()
     assert listed[0].split() == ["INCIDENT", "SEV", "STATUS", "DETECTED", "(UTC)", "ALERTS", "TITLE"]
     for column in ("SEV", "STATUS", "DETECTED", "ALERTS", "TITLE"):  # every row's value starts under its header
@@ -185,9 +198,19 @@ def test_index_response_stats_mean_the_same_for_one_incident_and_for_many() -> N
     def row(i: int, level: str, tta: float, ttr: float) -> Row:
         started = datetime(2025, 11, 1, tzinfo=UTC) + timedelta(days=i)
         return Row(
-            id=f"INC-{i}", title="t", severity=level, status="resolved", started=started,
-            duration=timedelta(minutes=ttr), tta=timedelta(minutes=tta), ttr=timedelta(minutes=ttr),
-            response_met=True, resolution_met=True, notebooks=[], postmortem=None, review_overdue=False,
+            id=f"INC-{i}",
+            title="t",
+            severity=level,
+            status="resolved",
+            started=started,
+            duration=timedelta(minutes=ttr),
+            tta=timedelta(minutes=tta),
+            ttr=timedelta(minutes=ttr),
+            response_met=True,
+            resolution_met=True,
+            notebooks=[],
+            postmortem=None,
+            review_overdue=False,
         )
 
     settings = load_config(None, {})
@@ -241,11 +264,32 @@ def test_a_mitigation_plan_shows_its_before_and_after_as_text() -> None:
     from irkit.views import MitigationView
 
     plan = Plan(
-        "rollback", {}, "deployment/x", "roll back", {"env": {"DB_POOL_SIZE": "5"}, "image": "a:1.8"},
-        {"env": {"DB_POOL_SIZE": "20"}, "image": "a:1.7"}, "pods replaced",
+        "rollback",
+        {},
+        "deployment/x",
+        "roll back",
+        {"env": {"DB_POOL_SIZE": "5"}, "image": "a:1.8"},
+        {"env": {"DB_POOL_SIZE": "20"}, "image": "a:1.7"},
+        "pods replaced",
     )
     table = MitigationView(SimpleNamespace(plan=plan)).plan_table()
     assert table.to_dict("records") == [
         {"field": "env", "before": "DB_POOL_SIZE: 5", "after": "DB_POOL_SIZE: 20"},
         {"field": "image", "before": "a:1.8", "after": "a:1.7"},
     ]
+
+
+def test_injected_parameters_keep_their_order_and_never_run_code() -> None:
+    import nbformat
+
+    from irkit.replay import injected_parameters
+
+    cell = nbformat.v4.new_code_cell(
+        'incident_id = "INC-1"\nanswers = {"z": ["ok", "x"], "a": ["problem found", "y"]}\n'
+    )
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb = nbformat.v4.new_notebook(cells=[cell], metadata={"papermill": {"parameters": {"answers": {"a": 1, "z": 2}}}})
+    assert list(injected_parameters(nb)["answers"]) == ["z", "a"]  # the order given, not the metadata's sorted one
+    cell.source = 'incident_id = __import__("os").system("touch /tmp/irkit-pwned")'
+    assert injected_parameters(nb) == {"answers": {"a": 1, "z": 2}}  # not a literal: never evaluated
+    assert not __import__("os").path.exists("/tmp/irkit-pwned")
