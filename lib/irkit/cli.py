@@ -465,7 +465,7 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, exact: bool, 
         raise BadInputError(f"--keep {keep}: not empty; give a new or empty directory")
     names = tuple(n.strip() for n in runbooks.split(",") if n.strip())
     if exact:
-        _replay_exact(rec, names, keep, as_json)
+        _replay_exact(rec, names, keep, as_json, c.settings, dict(c.environ))
         return
     say = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
     result = replay(rec, c.settings, c.environ, runbooks=names, config_path=c.config_path, workdir=keep, say=say)
@@ -492,10 +492,13 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, exact: bool, 
         raise SystemExit(1)
 
 
-def _replay_exact(rec: Record, names: tuple[str, ...], keep: Path | None, as_json: bool) -> None:
+def _replay_exact(
+    rec: Record, names: tuple[str, ...], keep: Path | None, as_json: bool, settings: Settings, environ: dict[str, str]
+) -> None:
     import shutil
 
     from irkit.files import owned_tempdir, remove_stale_tempdirs
+    from irkit.redact import Redactor
     from irkit.replay import SCRATCH_PREFIX, exact
 
     remove_stale_tempdirs(SCRATCH_PREFIX)  # what a killed replay left behind
@@ -504,7 +507,7 @@ def _replay_exact(rec: Record, names: tuple[str, ...], keep: Path | None, as_jso
     try:
         if not as_json:
             click.echo(f"re-executing the sealed runbooks of {rec.id} with nbval (one fresh kernel each) …", err=True)
-        result = exact(rec, root, runbooks=names)
+        result = exact(rec, root, runbooks=names, redact=Redactor.from_settings(settings, environ).text)
         if as_json:
             click.echo(
                 json.dumps(

@@ -279,10 +279,13 @@ def exact(
     runbooks: tuple[str, ...] = (),
     runs: list[Reexecution] | None = None,
     python: str | None = None,
+    redact: Callable[[str], str] = lambda text: text,
 ) -> ExactResult:
     """Re-execute the record's sealed runbooks with nbval (one fresh kernel each) and compare every output.
 
     ``runs``: re-executions already set up under ``root`` by :func:`reexecutions` (default: set them up).
+    ``redact``: applied to nbval's report, which shows the re-executed outputs *unredacted* where they
+    differ from the sealed (redacted) ones — a secret a runbook printed would otherwise reach the screen.
     """
     import subprocess
     import sys
@@ -302,7 +305,7 @@ def exact(
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", tail)) else 0
     failed = int(m.group(1)) if (m := re.search(r"(\d+) failed", tail)) else 0
-    return ExactResult(runs, passed, failed, proc.stdout + proc.stderr, proc.returncode)
+    return ExactResult(runs, passed, failed, redact(proc.stdout + proc.stderr), proc.returncode)
 
 
 def replay(

@@ -80,3 +80,38 @@ def test_cli_replay_exact_on_the_demo_record_and_on_a_record_without_runs(demo_c
     Record.create(records, "INC-EMPTY-1", title="t", service="s", actor="tester")
     res = cli("replay", "INC-EMPTY-1", "--exact", "--json", "--records", str(records))
     assert res.exit_code == 0 and json.loads(res.stdout)["notebooks"] == []
+
+
+def test_a_secret_a_runbook_printed_stays_out_of_the_exact_replays_report(
+    records: Path, tmp_path: Path, monkeypatch, cli
+) -> None:
+    """The sealed copy has ``[REDACTED]``; the re-execution prints the secret itself, so the outputs
+    differ — and nbval's diff, which shows the re-executed output, is redacted before anyone sees it."""
+    from irkit.config import load_config
+    from irkit.runner import Runbook, RunbookRegistry, run_runbook
+    from support import CONTRACT_PARAMETERS, write_notebook
+
+    canary = "canary-51d0-s3cr3t-value"
+    cfg = tmp_path / "irkit.yaml"
+    cfg.write_text("secrets: [LEAKY_RUNBOOK_TOKEN]\n")
+    monkeypatch.setenv("LEAKY_RUNBOOK_TOKEN", canary)
+    books = tmp_path / "books"
+    books.mkdir()
+    write_notebook(
+        books / "leaky.ipynb", CONTRACT_PARAMETERS, ["import os\nprint('token', os.environ['LEAKY_RUNBOOK_TOKEN'])"]
+    )
+    rec = Record.create(records, "INC-LEAK-1", title="t", service="s", actor="tester")
+    settings = load_config(cfg, {}, required=True)
+    run = run_runbook(
+        rec,
+        "leaky",
+        settings=settings,
+        environ={"LEAKY_RUNBOOK_TOKEN": canary},
+        actor="tester",
+        config_path=str(cfg),
+        registry=RunbookRegistry(books, [Runbook("leaky", 1, "leaky.ipynb", "leaky")]),
+    )
+    assert run.ok and canary not in (rec.path / run.path).read_text()
+    res = cli("replay", rec.id, "--exact", "--records", str(records), "--config", str(cfg))
+    assert res.exit_code == 1  # the outputs differ: sealed "[REDACTED]", replayed the secret
+    assert "[REDACTED]" in res.stdout and canary not in res.stdout + res.stderr
