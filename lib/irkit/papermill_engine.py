@@ -31,7 +31,14 @@ class SealingEngine(NBClientEngine):  # type: ignore[misc]
         params = dict(nb.metadata.get("papermill", {}).get("parameters") or {})
         if "kernel_env" in kwargs or not (params.get("incident_id") and params.get("records_dir")):
             return IrkitEngine.execute_notebook(nb, kernel_name, **kwargs)
-        return sealed_run(params, Path(str(kwargs.get("input_path"))), bool(kwargs.get("progress_bar", True)))
+        import click
+
+        from irkit.errors import IrkitError
+
+        try:
+            return sealed_run(params, Path(str(kwargs.get("input_path"))), bool(kwargs.get("progress_bar", True)))
+        except IrkitError as exc:  # papermill's CLI is click: this prints one line and exits 1, no traceback
+            raise click.ClickException(f"irkit: {exc}") from None
 
 
 def sealed_run(params: dict[str, Any], source: Path, progress: bool) -> Any:

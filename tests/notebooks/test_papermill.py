@@ -52,3 +52,15 @@ def test_papermill_cli_runs_triage_on_a_record(records: Path, tmp_path: Path, en
     sealed = nbformat.read(str(rec.path / finished[0]["data"]["path"]), as_version=4)
     assert [c.get("outputs") for c in sealed.cells] == [c.get("outputs") for c in nb.cells]
     assert nb.metadata["irkit"]["runbook"] == "triage" and Record.open(records, rec.id).verify().ok
+
+
+def test_papermill_irkit_engine_on_an_unknown_incident_says_so_in_one_line(records: Path, tmp_path: Path) -> None:
+    argv = [
+        sys.executable, "-m", "papermill", str(REPO / "notebooks" / "triage.ipynb"), str(tmp_path / "out.ipynb"),
+        "--engine", "irkit", "-p", "incident_id", "INC-NOT-THERE-1", "-p", "records_dir", str(records),
+        "-p", "config_path", str(tmp_path / "none.yaml"), "--no-progress-bar",
+    ]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "IRKIT_ACTOR": "Ana Ruiz", "IRKIT_BATCH": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "INC-NOT-THERE-1" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
