@@ -20,36 +20,13 @@ from pathlib import Path
 import requests
 
 from irkit.record import list_incidents
-from irkit.scenarios.launch import serve_process
+from irkit.scenarios.launch import serve_process, storm_notification
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a throwaway token for a loopback bench)
 
 
 def notification(group: int, i: int) -> bytes:
-    labels = {"alertname": "SchemaRegistryHighErrorRate", "service": f"svc-{group}", "severity": "P2"}
-    return json.dumps(
-        {
-            "version": "4",
-            "groupKey": f'{{}}:{{group="{group}"}}',
-            "status": "firing",
-            "receiver": "irkit",
-            "groupLabels": {"alertname": labels["alertname"]},
-            "commonLabels": labels,
-            "commonAnnotations": {"summary": f"storm group {group}"},
-            "externalURL": "",
-            "truncatedAlerts": 0,
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": {**labels, "instance": f"i{i % 3}"},
-                    "annotations": {},
-                    "startsAt": "2025-11-20T14:32:00Z",
-                    "endsAt": "0001-01-01T00:00:00Z",
-                    "fingerprint": f"{group}-{i % 3}",
-                }
-            ],
-        }
-    ).encode()
+    return json.dumps(storm_notification(group, i)).encode()
 
 
 def main() -> None:

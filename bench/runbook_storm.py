@@ -23,36 +23,11 @@ from pathlib import Path
 import requests
 
 from irkit.record import Record, list_incidents
-from irkit.scenarios.launch import serve_process
+from irkit.scenarios.launch import serve_process, storm_notification
 from irkit.scenarios.tsdb import free_port
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a throwaway token for a loopback bench)
 RUNBOOKS = ["triage", "investigation"]
-
-
-def notification(group: int) -> dict[str, object]:
-    labels = {"alertname": "SchemaRegistryHighErrorRate", "service": f"svc-{group}", "severity": "P2"}
-    return {
-        "version": "4",
-        "groupKey": f'{{}}:{{group="{group}"}}',
-        "status": "firing",
-        "receiver": "irkit",
-        "groupLabels": {"alertname": labels["alertname"]},
-        "commonLabels": labels,
-        "commonAnnotations": {"summary": f"storm group {group}"},
-        "externalURL": "",
-        "truncatedAlerts": 0,
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {},
-                "startsAt": "2025-11-20T14:32:00Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "fingerprint": f"{group}",
-            }
-        ],
-    }
 
 
 def finished(records: Path) -> tuple[int, int, int]:
@@ -88,7 +63,7 @@ def storm(groups: int, workers: int, timeout_s: float) -> None:
                     pool.map(
                         lambda g: (
                             requests.post(
-                                f"{url}/alerts", json=notification(g), headers=headers, timeout=30
+                                f"{url}/alerts", json=storm_notification(g), headers=headers, timeout=30
                             ).status_code
                         ),
                         range(groups),

@@ -131,15 +131,7 @@ def scratch_copy(record: Record, root: Path) -> Record:
     """The record's opening (events before its first run, with the recordings) as a new record under ``root``."""
     events = record.events()
     first_run = next((e["seq"] for e in events if e["type"] == "notebook.started"), len(events) + 1)
-    dest = root / record.id
-    shutil.copytree(record.path, dest, ignore=shutil.ignore_patterns(".runs", "*.lock"), symlinks=True)
-    lines = (record.path / "events.jsonl").read_bytes().splitlines(keepends=True)[: first_run - 1]
-    (dest / "events.jsonl").write_bytes(b"".join(lines))
-    for later in ("notebooks", "comms", "figures", "html"):
-        shutil.rmtree(dest / later, ignore_errors=True)
-    for stale in ("postmortem.md", "postmortem.html", "incident.json"):  # incident.json: a cache of the old state
-        (dest / stale).unlink(missing_ok=True)
-    return Record.open(root, record.id)
+    return as_of(record, first_run - 1, root)
 
 
 def as_of(record: Record, seq: int, root: Path) -> Record:

@@ -7,11 +7,22 @@ import json
 from pathlib import Path
 
 from irkit.record import Record
-from irkit.replay import exact, injected_parameters, reexecutions
+from irkit.replay import Reexecution, exact, injected_parameters, reexecutions
 
 
 def _record(demo_cli) -> Record:
     return Record.open(demo_cli.records, demo_cli.result.incident_id)
+
+
+def _triage_with_one_sample(rec: Record, root: Path, signal: str, ts: str, value: str) -> list[Reexecution]:
+    """The triage re-execution set up under ``root``, one recorded sample of ``signal`` changed in its copy."""
+    runs = reexecutions(rec, root, runbooks=("triage",))
+    csv = runs[0].record / "data" / "signals" / f"{signal}.incident.csv"
+    lines = csv.read_text().splitlines()
+    at = lines.index(next(line for line in lines if line.startswith(f"{ts},")))
+    lines[at] = f"{ts},{value}"
+    csv.write_text("\n".join(lines) + "\n")
+    return runs
 
 
 def test_every_sealed_runbook_of_the_demo_reexecutes_to_the_same_outputs(demo_cli, tmp_path: Path) -> None:
@@ -26,12 +37,8 @@ def test_every_sealed_runbook_of_the_demo_reexecutes_to_the_same_outputs(demo_cl
 
 def test_a_perturbed_recording_makes_the_replay_fail_with_nbvals_diff(demo_cli, tmp_path: Path) -> None:
     rec = _record(demo_cli)
-    runs = reexecutions(rec, tmp_path, runbooks=("triage",))
-    csv = runs[0].record / "data" / "signals" / "error_ratio.incident.csv"
-    lines = csv.read_text().splitlines()
-    at = lines.index(next(line for line in lines if line.startswith("2025-11-20T14:32:00Z,")))
-    lines[at] = "2025-11-20T14:32:00Z,0.47"  # one sample the 14:33 triage judges: 5 % → 47 %
-    csv.write_text("\n".join(lines) + "\n")
+    # One sample the 14:33 triage judges: 5 % → 47 %.
+    runs = _triage_with_one_sample(rec, tmp_path, "error_ratio", "2025-11-20T14:32:00Z", "0.47")
     result = exact(rec, tmp_path, runs=runs)
     assert not result.exact and result.failed >= 1
     assert "Cell outputs differ" in result.output and "47" in result.output, result.output[-3000:]
@@ -39,12 +46,8 @@ def test_a_perturbed_recording_makes_the_replay_fail_with_nbvals_diff(demo_cli, 
 
 def test_a_perturbed_sample_shown_only_in_a_figure_still_fails_the_replay(demo_cli, tmp_path: Path) -> None:
     rec = _record(demo_cli)
-    runs = reexecutions(rec, tmp_path, runbooks=("triage",))
-    csv = runs[0].record / "data" / "signals" / "request_rate.incident.csv"
-    lines = csv.read_text().splitlines()
-    at = lines.index(next(line for line in lines if line.startswith("2025-11-20T13:45:00Z,")))
-    lines[at] = "2025-11-20T13:45:00Z,999"  # long before the alert: judged by nothing, drawn in the plot
-    csv.write_text("\n".join(lines) + "\n")
+    # Long before the alert: judged by nothing, drawn in the plot.
+    runs = _triage_with_one_sample(rec, tmp_path, "request_rate", "2025-11-20T13:45:00Z", "999")
     result = exact(rec, tmp_path, runs=runs)
     assert not result.exact and "image/png" in result.output, result.output[-3000:]
 

@@ -58,3 +58,29 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def storm_notification(group: int, i: int = 0) -> dict[str, object]:
+    """An Alertmanager v4 notification for alert group ``group`` (its ``i``-th repeat): the benches' storms."""
+    labels = {"alertname": "SchemaRegistryHighErrorRate", "service": f"svc-{group}", "severity": "P2"}
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{group="{group}"}}',
+        "status": "firing",
+        "receiver": "irkit",
+        "groupLabels": {"alertname": labels["alertname"]},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": f"storm group {group}"},
+        "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {**labels, "instance": f"i{i % 3}"},
+                "annotations": {},
+                "startsAt": "2025-11-20T14:32:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": f"{group}-{i % 3}",
+            }
+        ],
+    }
