@@ -6,6 +6,8 @@ Exit codes: 0 ok; 1 a runbook failed or a record did not verify; 2 bad usage or 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -30,9 +32,12 @@ from irkit.errors import (
     SourceUnavailable,
     VerificationFailed,
 )
-from irkit.record import Record, list_incidents, validate_incident_id
+from irkit.record import Record, validate_incident_id
 from irkit.severity import Level
 from irkit.times import parse_ts, stamp, utcnow
+
+if TYPE_CHECKING:
+    from irkit.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +50,18 @@ class Ctx:
     records: Path
     config_path: str | None
     environ: dict[str, str]
+    stack: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
+    _store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """Where records live (``store.url``): this directory, or the team's database and bucket."""
+        if self._store is None:
+            from irkit.store import open_store
+
+            self._store = open_store(self.settings, self.environ, self.records)
+            self.stack.callback(getattr(self._store, "close", lambda: None))
+        return self._store
 
     @property
     def actor(self) -> str:
@@ -54,10 +71,18 @@ class Ctx:
         return default_actor(self.environ, self.settings)
 
     def record(self, incident_id: str) -> Record:
-        """Open a record for writing: redacted and, when a key is configured, signed."""
-        return Record.open(
-            self.records, validate_incident_id(incident_id), **self.settings.record_options(self.environ)
-        )
+        """Open a record for writing: redacted and, when a key is configured, signed.
+
+        On a shared store the incident stays held (its row lock) until the command ends; what the
+        command appended is then pushed and committed, also when it fails.
+        """
+        root = self.stack.enter_context(self.store.writing(validate_incident_id(incident_id)))
+        return Record.open(root, incident_id, **self.settings.record_options(self.environ))
+
+    def read(self, incident_id: str, *, artifacts: bool = True) -> Record:
+        """Open a record to read (no signing key needed); on a shared store, a private copy of it."""
+        root = self.stack.enter_context(self.store.reading(validate_incident_id(incident_id), artifacts=artifacts))
+        return Record.open(root, incident_id)
 
 
 def common(fn: F) -> F:
@@ -65,7 +90,9 @@ def common(fn: F) -> F:
 
     @functools.wraps(fn)
     def with_ctx(*args: Any, records: str | None, config: str | None, **kwargs: Any) -> Any:
-        return fn(*args, c=build(records, config), **kwargs)
+        c = build(records, config)
+        with c.stack:
+            return fn(*args, c=c, **kwargs)
 
     wrapped: Any = with_ctx
     wrapped = click.option(
@@ -90,7 +117,7 @@ def build(records: str | None, config: str | None) -> Ctx:
     environ = dict(os.environ)
     path = config or environ.get("IRKIT_CONFIG")
     settings = load_config(path or "irkit.yaml", environ, required=bool(path))
-    root = Path(records or settings.records_dir)
+    root = Path(records or settings.store.directory or settings.records_dir)
     cfg = str(Path(path).resolve()) if path else settings.source_path
     return Ctx(settings, root, cfg, environ)
 
@@ -208,10 +235,12 @@ def open_incident(c: Ctx, *, service: str | None, title: str | None, severity: s
 
     now = utcnow()
     for _ in range(1, 100):
+        incident_id = f"INC-{now:%Y%m%d-%H%M}-{secrets.token_hex(4)}"
         try:
+            root = c.stack.enter_context(c.store.writing(incident_id, new=True))
             rec = Record.create(
-                c.records,
-                f"INC-{now:%Y%m%d-%H%M}-{secrets.token_hex(4)}",
+                root,
+                incident_id,
                 title=title or "untitled incident",
                 service=service or c.settings.service.name,
                 severity=severity,
@@ -340,12 +369,13 @@ def _review_overdue(state: dict[str, Any], settings: Settings) -> bool:
 def list_cmd(as_json: bool, c: Ctx) -> None:
     """List every incident under the records root."""
     rows = []
-    for iid in list_incidents(c.records):
+    for iid in c.store.ids():
         try:  # one corrupt record never hides the others
-            rec = Record.open(c.records, iid)
-            problem = rec.broken()
-            row = _row(rec.state())
-            row["review_overdue"] = _review_overdue(rec.state(), c.settings) if problem is None else False
+            with c.store.reading(iid, artifacts=False) as root:
+                rec = Record.open(root, iid)
+                problem = rec.broken()
+                row = _row(rec.state())
+                row["review_overdue"] = _review_overdue(rec.state(), c.settings) if problem is None else False
         except Exception as exc:  # whatever is wrong with one record, list the others
             problem, row = str(exc) or type(exc).__name__, {"id": iid}
         rows.append(row | {"id": iid, "verifies": problem is None, "problem": problem})
@@ -353,7 +383,7 @@ def list_cmd(as_json: bool, c: Ctx) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo(f"no incidents under {c.records}")
+        click.echo(f"no incidents under {c.records}" if not c.store.shared else "no incidents in the shared store")
         return
     lines = []
     for r in rows:
@@ -378,7 +408,7 @@ def show_cmd(incident_id: str, as_json: bool, n_events: int, c: Ctx) -> None:
     from irkit.severity import compute_clocks, judged_at
     from irkit.views import describe_event
 
-    rec = Record.open(c.records, validate_incident_id(incident_id))  # read only: needs no signing key
+    rec = c.read(incident_id, artifacts=False)  # read only: needs no signing key
     problem = rec.broken()
     state = rec.state()
     if state["id"] is None:
@@ -460,7 +490,7 @@ def replay_cmd(incident_id: str, runbooks: str, keep: Path | None, exact: bool, 
 
     from irkit.replay import replay
 
-    rec = Record.open(c.records, validate_incident_id(incident_id))  # read only: the replay writes a copy
+    rec = c.read(incident_id)  # read only: the replay writes a copy
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise BadInputError(f"--keep {keep}: not empty; give a new or empty directory")
     names = tuple(n.strip() for n in runbooks.split(",") if n.strip())
@@ -568,7 +598,7 @@ def verify_cmd(
             click.echo(f"irkit: not sealing interrupted runs ({exc}); verifying as is", err=True)
         except RecordError:
             pass
-        report = Record.open(c.records, validate_incident_id(iid)).verify(expect_head=expect_head, verifier=verifier)
+        report = c.read(iid).verify(expect_head=expect_head, verifier=verifier)
         click.echo(report.summary())
         for extra in report.problems[1:]:
             click.echo(f"  also: {extra}")
@@ -580,6 +610,33 @@ def verify_cmd(
             failed.append(iid)
     if failed:
         raise VerificationFailed(f"{', '.join(failed)} did not verify")
+
+
+@main.command("export")
+@click.argument("incident_id")
+@click.argument("dest", type=click.Path(file_okay=False))
+@common
+def export_cmd(incident_id: str, dest: str, c: Ctx) -> None:
+    """Write a record in the directory layout under DEST/<id> (events and sealed files), to review anywhere."""
+    out = c.store.export(validate_incident_id(incident_id), Path(dest))
+    click.echo(out)
+    click.echo(f"check it offline: irkit verify --records {dest} {incident_id}", err=True)
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(file_okay=False, exists=True))
+@common
+def import_cmd(source: str, c: Ctx) -> None:
+    """Load a record directory (SOURCE is <records>/<id>) into the shared store; it must verify. Never merges."""
+    from irkit.store import SharedStore
+
+    store = c.store
+    if not isinstance(store, SharedStore):
+        raise BadInputError(
+            "import loads a record into a shared store: set store.url (postgresql://…) and store.artifacts"
+        )
+    iid, n = store.import_record(Path(source))
+    click.echo(f"imported {iid}: {n} events, head verified")
 
 
 @main.command("keygen")
@@ -888,7 +945,7 @@ def tick_cmd(at: str | None, c: Ctx) -> None:
     from irkit.scheduler import tick
 
     when = parse_time(at) if at else None
-    lines = tick(c.records, c.settings, c.environ, now=when, actor=c.actor)
+    lines = tick(c.records, c.settings, c.environ, now=when, actor=c.actor, store=c.store)
     for iid, said in lines.items():
         for line in said:
             click.echo(f"{iid}: {line}")
@@ -907,6 +964,8 @@ def index_cmd(c: Ctx) -> None:
     """Write <records>/index.html: every incident, its notebooks (as HTML) and post-mortem."""
     from irkit.index import build_index
 
+    if c.store.shared:
+        raise BadInputError("index reads a records directory: export the incidents first (irkit export ID DIR)")
     click.echo(build_index(c.records, c.settings))
 
 
@@ -938,6 +997,13 @@ def demo_cmd(progress: bool, c: Ctx) -> None:
         click.echo(f"post-mortem: {result.postmortem}", err=True)
     if result.index:
         click.echo(f"index:       {result.index}", err=True)
+    if result.ok and c.store.shared:  # the demo runs on this machine's cache; the team sees it once it verified
+        from irkit.store import SharedStore
+
+        store = c.store
+        assert isinstance(store, SharedStore)
+        iid, n = store.import_record(result.path)
+        click.echo(f"imported into the shared store: {iid} ({n} events)", err=True)
     click.echo(result.incident_id)
     if not result.ok:
         failed = next((r for r in result.runs if not r.ok), None)

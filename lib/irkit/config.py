@@ -253,6 +253,52 @@ class ServeSettings(_Model):
     tick_s: float = Field(60, ge=0, le=600, description="Evaluate escalations and update reminders this often (0: off)")
 
 
+class StoreSettings(_Model):
+    """Where records live: a directory (the default), or PostgreSQL plus an S3-compatible bucket for a team.
+
+    With ``url: postgresql://…`` the event chains, the intake queue and the jobs are in PostgreSQL,
+    sealed files are in the bucket (addressed by their sha256), and ``records_dir`` is this
+    machine's working cache. Passwords never go in the url: libpq reads ``PGPASSWORD`` (or
+    ``~/.pgpass``); the bucket's endpoint and keys are read from the env vars named here.
+    """
+
+    url: str = Field("file://", description="file:// (records_dir) or postgresql://user@host:5432/db")
+    artifacts: str | None = Field(None, description="s3://bucket/prefix for sealed files (with postgresql://)")
+    endpoint_env: EnvName = Field("AWS_ENDPOINT_URL", description="Env var with the S3 endpoint (unset: AWS)")
+    access_key_env: EnvName = "AWS_ACCESS_KEY_ID"
+    secret_key_env: EnvName = "AWS_SECRET_ACCESS_KEY"  # noqa: S105  # the name of the variable, not a secret
+    lease: timedelta = Field(
+        timedelta(seconds=60), description="A claimed job or notification is taken back after this"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in ("file", "postgresql", "postgres"):
+            raise ValueError(f"must start with file:// or postgresql://, not {v.split('@')[-1][:60]!r}")
+        if scheme != "file" and re.match(r"^[a-z]+://[^/@]*:[^/@]*@", v):
+            raise ValueError("holds a password: leave it out and set PGPASSWORD (or use ~/.pgpass)")
+        return v
+
+    @field_validator("artifacts")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?", v):
+            raise ValueError(f"must be s3://bucket or s3://bucket/prefix, not {v[:80]!r}")
+        return v
+
+    @property
+    def shared(self) -> bool:
+        """True for the team store (PostgreSQL and a bucket), False for a directory."""
+        return not self.url.startswith("file://")
+
+    @property
+    def directory(self) -> str | None:
+        """The records directory a ``file:///path`` url names (None for ``file://``: use ``records_dir``)."""
+        return (self.url.removeprefix("file://") or None) if not self.shared else None
+
+
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
@@ -324,6 +370,7 @@ class Settings(_Model):
         description="Your name as the incident record shows it (IRKIT_ACTOR overrides; default: the login name)",
     )
     records_dir: str = "reports"
+    store: StoreSettings = StoreSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     signals: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SIGNALS))
     kubernetes: KubernetesSettings = KubernetesSettings()
@@ -376,6 +423,8 @@ class Settings(_Model):
             names.append(self.serve.basic.password_env)
         if self.signing.key_env:
             names.append(self.signing.key_env)
+        if self.store.shared:
+            names += ["PGPASSWORD", self.store.secret_key_env]
         c = self.comms
         for env in (
             c.slack and c.slack.webhook_url_env,

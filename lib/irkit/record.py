@@ -325,6 +325,12 @@ def _scan_events(raw: bytes, *, prev: str = GENESIS, first_seq: int = 1) -> _Sca
     return _Scan(events, offset, torn, None)
 
 
+def read_chain(raw: bytes) -> tuple[list[Event], str | None, int]:
+    """An ``events.jsonl``'s chain-valid events, its first break (or None), and the bytes those events span."""
+    scan = _scan_events(raw)
+    return scan.events, scan.problem, scan.size
+
+
 def _replay_transitions(events: list[Event]) -> str | None:
     """The first status change that the state machine would have refused, if any."""
     status: str | None = None

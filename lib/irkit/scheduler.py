@@ -33,8 +33,9 @@ from irkit.config import Settings
 from irkit.errors import IrkitError
 from irkit.events import Event, Status
 from irkit.oncall import OPEN_STATUSES, acknowledged_by, ladder, on_call
-from irkit.record import Record, list_incidents
+from irkit.record import Record
 from irkit.severity import Level
+from irkit.store import FileStore, Store
 from irkit.times import human, parse_ts, rfc3339, utcnow
 
 RETRY_AFTER = timedelta(minutes=5)
@@ -292,40 +293,54 @@ def tick(
     actor: str = "irkit",
     senders: Mapping[str, SenderFactory] | None = None,
     open_record: Callable[[str], Record] | None = None,
+    store: Store | None = None,
 ) -> dict[str, list[str]]:
     """One pass over every incident under ``root``; ``now`` (a replayed moment) applies to replayed records only.
 
     A record that cannot be evaluated (broken chain, unreadable) is reported in its lines; the others go on.
+    On a shared ``store`` only incidents the timers still concern are visited, each under its row
+    lock; one that another writer holds (a runbook running) is left for the next pass.
     """
-
-
-    opener = open_record or (lambda iid: Record.open(root, iid, **settings.record_options(environ)))
+    store = store or FileStore(root)
     out: dict[str, list[str]] = {}
-    for iid in list_incidents(root):
+    for iid in store.ids(active=now is None):
         try:
-            record = opener(iid)
-            problem = record.broken()
-            if problem:
-                out[iid] = [f"does not verify, nothing done: {problem}"]
-                continue
-            state = record.state()
-            if state.get("status") in (Status.RESOLVED, Status.REVIEWED) and not state["providers"]["pagerduty"]:
-                continue  # nothing left to do for it: no escalation, no update, no PagerDuty alert to resolve
-            at = utcnow()
-            if now is None and state.get("replay"):
-                continue  # a replay lives on its own recorded clock: evaluated only with --at, never paged today
-            if now is not None:
-                if not state.get("replay"):
-                    out[iid] = ["not a replay: evaluated at the real time only"]
+            with store.try_writing(iid) as here:
+                if here is None:
                     continue
-                at = now
-                record.clock = lambda at=at: at  # type: ignore[misc]
-            lines = tick_incident(record, settings, environ, now=at, actor=actor, senders=senders)
+                record = open_record(iid) if open_record else Record.open(here, iid, **settings.record_options(environ))
+                lines = _tick_one(record, settings, environ, now=now, actor=actor, senders=senders)
         except IrkitError as exc:
             lines = [f"could not evaluate: {exc}"]
         if lines:
             out[iid] = lines
     return out
+
+
+def _tick_one(
+    record: Record,
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    now: datetime | None,
+    actor: str,
+    senders: Mapping[str, SenderFactory] | None,
+) -> list[str]:
+    problem = record.broken()
+    if problem:
+        return [f"does not verify, nothing done: {problem}"]
+    state = record.state()
+    if state.get("status") in (Status.RESOLVED, Status.REVIEWED) and not state["providers"]["pagerduty"]:
+        return []  # nothing left to do for it: no escalation, no update, no PagerDuty alert to resolve
+    at = utcnow()
+    if now is None and state.get("replay"):
+        return []  # a replay lives on its own recorded clock: evaluated only with --at, never paged today
+    if now is not None:
+        if not state.get("replay"):
+            return ["not a replay: evaluated at the real time only"]
+        at = now
+        record.clock = lambda at=at: at  # type: ignore[misc]
+    return tick_incident(record, settings, environ, now=at, actor=actor, senders=senders)
 
 
 class Ticker:
@@ -340,10 +355,13 @@ class Ticker:
         interval_s: float,
         actor: str = "irkit-serve",
         on_lines: Callable[[dict[str, list[str]]], None] | None = None,
+        store: Store | None = None,
     ) -> None:
         import threading
 
         self.root, self.settings, self.environ, self.actor = root, settings, environ, actor
+        self.store = store or FileStore(root)
+        self.leading = False  # whether this replica runs the timers (on a shared store, one replica does)
         self.interval_s = interval_s
         self.on_lines = on_lines
         self.passes = 0
@@ -354,7 +372,12 @@ class Ticker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                lines = tick(self.root, self.settings, self.environ, actor=self.actor)
+                self.leading = self.store.leader()
+                lines = (
+                    tick(self.root, self.settings, self.environ, actor=self.actor, store=self.store)
+                    if self.leading
+                    else {}
+                )
                 self.last_error = None
                 if self.on_lines and lines:
                     self.on_lines(lines)
@@ -372,3 +395,6 @@ class Ticker:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()  # a shared store's scheduler lock goes to another replica at once

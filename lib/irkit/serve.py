@@ -27,10 +27,11 @@ from starlette.routing import Route
 
 from irkit.alerts import parse_notification
 from irkit.config import Settings
-from irkit.errors import BadInputError, ConfigError
-from irkit.intake import Intake, Queue, Workers, default_queue_path
+from irkit.errors import BadInputError, ConfigError, StorageError
+from irkit.intake import Intake, PgQueue, Queue, Workers, default_queue_path, group_key
 from irkit.redact import Redactor
 from irkit.scheduler import Ticker
+from irkit.store import open_store
 
 
 class Metrics:
@@ -102,9 +103,14 @@ def create_app(
     from irkit.runner import run_runbook
 
     check = credentials_check(settings, environ)
-    queue = Queue(default_queue_path(settings, records))
+    store = open_store(settings, environ, records)
+    queue: Queue | PgQueue = (
+        PgQueue(settings.store.url, lease_s=settings.store.lease.total_seconds())
+        if store.shared
+        else Queue(default_queue_path(settings, records))
+    )
     metrics = Metrics()
-    intake = Intake(settings, environ, records, queue, run or run_runbook, on_event=metrics.event)
+    intake = Intake(settings, environ, records, queue, run or run_runbook, on_event=metrics.event, store=store)
     workers = Workers(intake)
     limit = settings.serve.max_body_bytes
     # Configured secrets and patterns only on the hot path: the secret detector (and its process-wide
@@ -132,13 +138,20 @@ def create_app(
         except BadInputError as exc:
             return refuse(400 if "JSON" in str(exc) or "json" in str(exc) else 422, "invalid", str(exc))
         # Stored redacted: the queue lives under the records root, where no secret may be written.
-        nid = queue.accept(json.dumps(redactor.data(json.loads(body)), ensure_ascii=False).encode())
+        stored = json.dumps(redactor.data(json.loads(body)), ensure_ascii=False).encode()
+        try:
+            nid = queue.accept(stored, group_key(note, settings.serve.group_by))
+        except StorageError as exc:  # nothing was stored: Alertmanager retries (to this or another replica)
+            return refuse(503, "storage", str(exc))
         metrics.received.inc()
         workers.notify()
         return JSONResponse({"accepted": nid, "alerts": len(note.alerts), "status": note.status})
 
     async def healthz(request: Request) -> Response:
-        counts = queue.counts()
+        try:
+            counts = queue.counts()
+        except StorageError as exc:  # not ready: a load balancer sends alerts to a replica that can store them
+            return JSONResponse({"ok": False, "status": "unavailable", "error": str(exc)}, status_code=503)
         pool = intake.pool
         failed = counts.get("notifications_failed", 0)
         waiting = queue.oldest_pending_s()
@@ -164,7 +177,7 @@ def create_app(
 
     ticker: Ticker | None = None
     if start_workers and settings.serve.tick_s > 0:
-        ticker = Ticker(records, settings, environ, interval_s=settings.serve.tick_s)
+        ticker = Ticker(records, settings, environ, interval_s=settings.serve.tick_s, store=store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -172,7 +185,8 @@ def create_app(
         if start_workers:
             from irkit.runstate import recover_all
 
-            recover_all(records, settings.record_options(environ), actor="irkit-serve")
+            if not store.shared:  # a shared store's cache holds nothing uncommitted worth recovering
+                recover_all(records, settings.record_options(environ), actor="irkit-serve")
             if settings.serve.warm_pool and settings.serve.runbooks:
                 from irkit.kernels import KernelPool
 

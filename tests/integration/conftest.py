@@ -537,3 +537,74 @@ def alertmanager_server() -> Iterator[AlertmanagerServer]:
         if process is not None:
             process.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# An S3-compatible server (moto's standalone server, a real HTTP S3 API)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto_server on a free loopback port, in its own process (shared by every process a test starts)."""
+
+    endpoint: str
+    env: dict[str, str]  # what a client needs: endpoint and keys, by the names irkit reads by default
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The Python package's ``moto_server`` (installed with irkit[dev]), as a child process."""
+    import sys
+
+    binary = Path(sys.executable).with_name("moto_server")
+    if not binary.is_file():
+        pytest.fail(f"{binary} not found: pip install 'moto[server]' (part of irkit[dev])", pytrace=False)
+    tmp = Path(tempfile.mkdtemp(prefix="irkit-s3-"))
+    port = free_port()
+    process = ServerProcess("moto_server", [str(binary), "-H", "127.0.0.1", "-p", str(port)], tmp / "s3.log", cwd=tmp)
+    try:
+        process.wait_until(lambda: _tcp_open("127.0.0.1", port), f"listening on {port}")
+        endpoint = f"http://127.0.0.1:{port}"
+        yield S3Server(
+            endpoint,
+            {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "irkit-test", "AWS_SECRET_ACCESS_KEY": "irkit-test-secret"},
+        )
+    finally:
+        process.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TeamStore:
+    """A fresh database on the session's PostgreSQL and a fresh bucket on its S3 server."""
+
+    dsn: str
+    store: dict[str, str]  # the ``store:`` settings that name them
+    env: dict[str, str]  # the bucket's endpoint and keys
+
+
+@pytest.fixture
+def team_store(postgres_server: PostgresServer, s3_server: S3Server) -> TeamStore:
+    import uuid
+
+    import psycopg
+
+    name = f"irkit_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    bucket = name.replace("_", "-")
+    s3_server.create_bucket(bucket)
+    dsn = postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}"
+    return TeamStore(dsn, {"url": dsn, "artifacts": f"s3://{bucket}/records"}, dict(s3_server.env))

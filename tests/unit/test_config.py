@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from irkit.config import ConfigError, load_config
+from irkit.config import ConfigError, Settings, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,3 +74,34 @@ def test_cli_bad_config_exits_2_with_one_line(cli, tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1
     assert "runner.execution_timeout_s" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        ({"url": "postgresql://irkit:hunter2@db/irkit"}, "holds a password: leave it out and set PGPASSWORD"),
+        ({"url": "mysql://db/irkit"}, "must start with file:// or postgresql://"),
+        ({"url": "postgresql://irkit@db/irkit", "artifacts": "s3://UPPER/x"}, "must be s3://bucket"),
+        ({"url": "postgresql://irkit@db/irkit", "artifacts": "https://bucket"}, "must be s3://bucket"),
+    ],
+)
+def test_a_bad_store_setting_is_refused_naming_the_key(tmp_path: Path, store: dict, problem: str) -> None:
+    cfg = tmp_path / "irkit.yaml"
+    cfg.write_text(yaml.safe_dump({"store": store}))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, {}, required=True)
+    assert "store." in str(err.value) and problem in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_store_is_a_directory_by_default_and_a_file_url_names_it(cli, tmp_path: Path) -> None:
+    assert Settings().store.shared is False and Settings().store.directory is None
+    (tmp_path / "irkit.yaml").write_text(f"store:\n  url: file://{tmp_path / 'team-records'}\n")
+    iid = cli("open", "--title", "x").stdout.strip()
+    assert (tmp_path / "team-records" / iid / "events.jsonl").is_file()
+
+
+def test_a_shared_store_without_a_bucket_is_one_line(cli, tmp_path: Path) -> None:
+    (tmp_path / "irkit.yaml").write_text("store:\n  url: postgresql://irkit@127.0.0.1:1/irkit\n")
+    res = cli("list")
+    assert res.exit_code == 2 and res.stderr.startswith("irkit: store.artifacts: a postgresql:// store needs a bucket")
