@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat as statmod
 import tempfile
 import threading
 import time
@@ -386,30 +387,39 @@ class SharedStore:
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(here, aside)
 
-    def _sync(self, incident_id: str, lines: list[bytes]) -> None:
-        """Make the cache's events exactly the database's, and fetch the sealed files it lacks."""
+    def _sync(self, incident_id: str, lines: list[bytes], *, again: bool = True) -> None:
+        """Make the cache's events exactly the database's, and fetch the sealed files it lacks.
+
+        Nothing is ever written through a symlink: a cache with one where a file is to be written is
+        set aside and rebuilt from the database and the bucket.
+        """
         here = self.root / incident_id
         want = b"".join(lines)
-        try:
-            have = (here / "events.jsonl").read_bytes() if not here.is_symlink() else None
-        except OSError:
-            have = None
+        have = _read_plain(here, "events.jsonl")
         if have == want:
             return
         if have is None or not want.startswith(have):
             self._set_aside(incident_id)  # ahead of the database (never committed), or not ours at all
             have = b""
+        known = _fold(have)["artifacts"] if have else {}
+        fetch = {
+            rel: info["sha256"]
+            for rel, info in _fold(want)["artifacts"].items()
+            if known.get(rel, {}).get("sha256") != info["sha256"]
+        }
+        if not all(_plain(here, rel) for rel in [*SUBDIRS, "events.jsonl", *fetch]):
+            if not again:
+                raise RecordError(f"{here}: keeps gaining symlinks; records are never written through one")
+            self._set_aside(incident_id)
+            return self._sync(incident_id, lines, again=False)
         for sub in SUBDIRS:
             (here / sub).mkdir(parents=True, exist_ok=True)
-        known = _fold(have)["artifacts"] if have else {}
         atomic_write_bytes(here / "events.jsonl", want)
-        for rel, info in _fold(want)["artifacts"].items():
-            if known.get(rel, {}).get("sha256") == info["sha256"]:
-                continue
+        for rel, digest in fetch.items():
             target = _inside(here, rel)
-            if target.is_file() and not target.is_symlink() and _sha256(target) == info["sha256"]:
+            if _read_plain(here, rel) is not None and _sha256(target) == digest:
                 continue
-            self.blobs.get(info["sha256"], target)
+            self.blobs.get(digest, target)
 
     def _push(self, conn: Any, incident_id: str, base: list[bytes], here: Path) -> int:
         """Upload what the new events seal, then insert those events and move the head; returns how many.
@@ -517,6 +527,29 @@ def _fold(raw: bytes) -> dict[str, Any]:
     for ev in read_chain(raw)[0]:
         apply_event(state, ev)
     return state
+
+
+def _plain(root: Path, rel: str) -> bool:
+    """Whether no component of ``root/rel`` (``root`` included) is a symlink; missing ones are fine."""
+    cur = root
+    for part in ("", *Path(rel).parts):
+        cur = cur / part if part else cur
+        try:
+            if statmod.S_ISLNK(os.lstat(cur).st_mode):
+                return False
+        except FileNotFoundError:
+            return True
+    return True
+
+
+def _read_plain(root: Path, rel: str) -> bytes | None:
+    """The bytes of ``root/rel`` if it is a regular file reached without a symlink, else None."""
+    if not _plain(root, rel):
+        return None
+    try:
+        return (root / rel).read_bytes()
+    except OSError:
+        return None
 
 
 def _sha256(path: Path) -> str:

@@ -199,3 +199,31 @@ def test_a_replica_whose_database_is_unreachable_says_so_in_one_line(tmp_path: P
     said = res.stderr.strip().splitlines()
     assert res.returncode == 1 and said[-1].startswith("irkit: cannot reach the shared store at 127.0.0.1:"), said
     assert "Traceback" not in res.stderr and len(said) == 2  # the banner, then the one-line error
+
+
+def test_when_the_database_goes_away_intake_answers_503_and_health_says_unavailable(tmp_path: Path, team_store) -> None:
+    from starlette.testclient import TestClient
+
+    from irkit.config import load_config
+    from irkit.serve import create_app
+    from servers import free_port
+
+    env = {**team_store.env, "WEBHOOK_TOKEN": TOKEN}
+    settings = load_config(config(tmp_path, team_store, runbooks=[]), env, required=True)
+    app = create_app(settings, env, tmp_path / "cache", start_workers=False)
+    with TestClient(app) as client:
+        assert client.post("/alerts", json=storm_notification(1), headers=AUTH).status_code == 200
+        app.state.queue.dsn = f"postgresql://irkit@127.0.0.1:{free_port()}/irkit"  # gone from here on
+        query(  # and the connection the replica holds is cut, as a database restart or failover would
+            team_store.dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        for n in (2, 3):  # the cut connection, then a new one that cannot be made
+            refused = client.post("/alerts", json=storm_notification(n), headers=AUTH)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"].startswith(("the shared queue failed: ", "cannot reach the shared store"))
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert health.json()["error"].startswith("cannot reach the shared store at 127.0.0.1:")
+    assert query(team_store.dsn, "SELECT count(*) FROM irkit_notifications")[0][0] == 1

@@ -164,3 +164,22 @@ def test_one_replica_runs_the_timers_and_another_takes_over_when_it_goes(shared)
     assert b.leader() is False and a.leader() is True  # asked again: still a
     a.close()  # a replica that stops (or dies: its session ends) releases the advisory lock
     assert b.leader() is True and a.leader() is False
+
+
+def test_a_symlink_planted_in_a_cache_is_never_written_through(shared, tmp_path: Path) -> None:
+    a, b = shared("a"), shared("b")
+    _create(a)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (b.root / ID).mkdir(parents=True)
+    (b.root / ID / "data").symlink_to(elsewhere)  # where the sealed evidence would be fetched to
+    with b.writing(ID) as root:
+        rec = Record.open(root, ID)
+        assert (rec.path / "data").is_dir() and not (rec.path / "data").is_symlink()
+        assert (rec.path / "data/evidence.txt").read_bytes() == b"the pool is exhausted\n"
+    assert list(elsewhere.iterdir()) == []
+    (b.root / ID / "events.jsonl").unlink()
+    (b.root / ID / "events.jsonl").symlink_to(tmp_path / "elsewhere" / "events")
+    with b.writing(ID) as root:
+        assert Record.open(root, ID).verify().ok
+    assert list(elsewhere.iterdir()) == []
