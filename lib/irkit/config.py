@@ -26,7 +26,7 @@ ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 EnvName = Annotated[str, Field(pattern=ENV_NAME.pattern, description="Name of an environment variable")]
 ENV_PREFIX = "IRKIT_"
 # IRKIT_ variables that steer a process rather than configure irkit; not settings overrides.
-RUNTIME_VARS = frozenset({"IRKIT_CONFIG", "IRKIT_ACTOR", "IRKIT_BATCH", "IRKIT_CLOCK"})
+RUNTIME_VARS = frozenset({"IRKIT_CONFIG", "IRKIT_ACTOR", "IRKIT_BATCH", "IRKIT_CLOCK", "IRKIT_STORE_HELD"})
 
 
 class _Model(BaseModel):

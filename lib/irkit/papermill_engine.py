@@ -43,19 +43,34 @@ class SealingEngine(NBClientEngine):  # type: ignore[misc]
 
 def sealed_run(params: dict[str, Any], source: Path, progress: bool) -> Any:
     """Plain papermill's run of ``source``, done by ``run_runbook`` and sealed; returns the sealed copy."""
-    import nbformat
-
     from irkit.config import load_config
-    from irkit.errors import RunbookFailed
     from irkit.record import Record, validate_incident_id
-    from irkit.runner import LIFECYCLE, RESERVED_PARAMETERS, Runbook, RunbookRegistry, default_actor, run_runbook
+    from irkit.store import open_store
 
     environ = dict(os.environ)
     config_path = str(params.get("config_path") or "") or None
     settings = load_config(config_path, environ)
-    record = Record.open(
-        str(params["records_dir"]), validate_incident_id(str(params["incident_id"])), **settings.record_options(environ)
-    )
+    incident_id = validate_incident_id(str(params["incident_id"]))
+    store = open_store(settings, environ, Path(str(params["records_dir"])))
+    with store.writing(incident_id) as root:  # on a shared store: held, synced, pushed when the run ends
+        record = Record.open(root, incident_id, **settings.record_options(environ))
+        return _run_and_read(record, params, source, settings, environ, config_path, progress)
+
+
+def _run_and_read(
+    record: Any,
+    params: dict[str, Any],
+    source: Path,
+    settings: Any,
+    environ: dict[str, str],
+    config_path: str | None,
+    progress: bool,
+) -> Any:
+    import nbformat
+
+    from irkit.errors import RunbookFailed
+    from irkit.runner import LIFECYCLE, RESERVED_PARAMETERS, Runbook, RunbookRegistry, default_actor, run_runbook
+
     rb = next((r for r in LIFECYCLE if r.filename == source.name), Runbook(source.stem, 0, source.name, source.stem))
     result = run_runbook(
         record,

@@ -383,9 +383,13 @@ class Record:
         clock: Clock = utcnow,
         redactor: Redactor | None = None,
         signer: Signer | None = None,
+        guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.redactor = redactor  # scrubs secrets from every event's data before it is written
         self.signer = signer  # signs every event this Record writes, when a key is configured
+        # Held around every write, outside the file lock: on a shared store, the incident's row lock
+        # (which also brings this cache up to the database and pushes what was written; irkit.store).
+        self.guard = guard
         self.id = validate_incident_id(incident_id)
         self.root = Path(root).resolve()  # absolute: artifact paths are checked against it
         self._at(self.root / self.id)
@@ -471,9 +475,10 @@ class Record:
         clock: Clock = utcnow,
         redactor: Redactor | None = None,
         signer: Signer | None = None,
+        guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> Record:
-        """Open an existing record."""
-        rec = cls(root, incident_id, clock=clock, redactor=redactor, signer=signer)
+        """Open an existing record (``guard``: see :meth:`__init__`)."""
+        rec = cls(root, incident_id, clock=clock, redactor=redactor, signer=signer, guard=guard)
         if rec.path.is_symlink() or rec.events_path.is_symlink():
             raise BadInputError(f"{rec.path}: a symlink in the record; records are never read through one")
         if not rec.events_path.is_file():
@@ -503,7 +508,8 @@ class Record:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._flock(self.path / ".lock", "the lock", wait=True):
+        guard = self.guard() if self.guard is not None else contextlib.nullcontext()
+        with guard, self._flock(self.path / ".lock", "the lock", wait=True):  # always in this order
             yield
 
     @contextlib.contextmanager

@@ -34,6 +34,7 @@ from irkit.files import sha256_file
 from irkit.record import Record
 from irkit.redact import Redactor
 from irkit.runstate import in_flight, recover_interrupted
+from irkit.store import HELD
 from irkit.times import ReplayClock, rfc3339, utcnow
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
@@ -420,6 +421,7 @@ def _execute(
     kernel_env = dict(environ)
     kernel_env["IRKIT_ACTOR"] = actor
     kernel_env["IRKIT_BATCH"] = "1" if batch else "0"
+    kernel_env[HELD] = "1"  # whoever runs a runbook holds the incident for writing (irkit.store)
     if isinstance(record.clock, ReplayClock):  # a replayed incident: the kernel continues the replay's time
         kernel_env["IRKIT_CLOCK"] = rfc3339(record.clock())
     kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irkit import checklist, cluster, comms, metrics, mitigate, plots, postmortem, resolve, views
@@ -22,6 +23,7 @@ from irkit.config import Settings, load_config
 from irkit.events import Event, Status
 from irkit.record import Record
 from irkit.severity import Clocks, Level, compute_clocks
+from irkit.store import record_guard
 from irkit.times import Clock, ReplayClock, parse_ts, utcnow
 
 if TYPE_CHECKING:
@@ -87,7 +89,8 @@ class Session:
         # A replayed run happens at one moment (IRKIT_CLOCK): every event and "now" in it reads that
         # moment, so re-executing the sealed notebook (irkit.replay.reexecutions) gives the same outputs.
         clock: Clock = ReplayClock(parse_ts(env["IRKIT_CLOCK"]), frozen=True) if env.get("IRKIT_CLOCK") else utcnow
-        record = Record.open(records_dir, incident_id, clock=clock, **settings.record_options(env))
+        guard = record_guard(settings, env, Path(records_dir), incident_id)  # a shared store, not held by a runner
+        record = Record.open(records_dir, incident_id, clock=clock, guard=guard, **settings.record_options(env))
         batch = env.get("IRKIT_BATCH") == "1"
         actor, known = resolve_actor(env, settings)
         if not known and not batch and (asked := views.ask_name()):

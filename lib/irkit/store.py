@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -570,6 +570,22 @@ def _fresh_target(dest: Path, incident_id: str) -> Path:
         raise BadInputError(f"{out} already exists; export into an empty place")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
+
+
+HELD = "IRKIT_STORE_HELD"  # set in a kernel whose runner already holds the incident (runs never wait on themselves)
+
+
+def record_guard(
+    settings: Settings, environ: Mapping[str, str], records: Path, incident_id: str
+) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
+    """For a process that writes a record outside any held lock (a JupyterLab kernel, plain papermill):
+    on a shared store, take the incident's row lock around each write, so each append or seal is its
+    own short transaction that starts from the database's head. None on a directory, or when held.
+    """
+    if not settings.store.shared or environ.get(HELD) == "1":
+        return None
+    store = open_store(settings, environ, records)
+    return lambda: store.writing(incident_id)
 
 
 def open_store(settings: Settings, environ: Mapping[str, str], records: Path) -> FileStore | SharedStore:

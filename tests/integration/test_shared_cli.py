@@ -17,9 +17,19 @@ def team(tmp_path: Path, team_store, cli):
     """``run(machine, *args)``: irkit with the team's settings and ``--records <machine cache>``."""
     books = tmp_path / "books"
     books.mkdir()
-    write_notebook(books / "triage.ipynb", CONTRACT_PARAMETERS, ["print('triaged by', incident_id)"])
+    write_notebook(
+        books / "triage.ipynb",
+        CONTRACT_PARAMETERS,
+        [
+            "print('triaged by', incident_id)",
+            # The runner holds the incident: the kernel's own writes must not wait for it (they would forever).
+            "from irkit.session import Session\n"
+            "Session.from_parameters(incident_id, records_dir, config_path).record.note('from the kernel', actor='k')",
+        ],
+    )
     cfg = tmp_path / "team.yaml"
-    cfg.write_text(yaml.safe_dump({"store": team_store.store, "runner": {"notebooks_dir": str(books)}}))
+    runner = {"notebooks_dir": str(books), "execution_timeout_s": 60}
+    cfg.write_text(yaml.safe_dump({"store": team_store.store, "runner": runner}))
     bundled = tmp_path / "team-bundled-runbooks.yaml"
     bundled.write_text(yaml.safe_dump({"store": team_store.store}))
 
@@ -27,6 +37,7 @@ def team(tmp_path: Path, team_store, cli):
         config = cfg if tiny_runbooks else bundled
         return cli(*args, "--records", str(tmp_path / machine), "--config", str(config), env=team_store.env)
 
+    run.config = cfg  # type: ignore[attr-defined]
     return run
 
 
@@ -46,7 +57,7 @@ def test_a_responder_on_one_machine_and_a_reviewer_on_another_work_the_same_reco
     listed = json.loads(team("laptop-bo", "list", "--json").stdout)  # the other machine: nothing local yet
     assert [(r["id"], r["verifies"], r["severity"]) for r in listed] == [(iid, True, "P1")]
     shown = team("laptop-bo", "show", iid)
-    assert shown.exit_code == 0 and "rolled back by hand" in shown.stdout
+    assert shown.exit_code == 0 and "rolled back by hand" in shown.stdout and "from the kernel" in shown.stdout
     verified = team("laptop-bo", "verify", iid)
     assert verified.exit_code == 0 and verified.stdout.startswith(f"OK {iid}"), verified.stdout
 
@@ -88,3 +99,22 @@ def test_the_demo_lands_in_the_shared_store_and_verifies_from_another_machine(te
     assert f"imported into the shared store: {iid} (" in ran.stderr
     verified = team("laptop-bo", "verify", iid)  # every sealed notebook and figure fetched from the bucket
     assert verified.exit_code == 0 and verified.stdout.startswith(f"OK {iid}"), verified.stdout
+
+
+def test_a_notebook_outside_any_runner_commits_each_write_and_never_loses_one(team, team_store, tmp_path: Path) -> None:
+    from irkit.session import Session
+
+    iid = team("laptop-ana", "open", "--title", "checkout 5xx").stdout.strip()
+    assert team("laptop-ana", "open", iid, "triage").exit_code == 0  # the working copy JupyterLab opens
+    env = {**team_store.env, "IRKIT_ACTOR": "ana"}  # a JupyterLab kernel: nobody holds the incident for it
+    session = Session.from_parameters(iid, str(tmp_path / "laptop-ana"), str(team.config), environ=env)
+    session.record.note("first look", actor="ana")
+    assert "first look" in team("laptop-bo", "show", iid).stdout  # committed at once, visible elsewhere
+    assert team("laptop-bo", "note", iid, "bo was here").exit_code == 0  # meanwhile, on another machine
+    session.record.note("second look", actor="ana")  # starts from the database's head: after bo's note
+    assert team("laptop-ana", "seal", iid).exit_code == 0
+    shown = json.loads(team("laptop-bo", "show", iid, "--json").stdout)
+    notes = [e["data"]["text"] for e in shown["events"] if e["type"] == "note"]
+    assert notes == ["first look", "bo was here", "second look"]
+    assert team("laptop-bo", "verify", iid).exit_code == 0
+    assert not (tmp_path / "laptop-ana" / ".irkit" / "uncommitted").exists()  # nothing was set aside

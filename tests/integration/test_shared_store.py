@@ -183,3 +183,31 @@ def test_a_symlink_planted_in_a_cache_is_never_written_through(shared, tmp_path:
     with b.writing(ID) as root:
         assert Record.open(root, ID).verify().ok
     assert list(elsewhere.iterdir()) == []
+
+
+def test_two_tickers_on_one_store_one_leads_and_the_other_takes_over_when_it_stops(shared) -> None:
+    from irkit.scheduler import Ticker
+
+    a, b = shared("a"), shared("b")
+    _create(a)
+    settings = shared.settings  # type: ignore[attr-defined]
+    ta = Ticker(a.root, settings, shared.env, interval_s=0.1, store=a)  # type: ignore[attr-defined]
+    tb = Ticker(b.root, settings, shared.env, interval_s=0.1, store=b)  # type: ignore[attr-defined]
+    ta.start()
+    _until(lambda: ta.passes >= 2)
+    tb.start()
+    _until(lambda: tb.passes >= 3)
+    assert (ta.leading, tb.leading) == (True, False) and ta.last_error is None
+    ta.stop()  # its advisory lock goes with it
+    _until(lambda: tb.leading)
+    tb.stop()
+    assert tb.last_error is None
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 20) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
