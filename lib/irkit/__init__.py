@@ -18,20 +18,48 @@ import sys as _sys
 _sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
-from irkit.config import Settings, load_config
-from irkit.errors import IrkitError
-from irkit.events import Status
-from irkit.record import Record, validate_incident_id
-from irkit.severity import Level, SeverityPolicy
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from irkit.config import Settings, load_config
+    from irkit.errors import IrkitError
+    from irkit.events import Status
+    from irkit.record import Record, validate_incident_id
+    from irkit.severity import Level, SeverityPolicy
+
+# The front's names load on first use (PEP 562): ``import irkit`` alone costs a few milliseconds, and
+# ``from irkit import Record`` imports exactly what Record needs.
+_LAZY = {
+    "Settings": "irkit.config",
+    "load_config": "irkit.config",
+    "IrkitError": "irkit.errors",
+    "Status": "irkit.events",
+    "Record": "irkit.record",
+    "validate_incident_id": "irkit.record",
+    "Level": "irkit.severity",
+    "SeverityPolicy": "irkit.severity",
+}
 
 
-def __getattr__(name: str) -> str:
-    """``irkit.__version__``, read from the installed metadata (one source: pyproject.toml) on first use."""
+def __getattr__(name: str) -> _typing.Any:
+    """The front's names, and ``irkit.__version__`` (from the installed metadata), loaded on first use."""
     if name == "__version__":
         from importlib.metadata import version
 
         return version("irkit")
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'irkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "IrkitError",

@@ -15,3 +15,12 @@ def test_import_does_not_pull_heavy_libraries() -> None:
     code = f"import sys, irkit; print(','.join(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_front_loads_its_names_on_first_use() -> None:
+    code = (
+        "import sys, irkit; before = sorted(m for m in sys.modules if m.startswith(('irkit.', 'pydantic')));"
+        "from irkit import Record, Level; print(before, Record.__module__, Level.P1.value, 'irkit.config' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[] irkit.record P1 False"  # nothing until asked; then only what Record and Level need
