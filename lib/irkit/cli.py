@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from irkit.config import Settings, load_config
 from irkit.errors import (
     BadInputError,
     ConfigError,
@@ -32,12 +31,14 @@ from irkit.errors import (
     SourceUnavailable,
     VerificationFailed,
 )
-from irkit.record import Record, validate_incident_id
-from irkit.severity import Level
 from irkit.times import parse_ts, stamp, utcnow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # settings and records load when a command needs them: `irkit --help` stays quick
+    from irkit.config import Settings
+    from irkit.record import Record
     from irkit.store import Store
+
+LEVELS = ("P0", "P1", "P2", "P3", "P4")  # irkit.severity.Level's values (a test keeps them equal)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,11 +77,15 @@ class Ctx:
         On a shared store the incident stays held (its row lock) until the command ends; what the
         command appended is then pushed and committed, also when it fails.
         """
+        from irkit.record import Record, validate_incident_id
+
         root = self.stack.enter_context(self.store.writing(validate_incident_id(incident_id)))
         return Record.open(root, incident_id, **self.settings.record_options(self.environ))
 
     def read(self, incident_id: str, *, artifacts: bool = True) -> Record:
         """Open a record to read (no signing key needed); on a shared store, a private copy of it."""
+        from irkit.record import Record, validate_incident_id
+
         root = self.stack.enter_context(self.store.reading(validate_incident_id(incident_id), artifacts=artifacts))
         return Record.open(root, incident_id)
 
@@ -114,6 +119,8 @@ def common(fn: F) -> F:
 
 def build(records: str | None, config: str | None) -> Ctx:
     """Settings, records root and environment for one command."""
+    from irkit.config import load_config
+
     environ = dict(os.environ)
     path = config or environ.get("IRKIT_CONFIG")
     settings = load_config(path or "irkit.yaml", environ, required=bool(path))
@@ -187,7 +194,7 @@ def main() -> None:
 @click.argument("runbook", required=False)
 @click.option("--service", help="Service name (default from settings).")
 @click.option("--title", help="A short description of what is wrong.")
-@click.option("--severity", type=click.Choice([lv.value for lv in Level]), help="Initial severity, if known.")
+@click.option("--severity", type=click.Choice(LEVELS), help="Initial severity, if known.")
 @click.option("-p", "--parameter", "params", nargs=2, multiple=True, metavar="NAME VALUE")
 @common
 def open_cmd(
@@ -232,6 +239,7 @@ def open_incident(c: Ctx, *, service: str | None, title: str | None, severity: s
     import secrets
 
     from irkit.errors import IncidentExists
+    from irkit.record import Record
 
     now = utcnow()
     for _ in range(1, 100):
@@ -368,6 +376,8 @@ def _review_overdue(state: dict[str, Any], settings: Settings) -> bool:
 @common
 def list_cmd(as_json: bool, c: Ctx) -> None:
     """List every incident under the records root."""
+    from irkit.record import Record
+
     rows = []
     for iid in c.store.ids():
         try:  # one corrupt record never hides the others
@@ -618,6 +628,8 @@ def verify_cmd(
 @common
 def export_cmd(incident_id: str, dest: str, c: Ctx) -> None:
     """Write a record in the directory layout under DEST/<id> (events and sealed files), to review anywhere."""
+    from irkit.record import validate_incident_id
+
     out = c.store.export(validate_incident_id(incident_id), Path(dest))
     click.echo(out)
     click.echo(f"check it offline: irkit verify --records {dest} {incident_id}", err=True)

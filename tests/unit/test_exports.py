@@ -24,3 +24,14 @@ def test_the_front_loads_its_names_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[] irkit.record P1 False"  # nothing until asked; then only what Record and Level need
+
+
+def test_the_cli_lists_the_severity_levels_and_its_help_loads_no_settings_model() -> None:
+    from irkit.cli import LEVELS
+    from irkit.severity import Level
+
+    assert LEVELS == tuple(lv.value for lv in Level)
+    code = "import sys; sys.argv = ['irkit', '--help']\nfrom irkit.cli import main\ntry: main()\nexcept SystemExit: pass\n"
+    code += "print('pydantic' in sys.modules, 'irkit.config' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Commands:" in out and out.strip().endswith("False False")
