@@ -132,17 +132,9 @@ def test_redis_stopped_is_a_problem_found() -> None:
 # --------------------------------------------------------------------------- S3 (moto server)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+@pytest.fixture
+def s3_endpoint(s3_server) -> str:
+    return s3_server.endpoint
 
 
 S3_ENV = {"AK": "testing-access", "SK": "testing-secret"}

@@ -30,7 +30,7 @@ def test_the_cli_lists_the_severity_levels_and_its_help_loads_no_settings_model(
     from irkit.cli import LEVELS
     from irkit.severity import Level
 
-    assert LEVELS == tuple(lv.value for lv in Level)
+    assert tuple(lv.value for lv in Level) == LEVELS
     code = "import sys; sys.argv = ['irkit', '--help']\nfrom irkit.cli import main\ntry: main()\nexcept SystemExit: pass\n"
     code += "print('pydantic' in sys.modules, 'irkit.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
