@@ -27,6 +27,7 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 from irkit.files import owned_tempdir, remove_stale_tempdirs
+from irkit.zygote import Zygote
 
 KERNEL_DIR_PREFIX = "irkit-kernel-"
 PRELOAD = """
@@ -98,9 +99,11 @@ class KernelPool:
         preload: str = PRELOAD,
         start_timeout: float = 60,
         limit: int | None = None,
+        fork: bool = True,
     ) -> None:
         """``limit``: start at most this many kernels in all (a caller that knows how many runs it has
-        does not leave a last kernel starting, and competing for the CPU, after its last run)."""
+        does not leave a last kernel starting, and competing for the CPU, after its last run).
+        ``fork``: start kernels as forks of one pre-imported server (irkit.zygote), not from scratch."""
         self.size = max(1, size)
         self.limit = limit
         self.kernel_name = kernel_name
@@ -119,17 +122,35 @@ class KernelPool:
         self._retiring: list[threading.Thread] = []
         self.started = 0
         self.discarded = 0
+        self.forked = 0
+        self._zygote: Zygote | None = None
+        self._zygote_dir: Path | None = None
+        self._zygote_ready = threading.Event()
+        if not fork:
+            self._zygote_ready.set()
         remove_stale_kernel_dirs()
         # Kernels start in parallel, up to two at a time (most of a start is imports: one core each).
         self._threads = [
             threading.Thread(target=self._fill, name=f"irkit-kernel-pool-{i}", daemon=True)
             for i in range(min(self.size, 2))
         ]
+        if fork:
+            self._threads.append(threading.Thread(target=self._start_zygote, name="irkit-zygote", daemon=True))
         for t in self._threads:
             t.start()
         self._request()
 
     # ---- filling
+
+    def _start_zygote(self) -> None:
+        """Start the fork server; until it is up (or if it cannot start) kernels start from scratch."""
+        try:
+            self._zygote_dir = owned_tempdir(KERNEL_DIR_PREFIX)
+            self._zygote = Zygote(self._zygote_dir, self.preload, dict(self.env), timeout=self.start_timeout)
+        except Exception:
+            self._zygote = None
+        finally:
+            self._zygote_ready.set()
 
     def _start_one(self) -> WarmKernel:
         directory = owned_tempdir(KERNEL_DIR_PREFIX)
@@ -139,6 +160,11 @@ class KernelPool:
             ip=str(directory / "kernel"),
             connection_file=str(directory / "connection.json"),
         )
+        self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
+        zygote = self._zygote
+        if zygote is not None and zygote.alive() and not self._stop.is_set():
+            km._kernel_spec = zygote.spec(km.kernel_spec)  # jupyter_client launches the fork's stand-in
+            self.forked += 1
         km.start_kernel(env=dict(self.env), cwd=str(directory))
         wk = WarmKernel(km, directory)
         try:
@@ -288,6 +314,11 @@ class KernelPool:
             retiring = list(self._retiring)
         for t in retiring:
             t.join(30)
+        self._zygote_ready.wait(self.start_timeout)
+        if self._zygote is not None:
+            self._zygote.stop()
+        if self._zygote_dir is not None:
+            shutil.rmtree(self._zygote_dir, ignore_errors=True)
 
     def __enter__(self) -> KernelPool:
         return self

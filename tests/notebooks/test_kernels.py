@@ -130,3 +130,72 @@ def test_a_limited_pool_starts_no_kernel_beyond_its_limit() -> None:
         for k in taken:
             assert k is not None
             pool.retire(k)
+
+
+def _ask(wk, code: str, timeout: float = 30) -> str:
+    """Run ``code`` on a taken kernel and return what it printed."""
+    out: list[str] = []
+    kc = wk.km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        kc.execute_interactive(
+            code, timeout=timeout, output_hook=lambda m: out.append(m["content"].get("text", "")), allow_stdin=False
+        )
+    finally:
+        kc.stop_channels()
+    return "".join(out)
+
+
+def test_pool_kernels_are_fresh_forks_of_one_preloaded_server() -> None:
+    with KernelPool(2, env=dict(os.environ)) as pool:
+        assert pool.wait_ready()
+        a, b = pool.take(), pool.take()
+        assert a is not None and b is not None
+        said = [_ask(k, "import os, sys\nprint(os.getpid(), os.getppid(), 'pandas' in sys.modules)") for k in (a, b)]
+        (pid_a, parent_a, pre_a), (pid_b, parent_b, pre_b) = (s.split() for s in said)
+        server = str(pool._zygote.proc.pid)
+        assert parent_a == parent_b == server and pid_a != pid_b  # two processes, forked by the one server
+        assert pre_a == pre_b == "True"  # pandas came with the fork, imported once by the server
+        assert pool.forked >= 2
+        for k in (a, b):
+            pool.retire(k)
+
+
+def test_an_interrupt_reaches_a_forked_kernel() -> None:
+    import threading
+
+    with KernelPool(1, env=dict(os.environ)) as pool:
+        wk = pool.take(timeout=60)
+        assert wk is not None
+        threading.Timer(1.5, wk.km.interrupt_kernel).start()
+        assert "KeyboardInterrupt" in _ask(
+            wk, "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('KeyboardInterrupt')"
+        )
+        pool.retire(wk)
+
+
+def test_the_fork_server_and_its_kernels_end_when_the_pool_process_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys\nfrom irkit.kernels import KernelPool\n"
+        "pool = KernelPool(2, env=dict(os.environ)); assert pool.wait_ready()\n"
+        "print(pool._zygote.proc.pid, flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = int(proc.stdout.readline())
+    forks = [
+        p.parent.name
+        for p in Path("/proc").glob("[0-9]*/stat")
+        if p.read_text().rsplit(")", 1)[1].split()[1] == str(server)
+    ]
+    assert len(forks) == 2  # the two warm kernels are the server's children
+    proc.kill()  # kill -9 the pool's process: nobody shuts anything down
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [server, *map(int, forks)]):
+        time.sleep(0.1)
+    assert [p for p in [server, *map(int, forks)] if Path(f"/proc/{p}").exists()] == []

@@ -67,18 +67,23 @@ def test_ok_run_is_sealed_with_provenance(rec: Record, book: RunbookRegistry) ->
 
 
 def _kernel_children() -> list[str]:
-    """Command lines of this process's children that are Jupyter kernels."""
-    me = str(os.getpid())
-    found = []
+    """Command lines of this process's descendants that are Jupyter kernels, their stand-ins, or the
+    kernel fork server (irkit.zygote: its forks keep its command line)."""
+    parents: dict[str, str] = {}
+    cmds: dict[str, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if fields[1] == me and "ipykernel" in cmd:
-            found.append(cmd)
-    return found
+        parents[stat.parent.name], cmds[stat.parent.name] = fields[1], cmd
+    mine, grew = {str(os.getpid())}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return [cmds[p] for p in mine if p in cmds and ("ipykernel" in cmds[p] or "irkit.zygote" in cmds[p])]
 
 
 @pytest.mark.parametrize("cells", [["1"], ["1 / 0"]], ids=["ok", "failed"])
