@@ -38,7 +38,13 @@ _stopping = False  # set by SIGTERM: the server kills its kernels and ends
 
 def serve(path: str, preload: str) -> None:
     """Import everything (``preload``), then fork a kernel for every request on the socket at ``path``."""
+    import gc
+
     exec(compile(preload, "<irkit kernel preload>", "exec"), {"__name__": "__irkit_preload__"})  # noqa: S102  # irkit's own PRELOAD
+    # Everything imported so far goes to a permanent generation: a forked kernel's collector never
+    # walks (and so never copies, page by page) the server's objects it shares.
+    gc.collect()
+    gc.freeze()
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
