@@ -163,16 +163,38 @@ def test_pool_kernels_are_fresh_forks_of_one_preloaded_server() -> None:
 
 
 def test_an_interrupt_reaches_a_forked_kernel() -> None:
-    import threading
-
     with KernelPool(1, env=dict(os.environ)) as pool:
         wk = pool.take(timeout=60)
         assert wk is not None
-        threading.Timer(1.5, wk.km.interrupt_kernel).start()
-        assert "KeyboardInterrupt" in _ask(
-            wk, "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('KeyboardInterrupt')"
-        )
+        out: list[str] = []
+
+        def hook(msg: dict) -> None:  # interrupt once the cell is surely running
+            text = msg["content"].get("text", "")
+            out.append(text)
+            if "sleeping" in text:
+                wk.km.interrupt_kernel()
+
+        kc = wk.km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=30)
+            code = "import time\nprint('sleeping', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('interrupted')"
+            kc.execute_interactive(code, timeout=30, output_hook=hook, allow_stdin=False)
+        finally:
+            kc.stop_channels()
+        assert "interrupted" in "".join(out)
         pool.retire(wk)
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(stat.parent.name))
+        except OSError:  # a process that ended while we looked
+            continue
+    return found
 
 
 def test_the_fork_server_and_its_kernels_end_when_the_pool_process_is_killed(tmp_path: Path) -> None:
@@ -196,6 +218,6 @@ def test_the_fork_server_and_its_kernels_end_when_the_pool_process_is_killed(tmp
     proc.kill()  # kill -9 the pool's process: nobody shuts anything down
     proc.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [server, *map(int, forks)]):
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [server, *forks]):
         time.sleep(0.1)
-    assert [p for p in [server, *map(int, forks)] if Path(f"/proc/{p}").exists()] == []
+    assert [p for p in [server, *forks] if Path(f"/proc/{p}").exists()] == []
