@@ -178,7 +178,10 @@ def test_an_interrupt_reaches_a_forked_kernel() -> None:
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=30)
-            code = "import time\nprint('sleeping', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('interrupted')"
+            code = (  # the print is inside the try: the interrupt may land right after it
+                "import time\ntry:\n    print('sleeping', flush=True)\n    time.sleep(60)\n"
+                "except KeyboardInterrupt:\n    print('interrupted')"
+            )
             kc.execute_interactive(code, timeout=30, output_hook=hook, allow_stdin=False)
         finally:
             kc.stop_channels()
