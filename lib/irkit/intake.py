@@ -32,6 +32,7 @@ from irkit.record import Record
 from irkit.store import FileStore, Store
 from irkit.times import parse_ts, utcnow
 
+BUSY_S = 5.0  # an incident held longer (a runbook run on a shared store) is retried later, not waited for
 MAX_ATTEMPTS = 5  # a notification that failed this often (a bug, not bad input or a full disk) is marked failed
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -418,7 +419,7 @@ class Intake:
             incident_id, resolved_at = known
             relink = self.settings.serve.relink_window
             try:
-                with self.store.writing(incident_id) as root:
+                with self.store.writing(incident_id, timeout_s=BUSY_S) as root:
                     rec = Record.open(root, incident_id, **self._options())
                     st = rec.state()
                     recent = resolved_at is None or utcnow() - parse_ts(resolved_at) <= relink
@@ -447,7 +448,7 @@ class Intake:
                     **self._options(),
                 )
         except IncidentExists:  # reprocessing after a crash, or the same group re-firing much later
-            with self.store.writing(derived) as root:
+            with self.store.writing(derived, timeout_s=BUSY_S) as root:
                 rec = Record.open(root, derived, **self._options())
                 record_alerts(rec, note, actor="alertmanager")
         self._track(key, rec)  # only once the incident is committed: a group never points at nothing

@@ -70,8 +70,13 @@ class Store(Protocol):
     root: Path  # the records directory (file store) or this machine's working cache (shared store)
     shared: bool
 
-    def writing(self, incident_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Path]:
-        """Hold the incident for writing; yields the directory its :class:`Record` lives under."""
+    def writing(
+        self, incident_id: str, *, new: bool = False, timeout_s: float | None = None
+    ) -> contextlib.AbstractContextManager[Path]:
+        """Hold the incident for writing; yields the directory its :class:`Record` lives under.
+
+        ``timeout_s``: give up (StorageError, "busy") when another writer holds it that long.
+        """
         ...
 
     def try_writing(self, incident_id: str) -> contextlib.AbstractContextManager[Path | None]:
@@ -107,8 +112,8 @@ class FileStore:
         self.root = Path(root)
 
     @contextlib.contextmanager
-    def writing(self, incident_id: str, *, new: bool = False) -> Iterator[Path]:
-        """The records root: a :class:`Record` serializes its own appends with its lock file."""
+    def writing(self, incident_id: str, *, new: bool = False, timeout_s: float | None = None) -> Iterator[Path]:
+        """The records root: a :class:`Record` serializes its own appends (briefly) with its lock file."""
         validate_incident_id(incident_id)
         yield self.root
 
@@ -315,16 +320,22 @@ class SharedStore:
 
     # ---- writing
 
-    def writing(self, incident_id: str, *, new: bool = False) -> contextlib.AbstractContextManager[Path]:
-        """Hold the incident's row lock (waiting for another writer) and yield the local cache; see :meth:`_hold`."""
-        return self._hold(incident_id, new=new, wait=True)  # type: ignore[return-value]
+    def writing(
+        self, incident_id: str, *, new: bool = False, timeout_s: float | None = None
+    ) -> contextlib.AbstractContextManager[Path]:
+        """Hold the incident's row lock (waiting for another writer, at most ``timeout_s``) and yield the
+        local cache; see :meth:`_hold`. A runbook run holds it for the whole run, so intake, which must
+        not stall every alert group behind one busy incident, passes a timeout and retries later."""
+        return self._hold(incident_id, new=new, wait=True, timeout_s=timeout_s)  # type: ignore[return-value]
 
     def try_writing(self, incident_id: str) -> contextlib.AbstractContextManager[Path | None]:
         """Like :meth:`writing`, but yields None at once when another writer holds the incident."""
         return self._hold(incident_id, new=False, wait=False)
 
     @contextlib.contextmanager
-    def _hold(self, incident_id: str, *, new: bool, wait: bool) -> Iterator[Path | None]:
+    def _hold(
+        self, incident_id: str, *, new: bool, wait: bool, timeout_s: float | None = None
+    ) -> Iterator[Path | None]:
         """Hold the incident's row lock and yield the local cache, brought up to the database's head.
 
         Whatever the block appends is pushed when it ends — also when it raises, since those events
@@ -344,12 +355,7 @@ class SharedStore:
                 self._set_aside(incident_id)
                 base: list[bytes] = []
             else:
-                row = conn.execute(
-                    "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE"
-                    if wait
-                    else "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE SKIP LOCKED",
-                    (incident_id,),
-                ).fetchone()
+                row = self._lock_row(conn, incident_id, wait=wait, timeout_s=timeout_s)
                 if row is None:
                     exists = (
                         not wait
@@ -373,6 +379,23 @@ class SharedStore:
                 conn.commit()
             if failure is not None:
                 raise failure
+
+    def _lock_row(self, conn: Any, incident_id: str, *, wait: bool, timeout_s: float | None) -> Any:
+        import psycopg
+
+        if timeout_s is not None:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}ms",))
+        try:
+            return conn.execute(
+                "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE"
+                if wait
+                else "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE SKIP LOCKED",
+                (incident_id,),
+            ).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            raise StorageError(
+                f"incident {incident_id} is busy: another writer has held it for {timeout_s:g} s (a runbook run?)"
+            ) from None
 
     def _set_aside(self, incident_id: str) -> None:
         """Move a cache that is not the database's (work that was never committed) out of the way."""

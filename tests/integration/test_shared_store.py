@@ -211,3 +211,53 @@ def _until(predicate: Callable[[], bool], timeout: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.05)
+
+
+def test_intake_never_waits_long_on_an_incident_a_runbook_run_holds(shared) -> None:
+    import json
+    import time
+
+    from irkit.alerts import parse_notification
+    from irkit.intake import Intake, PgQueue, group_key
+    from irkit.scenarios.launch import storm_notification
+
+    a, b = shared("a"), shared("b")
+    settings = shared.settings.model_copy(  # type: ignore[attr-defined]
+        update={"serve": shared.settings.serve.model_copy(update={"runbooks": ()})}  # type: ignore[attr-defined]
+    )
+    queue = PgQueue(a.dsn)
+    intake = Intake(settings, shared.env, a.root, queue, run=None, store=a)  # type: ignore[attr-defined]
+
+    def accept(note: dict) -> None:
+        body = json.dumps(note).encode()
+        queue.accept(body, group_key(parse_notification(body), None))
+
+    accept(storm_notification(1, 0))
+    assert intake.process_pending() == 1
+    incident = queue.group(group_key(parse_notification(json.dumps(storm_notification(1)).encode()), None))[0]
+    held, release = threading.Event(), threading.Event()
+
+    def runbook_run() -> None:  # another replica holds the incident for a whole run
+        with b.writing(incident):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=runbook_run)
+    t.start()
+    try:
+        assert held.wait(10)
+        resolved = storm_notification(1, 1)
+        resolved["status"] = "resolved"
+        accept(resolved)  # for the held incident
+        accept(storm_notification(2, 0))  # another group: must not wait behind it
+        t0 = time.monotonic()
+        intake.process_pending()
+        waited = time.monotonic() - t0
+        assert len(a.ids()) == 2  # the other group's incident opened meanwhile
+        assert queue.counts()["notifications_pending"] == 1  # the held incident's: retried later, in order
+        (error,) = queue._conn().execute("SELECT error FROM irkit_notifications WHERE NOT processed").fetchone()
+        assert "is busy" in error
+        assert waited < 15  # the busy timeout (5 s), not the run's length
+    finally:
+        release.set()
+        t.join()
