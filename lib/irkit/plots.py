@@ -67,10 +67,14 @@ def _panel(
     window: tuple[datetime, datetime],
     rules: MetricRules,
     *,
-    legend: bool,
+    legend: bool | str,
+    label_markers: bool = True,
 ) -> None:
+    """One signal on ``ax``. ``legend``: True (inside, upper left), "above" (one row over the axes, in
+    place of the panel title: a single-signal figure's title says what it shows), or False."""
     title, unit = TITLES.get(signal, (signal, ""))
-    ax.set_title(title, fontsize=10, y=1.0)  # placed, not measured: auto placement re-measures every tick label
+    if legend != "above":
+        ax.set_title(title, fontsize=10, y=1.0)  # placed, not measured: auto placement re-measures every tick label
     ax.set_ylabel(unit, fontsize=8)
     if SIGNAL_UNITS.get(signal) == "percent":  # 12 %, not 0.12
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
@@ -106,19 +110,19 @@ def _panel(
             )
     for value, label in thresholds(signal, metrics, rules):
         ax.axhline(value, ls="--", lw=0.8, color="tab:red", alpha=0.6)
-        ax.annotate(
+        ax.annotate(  # at the left: the right edge is where an incident's alert markers stand
             label,
-            xy=(1.0, value),
+            xy=(0.005, value),
             xycoords=("axes fraction", "data"),
             fontsize=6,
             color="tab:red",
-            ha="right",
+            ha="left",
             va="bottom",
         )
     for m in markers:
         if metrics.start <= m.at <= metrics.end:
             ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
-    for at, label, kind in marker_labels(markers, metrics.start, metrics.end):
+    for at, label, kind in marker_labels(markers, metrics.start, metrics.end) if label_markers else ():
         # Text beside its line, inside the axes (right of the line near the left edge), on a white box.
         left = (at - metrics.start) / (metrics.end - metrics.start) < 0.12
         ax.annotate(
@@ -140,7 +144,9 @@ def _panel(
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    if legend:
+    if legend == "above":  # clear of the data and of the threshold labels at the left
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
+    elif legend:
         ax.legend(fontsize=6, loc="upper left")
 
 
@@ -196,7 +202,7 @@ def signal_figure(
     fig = Figure(figsize=(9, 3.6))
     margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
     ax = fig.add_subplot()
-    _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend=True)
+    _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend="above")
     fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
     return fig
 
@@ -216,8 +222,8 @@ def golden_signals_figure(
     fig = Figure(figsize=(12, 2.8 * rows))
     margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
-    for i, name in enumerate(names):
-        _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0)
+    for i, name in enumerate(names):  # markers are named on the top row only: the lines below line up with them
+        _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0, label_markers=i < cols)
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     start, end = metrics.start, metrics.end

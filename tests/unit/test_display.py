@@ -293,3 +293,35 @@ def test_injected_parameters_keep_their_order_and_never_run_code() -> None:
     cell.source = 'incident_id = __import__("os").system("touch /tmp/irkit-pwned")'
     assert injected_parameters(nb) == {"answers": {"a": 1, "z": 2}}  # not a literal: never evaluated
     assert not __import__("os").path.exists("/tmp/irkit-pwned")
+
+
+def _reading(signals: tuple[str, ...]) -> IncidentMetrics:
+    start = datetime(2025, 11, 20, 13, 30, tzinfo=UTC)
+    end = start + timedelta(hours=1)
+    index = pd.date_range(start, end, freq="1min")
+    series = {
+        s: SignalSeries(s, "q", start, end, 60, pd.DataFrame({"value": [0.11 if i > 55 else 0.001 for i in range(61)]}, index))
+        for s in signals
+    }
+    return IncidentMetrics("recorded", start, end, start, end, timedelta(days=7), series=series)
+
+
+def test_figures_name_markers_once_per_column_and_keep_threshold_labels_clear_of_them() -> None:
+    from irkit.plots import Marker, golden_signals_figure, signal_figure
+
+    reading = _reading(("request_rate", "error_ratio", "latency_p99", "saturation_cpu"))
+    at = reading.end - timedelta(minutes=4)
+    window = (at, reading.end)
+    markers = [Marker(at, "alert HighErrorRate", "alert")]
+    fig = golden_signals_figure(reading, service="svc", window=window, markers=markers)
+    named = [[t.get_text() for t in ax.texts if t.get_text() == "alert HighErrorRate"] for ax in fig.axes]
+    assert [len(n) for n in named] == [1, 1, 0, 0]  # the top row names the marker; the lines below line up
+    errors = fig.axes[1]
+    thresholds = [t for t in errors.texts if t.get_text().startswith(("P1", "P2", "P3"))]
+    assert thresholds and all(t.get_ha() == "left" and t.xy[0] < 0.05 for t in thresholds)  # away from the alert
+
+    one = signal_figure(reading, "error_ratio", service="svc", window=window, markers=markers)
+    (ax,) = one.axes
+    assert ax.get_title() == "" and "error ratio" in one._suptitle.get_text().lower()
+    legend = ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().y0 >= ax.get_window_extent().y1 - 1  # above the data
