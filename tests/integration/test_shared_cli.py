@@ -22,6 +22,7 @@ def team(tmp_path: Path, team_store, cli):
         CONTRACT_PARAMETERS,
         [
             "print('triaged by', incident_id)",
+            "import os\nprint('bucket key', os.environ['AWS_SECRET_ACCESS_KEY'])",  # a secret a runbook prints
             # The runner holds the incident: the kernel's own writes must not wait for it (they would forever).
             "from irkit.session import Session\n"
             "Session.from_parameters(incident_id, records_dir, config_path).record.note('from the kernel', actor='k')",
@@ -41,7 +42,9 @@ def team(tmp_path: Path, team_store, cli):
     return run
 
 
-def test_a_responder_on_one_machine_and_a_reviewer_on_another_work_the_same_record(team, cli, tmp_path: Path) -> None:
+def test_a_responder_on_one_machine_and_a_reviewer_on_another_work_the_same_record(
+    team, team_store, cli, tmp_path: Path
+) -> None:
     opened = team("laptop-ana", "open", "--title", "checkout 5xx", "--severity", "P1")
     assert opened.exit_code == 0, opened.stderr
     iid = opened.stdout.strip()
@@ -70,6 +73,28 @@ def test_a_responder_on_one_machine_and_a_reviewer_on_another_work_the_same_reco
     assert len(runs) == 1 and "triaged by" in (rec.path / runs[0]["path"]).read_text()
     again = team("laptop-bo", "export", iid, str(tmp_path / "review"))
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+    # The store's own secret never lands in it: not in the bucket, not in an event row.
+    import boto3
+    import psycopg
+
+    secret = team_store.env["AWS_SECRET_ACCESS_KEY"]
+    s3 = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=team_store.env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=team_store.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret,
+    )
+    bucket = team_store.store["artifacts"].removeprefix("s3://").split("/")[0]
+    bodies = [
+        s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+    ]
+    assert any(b"bucket key [REDACTED]" in b for b in bodies)  # the run printed it, redacted
+    assert not [b for b in bodies if secret.encode() in b]
+    with psycopg.connect(team_store.dsn) as conn:
+        rows = [bytes(r[0]) for r in conn.execute("SELECT line FROM irkit_events")]
+    assert rows and not [r for r in rows if secret.encode() in r]
 
 
 def test_import_loads_a_directory_record_once_and_refuses_broken_ones(team, cli, tmp_path: Path) -> None:
