@@ -206,15 +206,14 @@ class PgQueue:
     """
 
     def __init__(self, dsn: str, *, lease_s: float = 60, owner: str | None = None) -> None:
-        from irkit.store import SCHEMA, SCHEMA_LOCK
+        from irkit.store import prepare
 
         self.dsn = dsn
         self.lease_s = lease_s
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self._local = threading.local()
         with self._tx() as c:
-            c.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            c.execute(SCHEMA)
+            prepare(c)
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)

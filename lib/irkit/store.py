@@ -55,12 +55,14 @@ CREATE TABLE IF NOT EXISTS irkit_notifications (
   claimed_by text, claim_until timestamptz);
 CREATE INDEX IF NOT EXISTS irkit_notifications_pending ON irkit_notifications (group_key, id) WHERE NOT processed;
 CREATE TABLE IF NOT EXISTS irkit_groups (group_key text PRIMARY KEY, incident_id text NOT NULL, resolved_at text);
+CREATE TABLE IF NOT EXISTS irkit_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS irkit_jobs (
   id bigserial PRIMARY KEY, incident_id text NOT NULL UNIQUE, state text NOT NULL DEFAULT 'queued',
   attempts integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(), started_at timestamptz,
   finished_at timestamptz, result text, owner text, lease_until timestamptz);
 """
 SCHEMA_LOCK = 0x69726B6974  # "irkit": two replicas starting at once create the tables once
+SCHEMA_VERSION = 1  # raised with every change to the tables; an older irkit refuses a newer store
 SCHEDULER_LOCK = 0x69726B6974 + 1  # held by the one replica that runs the plan's timers
 
 
@@ -208,6 +210,20 @@ class Blobs:
         self._known.add(digest)
 
 
+def prepare(conn: Any) -> None:
+    """Create the tables if they are missing (once, whoever starts first), and refuse a store that a
+    newer irkit laid out: its rows may mean things this irkit does not know."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    conn.execute(SCHEMA)
+    row = conn.execute("SELECT max(version) FROM irkit_schema").fetchone()
+    if row[0] is None:
+        conn.execute("INSERT INTO irkit_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+    elif row[0] > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the shared store is at schema {row[0]}, this irkit knows {SCHEMA_VERSION}: upgrade irkit on this machine"
+        )
+
+
 def connect(dsn: str) -> Any:
     """A new PostgreSQL connection (not in autocommit), or one line saying why there is none."""
     import psycopg
@@ -235,8 +251,7 @@ class SharedStore:
         self._idle: list[Any] = []  # connections not in use (see :meth:`transaction`)
         self._idle_lock = threading.Lock()
         with self.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            conn.execute(SCHEMA)
+            prepare(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

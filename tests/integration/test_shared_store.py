@@ -261,3 +261,15 @@ def test_intake_never_waits_long_on_an_incident_a_runbook_run_holds(shared) -> N
     finally:
         release.set()
         t.join()
+
+
+def test_a_store_laid_out_by_a_newer_irkit_is_refused_in_one_line(shared, tmp_path: Path) -> None:
+    from irkit.errors import ConfigError
+    from irkit.store import SCHEMA_VERSION
+
+    a = shared("a")
+    with psycopg.connect(a.dsn) as conn:
+        assert conn.execute("SELECT version FROM irkit_schema").fetchall() == [(SCHEMA_VERSION,)]
+        conn.execute("UPDATE irkit_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match=rf"schema {SCHEMA_VERSION + 1}, this irkit knows {SCHEMA_VERSION}: upgrade"):
+        shared("b")
