@@ -109,7 +109,7 @@ EVENT_TYPES: dict[str, EventType] = {
         # runbook runs and the files they seal
         EventType("notebook.prepared", ("path",), _NOTEBOOK),
         EventType(
-            "notebook.started", ("path",), (*_NOTEBOOK, "batch", "source", "run_id", "workdir", "tag")
+            "notebook.started", ("path",), (*_NOTEBOOK, "batch", "source", "run_id", "workdir", "tag", "host")
         ),
         EventType(
             "notebook.finished",

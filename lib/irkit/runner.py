@@ -34,7 +34,7 @@ from irkit.files import sha256_file
 from irkit.record import Record
 from irkit.redact import Redactor
 from irkit.runstate import in_flight, recover_interrupted
-from irkit.store import HELD
+from irkit.store import HELD, checkpoint
 from irkit.times import ReplayClock, rfc3339, utcnow
 
 RESERVED_PARAMETERS = ("incident_id", "records_dir", "config_path")
@@ -364,10 +364,12 @@ def run_runbook(
                     "source": str(source),
                     "run_id": run_id,
                     "workdir": str(tmpdir),
+                    "host": platform.node(),
                     **({"tag": tag} if tag else {}),
                 },
                 actor,
             )
+            checkpoint(record)  # on a shared store the run is on record now, whatever becomes of this process
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import html
 import os
+import platform
 import re
 import shutil
 import tempfile
@@ -157,9 +158,11 @@ def _recover_one(record: Record, run: dict[str, Any], actor: str) -> bool:
                 data |= {"sha256": hashlib.sha256(body).hexdigest(), "partial": True}
             except (ValueError, OSError) as exc:
                 data["reason"] = f"the partial notebook could not be read: {exc}"[:300]
+        elif run.get("host") and run["host"] != platform.node():
+            data["reason"] = f"its runner on {run['host']} died; what it had done stayed on that machine"[:300]
         else:
             data["reason"] = "no cell had completed: there is no partial notebook"
-        if run.get("workdir"):
+        if run.get("workdir") and run.get("host", platform.node()) == platform.node():
             _remove_workdir(run["workdir"])
         record.append("run.interrupted", data, actor=actor)
         with contextlib.suppress(FileNotFoundError):

@@ -284,6 +284,8 @@ class SharedStore:
         if not conn.closed and not conn.broken:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()  # whatever the block left open (nothing, after a commit)
+                conn.execute("SELECT pg_advisory_unlock_all()")  # no hold outlives its block
+                conn.commit()
                 with self._idle_lock:
                     if len(self._idle) < 4:
                         self._idle.append(conn)
@@ -360,57 +362,89 @@ class SharedStore:
         """
         validate_incident_id(incident_id)
         with self.transaction() as conn:
-            if new:
-                got = conn.execute(
-                    "INSERT INTO irkit_incidents (id) VALUES (%s) ON CONFLICT (id) DO NOTHING RETURNING id",
-                    (incident_id,),
-                ).fetchone()
-                if got is None:
-                    raise IncidentExists(f"incident {incident_id} already exists in the shared store")
-                self._set_aside(incident_id)
-                base: list[bytes] = []
-            else:
-                row = self._lock_row(conn, incident_id, wait=wait, timeout_s=timeout_s)
-                if row is None:
-                    exists = (
-                        not wait
-                        and conn.execute("SELECT 1 FROM irkit_incidents WHERE id = %s", (incident_id,)).fetchone()
-                    )
-                    if exists:
-                        yield None
-                        return
-                    raise IncidentNotFound(f"no incident {incident_id} in the shared store")
-                base = self.lines(conn, incident_id)
-                self._sync(incident_id, base)
-            failure: BaseException | None = None
+            # The hold is a session-level advisory lock, taken before anything else by every writer: it
+            # outlives the commits a run makes on its way (checkpoint), and ends with the connection.
+            if not self._take_hold(conn, incident_id, wait=wait, timeout_s=timeout_s):
+                yield None
+                return
             try:
-                yield self.root
-            except BaseException as exc:  # pushed and committed first, then raised again
-                failure = exc
-            pushed = self._push(conn, incident_id, base, self.root / incident_id)
-            if new and not pushed:
-                conn.rollback()  # the create never happened: no row without its incident.opened
-            else:
-                conn.commit()
-            if failure is not None:
-                raise failure
+                if new:
+                    got = conn.execute(
+                        "INSERT INTO irkit_incidents (id) VALUES (%s) ON CONFLICT (id) DO NOTHING RETURNING id",
+                        (incident_id,),
+                    ).fetchone()
+                    if got is None:
+                        raise IncidentExists(f"incident {incident_id} already exists in the shared store")
+                    self._set_aside(incident_id)
+                    base: list[bytes] = []
+                else:
+                    if self._lock_row(conn, incident_id) is None:
+                        raise IncidentNotFound(f"no incident {incident_id} in the shared store")
+                    base = self.lines(conn, incident_id)
+                    self._sync(incident_id, base)
+                hold = _Hold(self, conn, incident_id, base)
+                key = (str(self.root.resolve()), incident_id)
+                _HOLDS[key] = hold
+                failure: BaseException | None = None
+                try:
+                    yield self.root
+                except BaseException as exc:  # pushed and committed first, then raised again
+                    failure = exc
+                finally:
+                    _HOLDS.pop(key, None)
+                pushed = self._push(conn, incident_id, hold.base, self.root / incident_id)
+                if new and not pushed and not hold.checkpoints:
+                    conn.rollback()  # the create never happened: no row without its incident.opened
+                else:
+                    conn.commit()
+                if failure is not None:
+                    raise failure
+            finally:
+                self._release_hold(conn, incident_id)
 
-    def _lock_row(self, conn: Any, incident_id: str, *, wait: bool, timeout_s: float | None) -> Any:
+    def _take_hold(self, conn: Any, incident_id: str, *, wait: bool, timeout_s: float | None) -> bool:
         import psycopg
 
+        if not wait:
+            got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (incident_id,)).fetchone()[0]
+            conn.commit()
+            return bool(got)
         if timeout_s is not None:
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}ms",))
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(timeout_s * 1000))}ms",))
         try:
-            return conn.execute(
-                "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE"
-                if wait
-                else "SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE SKIP LOCKED",
-                (incident_id,),
-            ).fetchone()
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (incident_id,))
         except psycopg.errors.LockNotAvailable:
+            conn.rollback()
             raise StorageError(
                 f"incident {incident_id} is busy: another writer has held it for {timeout_s:g} s (a runbook run?)"
             ) from None
+        finally:
+            if timeout_s is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        conn.commit()
+        return True
+
+    def _release_hold(self, conn: Any, incident_id: str) -> None:
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (incident_id,))
+            conn.commit()
+
+    def checkpoint(self, hold: _Hold) -> int:
+        """Commit what the holder has appended so far, and go on holding the incident."""
+        pushed = self._push(hold.conn, hold.incident_id, hold.base, self.root / hold.incident_id)
+        hold.conn.commit()
+        hold.base = self.lines(hold.conn, hold.incident_id)
+        self._lock_row(hold.conn, hold.incident_id)
+        hold.checkpoints += 1
+        return pushed
+
+    def _lock_row(self, conn: Any, incident_id: str) -> Any:
+        """Lock the incident's row for this transaction (the hold's advisory lock is already ours)."""
+        return conn.execute("SELECT head_seq FROM irkit_incidents WHERE id = %s FOR UPDATE", (incident_id,)).fetchone()
 
     def _set_aside(self, incident_id: str) -> None:
         """Move a cache that is not the database's (work that was never committed) out of the way."""
@@ -555,6 +589,30 @@ class SharedStore:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+# --------------------------------------------------------------------------- holds and checkpoints
+
+
+class _Hold:
+    """One writer's hold on an incident: its connection and the database's lines its cache started from."""
+
+    def __init__(self, store: SharedStore, conn: Any, incident_id: str, base: list[bytes]) -> None:
+        self.store, self.conn, self.incident_id, self.base = store, conn, incident_id, base
+        self.checkpoints = 0
+
+
+_HOLDS: dict[tuple[str, str], _Hold] = {}  # (cache root, incident) -> the hold this process has on it
+
+
+def checkpoint(record: Record) -> int:
+    """Commit what has been appended to ``record`` so far, while its writer goes on holding it.
+
+    A runner calls it right after ``notebook.started``: on a shared store the run is then on record
+    even if its runner dies (another machine seals it as interrupted). A no-op on a directory.
+    """
+    hold = _HOLDS.get((str(record.root), record.id))
+    return hold.store.checkpoint(hold) if hold is not None else 0
 
 
 # --------------------------------------------------------------------------- helpers

@@ -161,6 +161,8 @@ def test_a_replica_killed_mid_run_hands_its_jobs_over_and_no_runbook_completes_t
         time.sleep(1.5)  # inside the runbooks' cells
         kill_9(proc_a)
     assert query(team_store.dsn, "SELECT count(*) FROM irkit_events WHERE type = 'notebook.finished'")[0][0] == 0
+    # Each run was on record as soon as it started (a checkpoint under the hold), so the dead runs show.
+    assert query(team_store.dsn, "SELECT count(*) FROM irkit_events WHERE type = 'notebook.started'")[0][0] == 2
     with replica(tmp_path, "b", cfg, team_store):
         wait_for("replica b to take over and finish every job", lambda: drained(team_store.dsn), timeout=120)
     ids = all_verify(tmp_path, team_store, cfg, cli=True)
@@ -174,6 +176,10 @@ def test_a_replica_killed_mid_run_hands_its_jobs_over_and_no_runbook_completes_t
         assert "triaged" in sealed.read_text()  # the executed copy came back from the bucket
     attempts = sorted(r[0] for r in query(team_store.dsn, "SELECT attempts FROM irkit_jobs"))
     assert attempts == [1, 2, 2]  # the two a held were taken again after their lease; the third once
+    interrupted = [
+        [e["data"]["outcome"] for e in Record.open(out, iid).events() if e["type"] == "run.interrupted"] for iid in ids
+    ]
+    assert sorted(map(len, interrupted)) == [0, 1, 1] and {o for i in interrupted for o in i} == {"interrupted"}
 
 
 def test_a_replica_whose_database_is_unreachable_says_so_in_one_line(tmp_path: Path, team_store) -> None:

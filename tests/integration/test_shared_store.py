@@ -273,3 +273,22 @@ def test_a_store_laid_out_by_a_newer_irkit_is_refused_in_one_line(shared, tmp_pa
         conn.execute("UPDATE irkit_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match=rf"schema {SCHEMA_VERSION + 1}, this irkit knows {SCHEMA_VERSION}: upgrade"):
         shared("b")
+
+
+def test_a_checkpoint_commits_while_the_writer_goes_on_holding_the_incident(shared) -> None:
+    from irkit.store import checkpoint
+
+    a, b = shared("a"), shared("b")
+    _create(a)
+    with a.writing(ID) as root:
+        rec = Record.open(root, ID)
+        rec.note("run started", actor="runner")
+        assert checkpoint(rec) == 1
+        with b.reading(ID, artifacts=False) as seen:  # committed: another machine reads it now
+            assert Record.open(seen, ID).events()[-1]["data"] == {"text": "run started"}
+        with b.try_writing(ID) as busy:  # and still held: nobody else writes in between
+            assert busy is None
+        rec.note("run finished", actor="runner")
+    with b.writing(ID) as root:
+        notes = [e["data"]["text"] for e in Record.open(root, ID).events() if e["type"] == "note"]
+        assert notes == ["run started", "run finished"] and Record.open(root, ID).verify().ok
