@@ -74,7 +74,7 @@ class Ctx:
     def record(self, incident_id: str) -> Record:
         """Open a record for writing: redacted and, when a key is configured, signed.
 
-        On a shared store the incident stays held (its row lock) until the command ends; what the
+        On a shared store the incident stays held (a database lock) until the command ends; what the
         command appended is then pushed and committed, also when it fails.
         """
         from irkit.record import Record, validate_incident_id

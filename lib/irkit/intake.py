@@ -502,7 +502,7 @@ class Intake:
     def run_job(self, job_id: int, incident_id: str) -> str:
         """Run the configured runbooks for an incident, skipping any already finished for this job.
 
-        Each run holds the incident for writing (on a shared store, its row lock), and the check for
+        Each run holds the incident for writing (on a shared store, a database lock), and the check for
         a finished run is made under it: two replicas that both took the job never both run a runbook.
         """
         outcomes = []

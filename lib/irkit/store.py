@@ -9,13 +9,15 @@ engines a team already runs:
   ``irkit verify`` mean exactly what they mean in a directory.
 * The bucket holds every sealed file under ``<prefix>/sha256/<aa>/<digest>``: addressed by its
   content, so a sealed file cannot be replaced by other bytes.
-* ``records_dir`` becomes this machine's working cache. A writer takes the incident's row lock
-  (``SELECT … FOR UPDATE``), brings the cache up to the database's head (events, then any sealed
-  file it lacks), works on it with the ordinary :class:`~irkit.record.Record` (runbook kernels
-  included), then uploads the files its new events seal and inserts those events, and commits.
-  Appends to one incident are serialized by that row lock on every replica; a writer that dies
-  (kill -9) never commits, its row lock is released with its connection, and the next writer
-  finds the cache ahead of the database and rebuilds it from the database.
+* ``records_dir`` becomes this machine's working cache. A writer holds the incident (a session-level
+  advisory lock, and the incident's row lock, ``SELECT … FOR UPDATE``, in each of its
+  transactions), brings the cache up to the database's head (events, then any sealed file it
+  lacks), works on it with the ordinary :class:`~irkit.record.Record` (runbook kernels included),
+  then uploads the files its new events seal and inserts those events, and commits; a runner also
+  commits its start at once (:func:`checkpoint`). Appends to one incident are serialized by the
+  database on every replica; a writer that dies (kill -9) loses what it had not committed, its hold
+  is released with its connection, and the next writer finds the cache ahead of the database and
+  rebuilds it from the database.
 """
 
 from __future__ import annotations
@@ -340,8 +342,8 @@ class SharedStore:
     def writing(
         self, incident_id: str, *, new: bool = False, timeout_s: float | None = None
     ) -> contextlib.AbstractContextManager[Path]:
-        """Hold the incident's row lock (waiting for another writer, at most ``timeout_s``) and yield the
-        local cache; see :meth:`_hold`. A runbook run holds it for the whole run, so intake, which must
+        """Hold the incident (waiting for another writer, at most ``timeout_s``) and yield the local
+        cache; see :meth:`_hold`. A runbook run holds it for the whole run, so intake, which must
         not stall every alert group behind one busy incident, passes a timeout and retries later."""
         return self._hold(incident_id, new=new, wait=True, timeout_s=timeout_s)  # type: ignore[return-value]
 
@@ -353,10 +355,11 @@ class SharedStore:
     def _hold(
         self, incident_id: str, *, new: bool, wait: bool, timeout_s: float | None = None
     ) -> Iterator[Path | None]:
-        """Hold the incident's row lock and yield the local cache, brought up to the database's head.
+        """Hold the incident and yield the local cache, brought up to the database's head.
 
-        Whatever the block appends is pushed when it ends — also when it raises, since those events
-        happened (a page sent, a run that failed) — and committed with the lock's transaction.
+        The hold is an advisory lock on the session (see :func:`checkpoint`); each transaction under
+        it also locks the incident's row. Whatever the block appends is pushed when it ends — also
+        when it raises, since those events happened (a page sent, a run that failed) — and committed.
         ``new``: the incident must not exist yet (its row is inserted, and any stale cache is set
         aside). ``wait=False`` yields None instead of waiting for another writer.
         """
@@ -496,7 +499,7 @@ class SharedStore:
     def _push(self, conn: Any, incident_id: str, base: list[bytes], here: Path) -> int:
         """Upload what the new events seal, then insert those events and move the head; returns how many.
 
-        Runs in the caller's transaction, which holds the incident's row lock.
+        Runs in the caller's transaction, under the incident's hold and row lock.
         """
         try:
             raw = (here / "events.jsonl").read_bytes()
@@ -675,7 +678,7 @@ def record_guard(
     settings: Settings, environ: Mapping[str, str], records: Path, incident_id: str
 ) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
     """For a process that writes a record outside any held lock (a JupyterLab kernel, plain papermill):
-    on a shared store, take the incident's row lock around each write, so each append or seal is its
+    on a shared store, hold the incident around each write, so each append or seal is its
     own short transaction that starts from the database's head. None on a directory, or when held.
     """
     if not settings.store.shared or environ.get(HELD) == "1":
