@@ -286,8 +286,6 @@ class SharedStore:
         if not conn.closed and not conn.broken:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()  # whatever the block left open (nothing, after a commit)
-                conn.execute("SELECT pg_advisory_unlock_all()")  # no hold outlives its block
-                conn.commit()
                 with self._idle_lock:
                     if len(self._idle) < 4:
                         self._idle.append(conn)
@@ -408,9 +406,8 @@ class SharedStore:
     def _take_hold(self, conn: Any, incident_id: str, *, wait: bool, timeout_s: float | None) -> bool:
         import psycopg
 
-        if not wait:
+        if not wait:  # a session lock: it stays when this transaction ends
             got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (incident_id,)).fetchone()[0]
-            conn.commit()
             return bool(got)
         if timeout_s is not None:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(timeout_s * 1000))}ms",))
@@ -425,16 +422,18 @@ class SharedStore:
             if timeout_s is not None:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT set_config('lock_timeout', '0', false)")
-        conn.commit()
         return True
 
     def _release_hold(self, conn: Any, incident_id: str) -> None:
         import psycopg
 
-        with contextlib.suppress(psycopg.Error):
+        try:
             conn.rollback()
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (incident_id,))
             conn.commit()
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()  # never pooled while it may still hold the incident
 
     def checkpoint(self, hold: _Hold) -> int:
         """Commit what the holder has appended so far, and go on holding the incident."""
