@@ -82,3 +82,16 @@ def remove_stale_tempdirs(prefix: str) -> int:
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
     return removed
+
+
+def terminate(proc: Any, grace_s: float = 10) -> None:
+    """End a child process we started: SIGTERM, then SIGKILL after ``grace_s``; a no-op if it has exited."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

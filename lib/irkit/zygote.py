@@ -212,13 +212,9 @@ class Zygote:
 
     def stop(self) -> None:
         """End the server (the kernels it forked end with it)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from irkit.files import terminate
+
+        terminate(self.proc)
 
 
 def _readline(stream: Any, timeout: float) -> bytes:

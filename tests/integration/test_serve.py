@@ -30,6 +30,7 @@ from irkit.record import Record, list_incidents
 from irkit.scenarios.launch import serve_process
 from irkit.scenarios.tsdb import free_port
 from irkit.serve import create_app
+from support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cr3t-webhook-token-0123456789"
@@ -230,15 +231,6 @@ def server(
     env = {**os.environ, **ENV, "IRKIT_ACTOR": "irkit-serve"}
     with serve_process(records, cfg, env=env, log=tmp_path / "serve.log") as (url, proc):
         yield url, proc
-
-
-def wait_for(predicate: Any, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finished(records: Path, iid: str) -> list[dict[str, Any]]:

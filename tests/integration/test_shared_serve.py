@@ -21,7 +21,7 @@ import yaml
 
 from irkit.record import Record
 from irkit.scenarios.launch import serve_process, storm_notification
-from support import CONTRACT_PARAMETERS, write_notebook
+from support import CONTRACT_PARAMETERS, wait_for, write_notebook
 
 TOKEN = "ha-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,15 +52,6 @@ def replica(tmp_path: Path, name: str, cfg: Path, team_store) -> Iterator[tuple[
 def kill_9(proc: Any) -> None:
     os.killpg(proc.pid, signal.SIGKILL)  # the replica and any kernel it started
     proc.wait()
-
-
-def wait_for(what: str, predicate: Any, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def query(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -129,7 +120,7 @@ def test_1000_notifications_over_two_replicas_one_killed_halfway_lose_nothing(tm
             rest = list(pool.map(lambda k: send(url_b, notes[k]), range(500, 1000)))
         assert None not in rest
         accepted |= set(rest)
-        wait_for("replica b to apply every notification and finish every job", lambda: drained(team_store.dsn))
+        wait_for(lambda: drained(team_store.dsn), 180, "replica b to apply every notification and finish every job")
 
     assert len(accepted) == 1000
     rows = query(team_store.dsn, "SELECT id, incident_id, error FROM irkit_notifications")
@@ -154,9 +145,9 @@ def test_a_replica_killed_mid_run_hands_its_jobs_over_and_no_runbook_completes_t
         for g in range(3):
             assert requests.post(f"{url_a}/alerts", json=storm_notification(g), headers=AUTH, timeout=10).ok
         wait_for(
-            "replica a to be running two jobs",
             lambda: query(team_store.dsn, "SELECT count(*) FROM irkit_jobs WHERE state = 'running'")[0][0] == 2,
-            timeout=60,
+            60,
+            "replica a to be running two jobs",
         )
         time.sleep(1.5)  # inside the runbooks' cells
         kill_9(proc_a)
@@ -164,7 +155,7 @@ def test_a_replica_killed_mid_run_hands_its_jobs_over_and_no_runbook_completes_t
     # Each run was on record as soon as it started (a checkpoint under the hold), so the dead runs show.
     assert query(team_store.dsn, "SELECT count(*) FROM irkit_events WHERE type = 'notebook.started'")[0][0] == 2
     with replica(tmp_path, "b", cfg, team_store):
-        wait_for("replica b to take over and finish every job", lambda: drained(team_store.dsn), timeout=120)
+        wait_for(lambda: drained(team_store.dsn), 120, "replica b to take over and finish every job")
     ids = all_verify(tmp_path, team_store, cfg, cli=True)
     assert len(ids) == 3
     out = tmp_path / "exported"

@@ -18,6 +18,7 @@ from irkit.config import Settings
 from irkit.errors import IncidentExists, IrkitError, StorageError
 from irkit.record import Record
 from irkit.store import SharedStore, open_store
+from support import wait_for
 
 ID = "INC-20251120-1432"
 
@@ -194,23 +195,16 @@ def test_two_tickers_on_one_store_one_leads_and_the_other_takes_over_when_it_sto
     ta = Ticker(a.root, settings, shared.env, interval_s=0.1, store=a)  # type: ignore[attr-defined]
     tb = Ticker(b.root, settings, shared.env, interval_s=0.1, store=b)  # type: ignore[attr-defined]
     ta.start()
-    _until(lambda: ta.passes >= 2)
+    wait_for(lambda: ta.passes >= 2, 20, "the tickers")
     tb.start()
-    _until(lambda: tb.passes >= 3)
+    wait_for(lambda: tb.passes >= 3, 20, "the tickers")
     assert (ta.leading, tb.leading) == (True, False) and ta.last_error is None
     ta.stop()  # its advisory lock goes with it
-    _until(lambda: tb.leading)
+    wait_for(lambda: tb.leading, 20, "the tickers")
     tb.stop()
     assert tb.last_error is None
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    import time
-
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
 
 
 def test_intake_never_waits_long_on_an_incident_a_runbook_run_holds(shared) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irkit.errors import SourceUnavailable
+from irkit.files import terminate
 
 CONFIG = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
 
@@ -49,13 +50,7 @@ class Served:
 
     def stop(self) -> None:
         """Terminate the Prometheus process (kill it after 10 s); a no-op if it has already exited."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 @contextlib.contextmanager
