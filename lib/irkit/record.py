@@ -372,6 +372,28 @@ def _stat_sig(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+@dataclass
+class _Read:
+    """A log this process read and checked: the file's stat signature and its chain-valid lines."""
+
+    sig: tuple[int, ...]
+    body: bytes  # the complete lines, every one checked
+    torn: bytes
+    count: int
+    head: str
+
+    def scan(self) -> _Scan:
+        """The scan again, as fresh objects (callers may change what they get), without re-checking."""
+        return _Scan([json.loads(line) for line in self.body.splitlines()], len(self.body), self.torn, None)
+
+
+# Per process, the last few logs read: a runbook reads its record in nearly every cell, and checking
+# every hash and line each time was a tenth of a triage run. Bounded, so a long-running serve does not
+# keep every incident's log in memory. verify() never uses it: it always reads and checks everything.
+_READS: dict[str, _Read] = {}
+_READS_MAX = 32
+
+
 class Record:
     """One incident's record directory; every write goes through :meth:`append` or :meth:`seal`."""
 
@@ -538,9 +560,56 @@ class Record:
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
 
+    def _scan(self) -> _Scan:
+        """The log's chain-valid events, first break and torn tail, as :func:`_scan_events` finds them.
+
+        Lines this process already checked are not checked again while the file's stat signature
+        (inode, size, mtime, ctime) is unchanged; a log that only grew has its new lines checked,
+        chained from the last line seen (which must still be there). Anything else is read and
+        checked in full, and so is a log with a break: only an intact chain is remembered.
+        """
+        try:
+            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return _Scan([], 0, b"", None)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadInputError(f"{self.events_path} is a symlink; refusing to read it") from None
+            raise RecordError(f"cannot read {self.events_path}: {exc.strerror}") from exc
+        key = str(self.events_path)
+        with os.fdopen(fd, "rb") as fh:
+            sig = _stat_sig(os.fstat(fh.fileno()))
+            with _TAILS_LOCK:
+                seen = _READS.get(key)
+            if seen is not None and seen.sig == sig:
+                return seen.scan()
+            scan: _Scan | None = None
+            if seen is not None and not seen.torn and seen.body and sig[:2] == seen.sig[:2] and sig[2] > seen.sig[2]:
+                last = seen.body[seen.body.rstrip(b"\n").rfind(b"\n") + 1 :]
+                fh.seek(len(seen.body) - len(last))
+                chunk = fh.read()
+                if chunk.startswith(last):
+                    more = _scan_events(chunk[len(last) :], prev=seen.head, first_seq=seen.count + 1)
+                    old = seen.scan()
+                    scan = _Scan(old.events + more.events, old.size + more.size, more.torn, more.problem)
+                    body = seen.body + chunk[len(last) : len(last) + more.size]
+            if scan is None:
+                fh.seek(0)
+                raw = fh.read()
+                scan = _scan_events(raw)
+                body = raw[: scan.size]
+            if scan.problem is None and _stat_sig(os.fstat(fh.fileno())) == sig:  # nobody wrote meanwhile
+                head = scan.events[-1]["hash"] if scan.events else GENESIS
+                with _TAILS_LOCK:
+                    _READS.pop(key, None)
+                    while len(_READS) >= _READS_MAX:
+                        _READS.pop(next(iter(_READS)))
+                    _READS[key] = _Read(sig, body, scan.torn, len(scan.events), head)
+            return scan
+
     def events(self) -> list[Event]:
         """Every complete, chain-valid event (stops at the first break; see :meth:`verify`)."""
-        return _scan_events(self._read_raw()).events
+        return self._scan().events
 
     def _fold(self, scan: _Scan) -> dict[str, Any]:
         state = initial_state()
@@ -551,14 +620,14 @@ class Record:
 
     def state(self) -> dict[str, Any]:
         """The current state, folded from the events themselves (``incident.json`` is never trusted)."""
-        return self._fold(_scan_events(self._read_raw()))
+        return self._fold(self._scan())
 
     def broken(self) -> str | None:
         """Why the chain does not verify (first break), or None; cheap enough for ``list``."""
-        raw = self._read_raw()
-        if not raw:
+        scan = self._scan()
+        if not scan.events and not scan.torn and scan.problem is None:
             return "events.jsonl is missing or empty"
-        return _scan_events(raw).problem
+        return scan.problem
 
     def rebuild_state(self) -> dict[str, Any]:
         """Recompute ``incident.json`` from the events (it is only a cache)."""

@@ -148,6 +148,44 @@ def test_appends_by_another_process_are_checked_from_the_last_line_on(records: P
     assert rec.verify().ok
 
 
+def test_reads_are_checked_again_when_the_log_changes_and_only_appended_lines_when_it_grew(
+    records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = new(records)
+    for i in range(4):
+        rec.note(f"note {i}", actor="a")
+    checked: list[int] = []
+    scan = irkit.record._scan_events
+
+    def counting(raw: bytes, **kw: object) -> object:
+        checked.append(raw.count(b"\n"))
+        return scan(raw, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(irkit.record, "_scan_events", counting)
+    assert len(rec.events()) == 5 and checked == [5]  # read and checked once
+    assert rec.state()["head"]["seq"] == 5 and rec.broken() is None and checked == [5]  # unchanged: not again
+    mutated = rec.events()
+    mutated[0]["data"]["title"] = "changed by a caller"
+    assert rec.events()[0]["data"]["title"] == "t"  # callers get their own copies
+    Record(records, ID).note("from another writer", actor="b")
+    assert [e["data"].get("text") for e in rec.events()][-1] == "from another writer"
+    assert checked == [5, 1]  # only the appended line was checked
+    # An edit in place (same size) is read and checked in full, and the break is named.
+    raw = rec.events_path.read_bytes()
+    rec.events_path.write_bytes(raw.replace(b'"note 2"', b'"NOTE 2"'))
+    os.utime(rec.events_path, ns=(1, 1))  # a different signature, whatever the clock's granularity
+    assert "event 4 (note)" in (rec.broken() or "") and len(rec.events()) == 3
+    # A rewritten last line followed by an append is not taken for growth: checked in full again.
+    rec.events_path.write_bytes(raw)
+    assert rec.broken() is None
+    checked.clear()
+    last = raw.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    forged = raw[: -len(last) - 1] + last.replace(b"from another writer", b"FROM ANOTHER WRITER") + b"\n"
+    rec.events_path.write_bytes(forged + b'{"not": "an event"}\n')
+    assert "event 6 (note)" in (rec.broken() or "") and checked == [7]
+    assert not rec.verify().ok
+
+
 def test_cli_append_to_a_broken_record_exits_1_with_one_line(cli, records: Path) -> None:
     rec = new(records)
     rec.note("hello", actor="a")
