@@ -59,8 +59,27 @@ class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
     setup = ""
 
     async def async_start_new_kernel_client(self) -> Any:
-        """Connect as usual, then run the setup snippet silently and fail the run if it fails."""
-        kc = await super().async_start_new_kernel_client()
+        """Connect to the warm kernel, run the setup snippet silently, and fail the run if it fails.
+
+        jupyter_client's ``wait_for_ready`` ends by waiting 0.2 s for the IOPub channel to go quiet: a
+        tenth of a warm run. A warm kernel has already answered once (the pool's preload), so being
+        ready here only needs a ``kernel_info`` answer on the shell channel and its status message on
+        IOPub (which proves this client's subscription is live). nbclient ignores IOPub messages that
+        answer nobody's request, so there is nothing to flush.
+        """
+        from jupyter_core.utils import ensure_async
+        from nbclient.util import run_hook
+
+        assert self.km is not None
+        self.kc = kc = self.km.client()
+        try:
+            await ensure_async(kc.start_channels())
+            await _handshake(kc, self.startup_timeout, self.km)
+        except Exception:
+            await self._async_cleanup_kernel()
+            raise
+        kc.allow_stdin = False
+        await run_hook(self.on_notebook_start, notebook=self.nb)
         if self.setup:
             msg_id = kc.execute(self.setup, silent=True, store_history=False, allow_stdin=False)
             reply = await self.async_wait_for_reply(msg_id)
@@ -70,6 +89,36 @@ class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
         return kc
 
     start_new_kernel_client = run_sync(async_start_new_kernel_client)  # the sync name papermill calls
+
+
+async def _handshake(kc: Any, timeout: float, km: Any) -> None:
+    """Until ``timeout``: ask for ``kernel_info``; done when its reply and its IOPub status have arrived."""
+    import time
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        replied = subscribed = False
+        wait_until = time.monotonic() + 1.0
+        while not (replied and subscribed) and time.monotonic() < wait_until:
+            channel = kc.iopub_channel if replied else kc.shell_channel
+            try:
+                msg = await ensure_async(channel.get_msg(timeout=0.2 if replied else 1.0))
+            except Empty:
+                break  # no status on IOPub (a subscription not live yet) or no reply: ask again
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            replied = replied or msg["msg_type"] == "kernel_info_reply"
+            subscribed = subscribed or channel is kc.iopub_channel
+        if replied and subscribed:
+            return
+        if not await ensure_async(km.is_alive()):
+            raise RuntimeError("the warm kernel died before answering kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm kernel did not answer in {timeout:g} s")
 
 
 class IrkitEngine(NBClientEngine):  # type: ignore[misc]
