@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from irkit.metrics import GOLDEN_SIGNALS, IncidentMetrics
 from irkit.severity import MetricRules
@@ -140,7 +140,9 @@ def _panel(
             annotation_clip=False,
         )
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
-    ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=5, maxticks=10))  # x is in date numbers
+    # At most 6 times and 5 values per axis: enough to read, and every tick is an artist (most of the draw).
+    ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))  # x is in date numbers
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
