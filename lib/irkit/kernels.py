@@ -31,7 +31,7 @@ from irkit.zygote import Zygote
 
 KERNEL_DIR_PREFIX = "irkit-kernel-"
 PRELOAD = """
-import irkit, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
+import irkit, irkit.config, irkit.templating, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
 import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem
 import pandas, matplotlib, scrapbook, jinja2
 import matplotlib_inline.backend_inline
@@ -40,7 +40,12 @@ from matplotlib.figure import Figure
 _f = Figure(figsize=(2, 1), layout="constrained"); _ax = _f.add_subplot(); _ax.plot([0, 1], [0, 1])
 _ax.set_title("warm"); _ax.axvspan(0, 1, alpha=0.1); irkit.plots.png_bytes(_f)
 pandas.DataFrame({"a": [1.5]}).to_html()
-del _f, _ax
+irkit.templating.warm()  # every message and report template compiled once, in the server every kernel forks from
+irkit.config.Settings()  # the settings model's first validation
+from IPython import get_ipython as _get_ipython
+if _get_ipython() is not None:  # in each kernel: its display formatters' first table
+    _get_ipython().display_formatter.format(pandas.DataFrame({"value": ["x"]}, index=pandas.Index(["f"], name="field")))
+del _f, _ax, _get_ipython
 """
 
 
