@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 _f = Figure(figsize=(2, 1), layout="constrained"); _ax = _f.add_subplot(); _ax.plot([0, 1], [0, 1])
 _ax.set_title("warm"); _ax.axvspan(0, 1, alpha=0.1); irkit.plots.png_bytes(_f)
 pandas.DataFrame({"a": [1.5]}).to_html()
+irkit.plots.prepare_layouts()  # the figures' panels, built once in the server: each kernel has its own copy
 irkit.templating.warm()  # every message and report template compiled once, in the server every kernel forks from
 irkit.config.Settings()  # the settings model's first validation
 from IPython import get_ipython as _get_ipython

@@ -201,9 +201,7 @@ def signal_figure(
     rules: MetricRules | None = None,
 ) -> Figure:
     """One signal over time, with incident window, thresholds and event markers."""
-    fig = Figure(figsize=(9, 3.6))
-    margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
-    ax = fig.add_subplot()
+    fig, (ax,) = _layout(1, 1)
     _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend="above")
     fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
     return fig
@@ -221,9 +219,7 @@ def golden_signals_figure(
     names = [s for s in GOLDEN_SIGNALS if s in metrics.series or s in metrics.unavailable]
     cols = 2
     rows = max(1, (len(names) + 1) // cols)
-    fig = Figure(figsize=(12, 2.8 * rows))
-    margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
-    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    fig, axes = _layout(rows, cols)
     for i, name in enumerate(names):  # markers are named on the top row only: the lines below line up with them
         _panel(axes[i], metrics, name, markers, window, rules or MetricRules(), legend=i == 0, label_markers=i < cols)
     for ax in axes[len(names) :]:
@@ -231,6 +227,52 @@ def golden_signals_figure(
     start, end = metrics.start, metrics.end
     fig.suptitle(f"{service} — golden signals {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC ({metrics.source})", fontsize=12)
     return fig
+
+
+# Layouts built ahead of need, one use each (see prepare_layouts).
+_SPARE: dict[tuple[int, int], tuple[Figure, list[Axes]]] = {}
+PREPARED = ((3, 2), (1, 1))  # the golden signals' grid, and one signal
+
+
+def _new_layout(rows: int, cols: int) -> tuple[Figure, list[Axes]]:
+    if (rows, cols) == (1, 1):
+        fig = Figure(figsize=(9, 3.6))
+        margins(fig, left=0.75, right=0.2, top=0.55, bottom=0.4)
+        return fig, [fig.add_subplot()]
+    fig = Figure(figsize=(12, 2.8 * rows))
+    margins(fig, left=0.75, right=0.2, top=0.65, bottom=0.4, hspace=0.35, wspace=0.15)
+    return fig, list(fig.subplots(rows, cols, sharex=True, squeeze=False).ravel())
+
+
+def _layout(rows: int, cols: int) -> tuple[Figure, list[Axes]]:
+    """A figure with ``rows`` x ``cols`` empty panels sharing x: a prepared one if there is one (taken,
+    never given out twice), else a new one."""
+    spare = _SPARE.pop((rows, cols), None)
+    return spare if spare is not None else _new_layout(rows, cols)
+
+
+def prepare_layouts() -> None:
+    """Build the usual figure layouts now and draw each once, empty, so their axes and ticks exist.
+
+    Creating six panels and their tick artists is a third of drawing the golden signals. The kernel
+    pool's fork server calls this once: every kernel forked from it finds the layouts ready and uses
+    each at most once, and drawing data over a layout that has only been drawn empty gives the same
+    pixels as a new one (a unit test compares the PNG bytes).
+    """
+    t0 = date2num(datetime(2000, 1, 1))
+    for key in PREPARED:
+        if key in _SPARE:
+            continue
+        fig, axes = _new_layout(*key)
+        for ax in axes:
+            ax.set_xlim(t0, t0 + 1 / 12)  # two hours: about as many ticks as an incident's panels
+            ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        png_bytes(fig)
+        for ax in axes:  # back to what a new layout has: the next user sets its own limits
+            ax.set_xlim(auto=True)
+            ax.set_autoscalex_on(True)
+        _SPARE[key] = (fig, axes)
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:

@@ -325,3 +325,38 @@ def test_figures_name_markers_once_per_column_and_keep_threshold_labels_clear_of
     assert ax.get_title() == "" and "error ratio" in one._suptitle.get_text().lower()
     legend = ax.get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().y0 >= ax.get_window_extent().y1 - 1  # above the data
+
+
+def test_a_prepared_layout_draws_the_same_pixels_as_a_new_one_and_is_given_out_once() -> None:
+    from irkit import plots
+    from irkit.metrics import GOLDEN_SIGNALS
+
+    reading = _reading(GOLDEN_SIGNALS)
+    at = reading.end - timedelta(minutes=4)
+    args = {"service": "svc", "window": (at, reading.end), "markers": [plots.Marker(at, "alert X", "alert")]}
+    plots._SPARE.clear()
+    new_grid = plots.png_bytes(plots.golden_signals_figure(reading, **args))
+    new_one = plots.png_bytes(plots.signal_figure(reading, "error_ratio", **args))
+    plots.prepare_layouts()
+    assert sorted(plots._SPARE) == [(1, 1), (3, 2)]
+    spare = plots._SPARE[(3, 2)][0]
+    grid = plots.golden_signals_figure(reading, **args)
+    assert grid is spare and (3, 2) not in plots._SPARE  # taken: never given out twice
+    assert plots.png_bytes(grid) == new_grid  # drawn empty beforehand, yet the very same image
+    assert plots.png_bytes(plots.signal_figure(reading, "error_ratio", **args)) == new_one
+    assert plots.golden_signals_figure(reading, **args) is not spare and not plots._SPARE
+
+
+def test_the_preload_compiles_every_template_in_its_own_format() -> None:
+    from pathlib import Path
+
+    import irkit
+    from irkit import templating
+
+    root = Path(irkit.__file__).parent / "templates"
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.j2"))
+    assert templating.warm() == len(names) > 0  # none skipped for an unknown suffix
+    compiled = {fmt: {key[1] for key in templating.environment(fmt).cache} for fmt in ("html", "markdown", "text")}
+    for name in names:
+        fmt = next(f for suffix, f in templating.SUFFIX_FORMATS.items() if name.endswith(suffix))
+        assert name in compiled[fmt], (name, fmt)
