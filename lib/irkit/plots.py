@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.transforms import ScaledTranslation
 
 from irkit.metrics import GOLDEN_SIGNALS, IncidentMetrics
 from irkit.severity import MetricRules
@@ -76,6 +77,11 @@ def _panel(
     if legend != "above":
         ax.set_title(title, fontsize=10, y=1.0)  # placed, not measured: auto placement re-measures every tick label
     ax.set_ylabel(unit, fontsize=8)
+    # Placed, not measured (as the title): automatic placement measures every tick label of this panel and
+    # of its neighbours on each draw. 0.56 in left of the axes clears the widest value label ("100.0%").
+    left = ax.transAxes + ScaledTranslation(-0.56, 0, ax.figure.dpi_scale_trans)
+    ax.yaxis.set_label_coords(0, 0.5, transform=left)
+    ax.xaxis.set_label_coords(0.5, -0.1)  # no x label is shown: nothing to measure for
     if SIGNAL_UNITS.get(signal) == "percent":  # 12 %, not 0.12
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.axvspan(date2num(window[0]), date2num(window[1]), color="tab:red", alpha=0.08, label="incident window")
@@ -278,7 +284,8 @@ def prepare_layouts() -> None:
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """Render a Matplotlib figure to PNG bytes (for sealing into the record or embedding in HTML)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    # zlib level 1: a third of the encoding time of the default 6, for files about a tenth larger
+    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 

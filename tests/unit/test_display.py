@@ -360,3 +360,27 @@ def test_the_preload_compiles_every_template_in_its_own_format() -> None:
     for name in names:
         fmt = next(f for suffix, f in templating.SUFFIX_FORMATS.items() if name.endswith(suffix))
         assert name in compiled[fmt], (name, fmt)
+
+
+def test_placed_axis_labels_clear_the_widest_value_labels_and_stay_in_the_figure() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from irkit import plots
+    from irkit.metrics import GOLDEN_SIGNALS
+
+    reading = _reading(GOLDEN_SIGNALS)
+    frame = reading.series["availability"].frame
+    frame["value"] = [1.0 if i % 7 else 0.667 for i in range(len(frame))]  # "100.0%", the widest label
+    plots._SPARE.clear()
+    for fig in (
+        plots.golden_signals_figure(reading, service="svc", window=(reading.start, reading.end)),
+        plots.signal_figure(reading, "availability", service="svc", window=(reading.start, reading.end)),
+    ):
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            label = ax.yaxis.label.get_window_extent(renderer)
+            values = [t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()]
+            assert values and label.x1 < min(v.x0 for v in values), ax.get_ylabel()  # no overlap
+            assert label.x0 >= 0  # not cut at the figure's edge
+        assert any(t.get_text() == "100.0%" for ax in fig.axes for t in ax.get_yticklabels())
