@@ -43,10 +43,14 @@ pandas.DataFrame({"a": [1.5]}).to_html()
 irkit.plots.prepare_layouts()  # the figures' panels, built once in the server: each kernel has its own copy
 irkit.templating.warm()  # every message and report template compiled once, in the server every kernel forks from
 irkit.config.Settings()  # the settings model's first validation
-from IPython import get_ipython as _get_ipython
-if _get_ipython() is not None:  # in each kernel: its display formatters' first table
-    _get_ipython().display_formatter.format(pandas.DataFrame({"value": ["x"]}, index=pandas.Index(["f"], name="field")))
-del _f, _ax, _get_ipython
+del _f, _ax
+"""
+# Run in each kernel once it is up (after PRELOAD, which a forked kernel already has from its server):
+# what belongs to the kernel's own shell, such as its display formatters' first table.
+KERNEL_WARM = """
+import pandas as _pd
+get_ipython().display_formatter.format(_pd.DataFrame({"value": ["x"]}, index=_pd.Index(["f"], name="field")))
+del _pd
 """
 
 
@@ -168,13 +172,14 @@ class KernelPool:
         )
         self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
         zygote = self._zygote
-        if zygote is not None and zygote.alive() and not self._stop.is_set():
+        forked = zygote is not None and zygote.alive() and not self._stop.is_set()
+        if forked:
             km._kernel_spec = zygote.spec(km.kernel_spec)  # jupyter_client launches the fork's stand-in
             self.forked += 1
         km.start_kernel(env=dict(self.env), cwd=str(directory))
         wk = WarmKernel(km, directory)
-        try:
-            _run(km, self.preload, self.start_timeout)
+        try:  # a fork has the server's preload already: only what is the kernel's own is left to warm
+            _run(km, KERNEL_WARM if forked else self.preload + KERNEL_WARM, self.start_timeout)
         except Exception:
             wk.shutdown()
             raise

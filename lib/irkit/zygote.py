@@ -41,6 +41,7 @@ def serve(path: str, preload: str) -> None:
     import gc
 
     exec(compile(preload, "<irkit kernel preload>", "exec"), {"__name__": "__irkit_preload__"})  # noqa: S102  # irkit's own PRELOAD
+    import ipykernel.kernelapp  # noqa: F401  # what every fork runs: imported once, here
     # Everything imported so far goes to a permanent generation: a forked kernel's collector never
     # walks (and so never copies, page by page) the server's objects it shares.
     gc.collect()
@@ -116,7 +117,11 @@ def _fork_kernel(client: socket.socket, server: socket.socket, kernels: dict[soc
             client.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
             client.close()
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            sys.argv = ["ipykernel_launcher", *request["args"]]
+            args = list(request["args"])
+            parent_pid = str(request["env"].get("JPY_PARENT_PID", ""))
+            if parent_pid.isdigit():  # ipykernel reads it when imported, and the server imported it before forking
+                args.append(f"--IPKernelApp.parent_handle={parent_pid}")
+            sys.argv = ["ipykernel_launcher", *args]
             from ipykernel import kernelapp
 
             kernelapp.launch_new_instance()
