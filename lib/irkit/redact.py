@@ -164,28 +164,6 @@ def detected_secrets(text: str) -> set[str]:
     return found
 
 
-_GLOBAL_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
-_NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_]\w*>")
-
-
-def _union(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
-    """One regex that finds a match wherever any of ``patterns`` would (named groups made anonymous,
-    leading global flags scoped to their pattern), so a string that none match costs one search, not
-    one per pattern. None when the patterns cannot be joined (a back-reference to a name): then each
-    pattern is tried, as before."""
-    if not patterns:
-        return None
-    parts = []
-    for rx in patterns:
-        src = _NAMED_GROUP.sub("(?:", rx.pattern)
-        flags = _GLOBAL_FLAGS.match(src)
-        parts.append(f"(?{flags.group(1)}:{src[flags.end() :]})" if flags else f"(?:{src})")
-    try:
-        return re.compile("|".join(parts))
-    except re.error:
-        return None
-
-
 class Redactor:
     """Replaces secret values and configured patterns in strings and nested JSON-like data.
 
@@ -208,7 +186,6 @@ class Redactor:
         self._needles = sorted(needles, key=len, reverse=True)
         self._base64 = {form for v in values for form in base64_forms(v)}
         self._patterns = [re.compile(p) for p in patterns]
-        self._any = _union(self._patterns)
         self.replacement = replacement
         self.detect = detect
 
@@ -275,7 +252,7 @@ class Redactor:
                     pos = b
                 out.append(s[pos:])
                 s = "".join(out)
-        for rx in self._patterns if self._any is None or self._any.search(s) else ():  # most strings match none
+        for rx in self._patterns:
             if "s" in rx.groupindex:
                 s = rx.sub(
                     lambda m: m.group(0).replace(m.group("s"), self.replacement) if m.group("s") else m.group(0), s
