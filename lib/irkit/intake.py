@@ -544,6 +544,7 @@ class Workers:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._jobs = threading.Event()  # set when the intake thread may have queued a job
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -564,6 +565,7 @@ class Workers:
         """Signal every thread to stop and wait up to ``timeout`` seconds for each."""
         self._stop.set()
         self._wake.set()
+        self._jobs.set()
         for t in self._threads:
             t.join(timeout)
 
@@ -575,6 +577,7 @@ class Workers:
                 self.intake.process_pending()
             except Exception as exc:  # keep intake alive; the notification stays pending and is retried
                 self.intake.on_event("intake_error", {"error": f"{type(exc).__name__}: {exc}"})
+            self._jobs.set()  # a job just queued is taken now, not at a worker's next poll
 
     def _job_loop(self) -> None:
         while not self._stop.is_set():
@@ -585,7 +588,8 @@ class Workers:
                 self._stop.wait(max(self.poll_s, 1.0))
                 continue
             if job is None:
-                self._stop.wait(self.poll_s)
+                self._jobs.wait(self.poll_s)
+                self._jobs.clear()
                 continue
             job_id, incident_id = job
             try:
