@@ -164,6 +164,9 @@ def detected_secrets(text: str) -> set[str]:
     return found
 
 
+MEMO_MAX_CHARS = 4_000_000  # characters of results a Redactor remembers (a run's notebook: a few hundred thousand)
+
+
 class Redactor:
     """Replaces secret values and configured patterns in strings and nested JSON-like data.
 
@@ -188,17 +191,22 @@ class Redactor:
         self._patterns = [re.compile(p) for p in patterns]
         self.replacement = replacement
         self.detect = detect
+        # text() is a pure function of its argument: a run redacts its notebook after cells (the partial
+        # save) and at the end, and every dict key ("output_type", "text/html") again and again.
+        self._seen: dict[str, str] = {}
+        self._seen_chars = 0
 
     @classmethod
-    def from_settings(cls, settings: Any, environ: Mapping[str, str]) -> Redactor:
-        """Build from :class:`irkit.config.Settings` and the environment holding the secrets."""
+    def from_settings(cls, settings: Any, environ: Mapping[str, str], *, detect: bool | None = None) -> Redactor:
+        """Build from :class:`irkit.config.Settings` and the environment holding the secrets
+        (``detect``: run the secret detector; default from the settings)."""
         red = settings.redaction
         return cls(
             settings.secret_values(environ),
             red.patterns,
             replacement=red.replacement,
             min_secret_length=red.min_secret_length,
-            detect=red.detect_secrets,
+            detect=red.detect_secrets if detect is None else detect,
         )
 
     def _spans(self, s: str) -> list[tuple[int, int]]:
@@ -238,6 +246,16 @@ class Redactor:
 
     def text(self, s: str) -> str:
         """``s`` with every secret value (and its displayed prefixes) and pattern match replaced."""
+        done = self._seen.get(s)
+        if done is not None:
+            return done
+        out = self._text(s)
+        if self._seen_chars + len(s) + len(out) <= MEMO_MAX_CHARS:  # bounded: a long-lived serve keeps one
+            self._seen[s] = out
+            self._seen_chars += len(s) + len(out)
+        return out
+
+    def _text(self, s: str) -> str:
         if self._needles:
             merged: list[list[int]] = []
             for a, b in sorted(self._spans(s)):

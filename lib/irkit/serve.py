@@ -115,8 +115,7 @@ def create_app(
     limit = settings.serve.max_body_bytes
     # Configured secrets and patterns only on the hot path: the secret detector (and its process-wide
     # lock, shared with the intake thread) would add ~15 ms to every 200; records get the full redactor.
-    redactor = Redactor.from_settings(settings, environ)
-    redactor.detect = False
+    redactor = Redactor.from_settings(settings, environ, detect=False)
 
     def refuse(code: int, reason: str, message: str) -> JSONResponse:
         metrics.rejected.labels(reason).inc()

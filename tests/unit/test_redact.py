@@ -149,3 +149,19 @@ def test_review_cases_private_keys_promql_and_a_secret_dsns_ordinary_words() -> 
     assert dsn.data(
         {"parameters": {"data": {"image/png": "postgres://app:pw@db.prod.svc.cluster.local:5432/orders"}}}
     ) == {"parameters": {"data": {"image/png": "[REDACTED]"}}}
+
+
+def test_results_are_remembered_within_a_bound_and_stay_right() -> None:
+    import irkit.redact
+
+    secret = "s3cr3t-canary-value-0123"
+    r = Redactor([secret], load_config(None, {}).redaction.patterns)
+    nb = {"cells": [{"outputs": [{"output_type": "stream", "text": f"dsn={secret}"}]}] * 50}
+    first = r.notebook(nb)
+    assert 0 < len(r._seen) < 10  # fifty cells, a handful of distinct strings
+    assert r.notebook(nb) == first and secret not in json.dumps(first)
+    assert r.text(f"again {secret}") == "again [REDACTED]"
+    big = "x" * (irkit.redact.MEMO_MAX_CHARS // 2 + 1)
+    before = r._seen_chars
+    assert r.text(big) == big and r._seen_chars == before  # past the bound: redacted, not kept
+    assert r._seen_chars <= irkit.redact.MEMO_MAX_CHARS
