@@ -32,7 +32,8 @@ from irkit.zygote import Zygote
 KERNEL_DIR_PREFIX = "irkit-kernel-"
 PRELOAD = """
 import irkit, irkit.config, irkit.templating, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
-import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem
+import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem, irkit.scheduler
+import irkit.redact, irkit.signing  # every Session builds its redactor and (when configured) signer
 import pandas, matplotlib, scrapbook, jinja2
 import matplotlib_inline.backend_inline
 from matplotlib.figure import Figure
@@ -42,7 +43,7 @@ _ax.set_title("warm"); _ax.axvspan(0, 1, alpha=0.1); irkit.plots.png_bytes(_f)
 pandas.DataFrame({"a": [1.5]}).to_html()
 irkit.plots.prepare_layouts()  # the figures' panels, built once in the server: each kernel has its own copy
 irkit.templating.warm()  # every message and report template compiled once, in the server every kernel forks from
-irkit.config.Settings()  # the settings model's first validation
+irkit.redact.Redactor.from_settings(irkit.config.Settings(), {})  # the settings' first validation; patterns compiled
 del _f, _ax
 """
 # Run in each kernel once it is up (after PRELOAD, which a forked kernel already has from its server):
