@@ -174,7 +174,7 @@ class KernelPool:
         self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
         zygote = self._zygote
         forked = zygote is not None and zygote.alive() and not self._stop.is_set()
-        if forked:
+        if forked and zygote is not None:
             km._kernel_spec = zygote.spec(km.kernel_spec)  # jupyter_client launches the fork's stand-in
             self.forked += 1
         km.start_kernel(env=dict(self.env), cwd=str(directory))

@@ -79,8 +79,8 @@ def _panel(
     ax.set_ylabel(unit, fontsize=8)
     # Placed, not measured (as the title): automatic placement measures every tick label of this panel and
     # of its neighbours on each draw. 0.56 in left of the axes clears the widest value label ("100.0%").
-    left = ax.transAxes + ScaledTranslation(-0.56, 0, ax.figure.dpi_scale_trans)
-    ax.yaxis.set_label_coords(0, 0.5, transform=left)
+    beside = ax.transAxes + ScaledTranslation(-0.56, 0, ax.figure.dpi_scale_trans)
+    ax.yaxis.set_label_coords(0, 0.5, transform=beside)
     ax.xaxis.set_label_coords(0.5, -0.1)  # no x label is shown: nothing to measure for
     if SIGNAL_UNITS.get(signal) == "percent":  # 12 %, not 0.12
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
