@@ -191,6 +191,10 @@ def create_app(
 
                 pool = KernelPool(workers.size, kernel_name=settings.runner.kernel_name, env=environ)
                 intake.pool = pool
+            if settings.serve.runbooks:
+                from irkit.runner import warm_client
+
+                warm_client(settings, settings.serve.runbooks)  # the first alert's run pays nothing extra
             workers.start()
             if ticker is not None:
                 ticker.start()

@@ -72,3 +72,24 @@ def test_importing_irkit_keeps_the_slow_iri_checker_out_and_notebooks_still_vali
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["invalid", "caught", "absent"]
+
+
+def test_serve_warms_the_run_client_for_its_runbooks_and_skips_unknown_ones(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, tempfile, os\n"
+        "from irkit.config import load_config\n"
+        "from irkit.runner import warm_client\n"
+        "before = 'papermill' in sys.modules\n"
+        "warmed = warm_client(load_config(None, {}), ['triage', 'no-such-runbook', 'investigation'])\n"
+        "left = [n for n in os.listdir(tempfile.gettempdir()) if n.startswith('irkit-warm-')]\n"
+        "print(json.dumps([before, 'papermill' in sys.modules, 'irkit.engine' in sys.modules, warmed, left]))\n"
+    )
+    env = {**__import__("os").environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, papermill, engine, warmed, left = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (before, papermill, engine) == (False, True, True)  # a fresh process: warming imported the client
+    assert warmed == ["triage", "investigation"] and left == []  # the unknown one skipped; nothing left behind
