@@ -186,6 +186,7 @@ class RecordedSource:
     """Replays signal snapshots from a directory (a record's ``data/signals`` or a bundled recording)."""
 
     name = "recorded"
+    concurrent = False  # local files, parsed in Python: threads would only take turns holding the GIL
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -256,7 +257,8 @@ def fetch_all(
     role: str = "incident",
     max_workers: int = 4,
 ) -> dict[str, SignalSeries | SourceUnavailable | ConfigError]:
-    """Several signals concurrently; each is a series, the reason it could not be read, or its configuration error."""
+    """Several signals (concurrently from a server); each is a series, the reason it could not be read, or its
+    configuration error."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(name: str) -> SignalSeries | SourceUnavailable | ConfigError:
@@ -266,5 +268,7 @@ def fetch_all(
             return exc
 
     names = list(signals)
+    if not getattr(source, "concurrent", True):  # a source that does not wait on a network (recordings)
+        return {name: one(name) for name in names}
     with ThreadPoolExecutor(max_workers=min(max_workers, max(len(names), 1))) as pool:
         return dict(zip(names, pool.map(one, names), strict=True))

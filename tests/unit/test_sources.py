@@ -83,3 +83,40 @@ def test_live_window_young_and_retrospective() -> None:
     assert end == at == T + timedelta(minutes=10) and start == T - timedelta(hours=1)
     start, end, at = live_window(T, T + timedelta(days=3))
     assert (start, end, at) == (T - timedelta(hours=1), T + timedelta(hours=2), T + timedelta(minutes=15))
+
+
+def test_recordings_are_read_in_turn_and_give_what_the_threaded_read_gives() -> None:
+    import threading
+    from typing import ClassVar
+
+    from irkit.demo import SCENARIO_DIR
+    from irkit.sources import RecordedSource, SourceUnavailable, fetch_all
+
+    class Threaded(RecordedSource):  # the same files, read the way a server's series are
+        concurrent = True
+        threads: ClassVar[set[str]] = set()
+
+        def range(self, *a, **k):  # type: ignore[no-untyped-def]
+            self.threads.add(threading.current_thread().name)
+            return super().range(*a, **k)
+
+    class InTurn(RecordedSource):
+        threads: ClassVar[set[str]] = set()
+
+        def range(self, *a, **k):  # type: ignore[no-untyped-def]
+            self.threads.add(threading.current_thread().name)
+            return super().range(*a, **k)
+
+    recorded = InTurn(SCENARIO_DIR / "signals")
+    assert RecordedSource.concurrent is False
+    start, end = recorded.window()
+    names = ["error_ratio", "latency_p99", "no_such_signal"]
+    in_turn = fetch_all(recorded, names, start, end)
+    threaded_source = Threaded(SCENARIO_DIR / "signals")
+    threaded = fetch_all(threaded_source, names, start, end)
+    assert recorded.threads == {threading.current_thread().name}  # recordings: read in the caller's thread
+    assert threading.current_thread().name not in threaded_source.threads  # a server's: in threads
+    assert isinstance(in_turn["no_such_signal"], SourceUnavailable) and isinstance(threaded["no_such_signal"], SourceUnavailable)
+    for name in names[:2]:
+        pd.testing.assert_frame_equal(in_turn[name].frame, threaded[name].frame)
+        assert len(in_turn[name].frame) > 10
