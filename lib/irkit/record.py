@@ -550,15 +550,24 @@ class Record:
 
     def _read_raw(self) -> bytes:
         try:
-            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no wait
         except FileNotFoundError:
             return b""
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BadInputError(f"{self.events_path} is a symlink; refusing to read it") from None
             raise RecordError(f"cannot read {self.events_path}: {exc.strerror}") from exc
+        self._regular(fd)
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
+
+    def _regular(self, fd: int) -> os.stat_result:
+        """The open log's stat; a directory, FIFO or device in its place is closed and refused."""
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise BadInputError(f"{self.events_path} is not a regular file; refusing to read it")
+        return st
 
     def _scan(self) -> _Scan:
         """The log's chain-valid events, first break and torn tail, as :func:`_scan_events` finds them.
@@ -569,7 +578,7 @@ class Record:
         checked in full, and so is a log with a break: only an intact chain is remembered.
         """
         try:
-            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no wait
         except FileNotFoundError:
             return _Scan([], 0, b"", None)
         except OSError as exc:
@@ -577,8 +586,9 @@ class Record:
                 raise BadInputError(f"{self.events_path} is a symlink; refusing to read it") from None
             raise RecordError(f"cannot read {self.events_path}: {exc.strerror}") from exc
         key = str(self.events_path)
+        st = self._regular(fd)
         with os.fdopen(fd, "rb") as fh:
-            sig = _stat_sig(os.fstat(fh.fileno()))
+            sig = _stat_sig(st)
             with _TAILS_LOCK:
                 seen = _READS.get(key)
             if seen is not None and seen.sig == sig:

@@ -362,3 +362,20 @@ def test_locks_are_never_taken_through_a_symlink(records: Path, tmp_path: Path) 
     with pytest.raises(BadInputError, match="symlink"), rec.exclusive("tick", wait=False):
         pass
     assert not (elsewhere / "target").exists() and list(elsewhere.iterdir()) == []
+
+
+def test_a_directory_or_a_fifo_in_place_of_the_log_is_refused_in_one_line(records: Path, cli) -> None:
+    rec = new(records)
+    rec.events()  # read (and remembered) while it was a file
+    rec.events_path.unlink()
+    rec.events_path.mkdir()
+    for read in (rec.events, rec.state, rec.broken, rec.verify):
+        with pytest.raises(BadInputError, match="not a regular file"):
+            read()
+    res = cli("show", ID, "--records", str(records))
+    assert res.exit_code == 2 and res.stderr.startswith("irkit: ") and res.stderr.count("\n") == 1, res.stderr
+    rec.events_path.rmdir()
+    os.mkfifo(rec.events_path)  # opening a FIFO for reading would wait for a writer: refused at once instead
+    for read in (rec.events, rec.state, rec.verify):
+        with pytest.raises(BadInputError, match="not a regular file"):
+            read()
