@@ -134,9 +134,15 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         log_output: bool = False,
         autosave_cell_every: int = 30,
         on_progress: Callable[[Any], None] | None = None,
+        executed: list[Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Execute ``nb`` under a :class:`FinalSaveManager`, so it is written once, at the end."""
+        """Execute ``nb`` under a :class:`FinalSaveManager`, so it is written once, at the end.
+
+        ``executed``: a list the notebook being executed is appended to before the first cell runs, so a
+        caller that passes no ``output_path`` still has it however execution ends (an error, a timeout,
+        a dead kernel), without writing it to a file and reading it back.
+        """
         nb_man = FinalSaveManager(
             nb,
             output_path=output_path,
@@ -145,6 +151,8 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
             autosave_cell_every=autosave_cell_every,
         )
         nb_man.on_progress = on_progress
+        if executed is not None:
+            executed.append(nb_man.nb)
         nb_man.notebook_start()
         try:
             cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)

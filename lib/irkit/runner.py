@@ -455,13 +455,13 @@ def _execute(
         kernel_env["IRKIT_CLOCK"] = rfc3339(record.clock())
     kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
-    out = tmpdir / "executed.ipynb"
+    executed: list[Any] = []  # the notebook object papermill executes: no file written and read back
     exc: BaseException | None = None
     t0 = time.monotonic()
     try:
         papermill.execute_notebook(
             str(source),
-            str(out),
+            None,  # papermill writes nothing; the redacted copy is all that reaches the record
             parameters=full_params,
             engine_name=ENGINE_NAME,  # irkit.papermill_engine (an entry point): env, cwd, IPC sockets, pool
             kernel_name=settings.runner.kernel_name,
@@ -474,13 +474,14 @@ def _execute(
             ipc_dir=str(tmpdir),
             kernel_pool=pool,
             on_progress=on_progress,
+            executed=executed,
         )
     except Exception as e:  # every ending is classified below; nothing is lost
         exc = e
     duration = time.monotonic() - t0
     phases: dict[str, float] = {}
     try:
-        nb = nbformat.read(str(out), as_version=4) if out.is_file() else None
+        nb = executed[0] if executed else None
         if nb is not None:
             phases["cells"] = cell_seconds(nb)
             phases["kernel"] = max(0.0, duration - phases["cells"])
