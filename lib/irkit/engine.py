@@ -32,6 +32,7 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
 
     _final = False
     on_progress: Callable[[Any], None] | None = None  # called with the notebook after every cell
+    on_cell: Callable[[Any], None] | None = None  # called with each cell once it is complete (and final)
 
     def save(self, **kwargs: Any) -> None:
         """Write the notebook only once execution has finished; earlier saves are skipped."""
@@ -39,10 +40,12 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
             super().save(**kwargs)
 
     def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
-        """Mark the cell done and hand the notebook to ``on_progress``, if set."""
+        """Mark the cell done and hand the notebook to ``on_progress`` and the cell to ``on_cell``, if set."""
         super().cell_complete(cell, cell_index=cell_index, **kwargs)
         if self.on_progress is not None:
             self.on_progress(self.nb)
+        if self.on_cell is not None:
+            self.on_cell(cell)
 
     def notebook_complete(self, **kwargs: Any) -> None:
         """Allow the one final save, then let papermill finish (and write) the notebook."""
@@ -134,6 +137,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         log_output: bool = False,
         autosave_cell_every: int = 30,
         on_progress: Callable[[Any], None] | None = None,
+        on_cell: Callable[[Any], None] | None = None,
         executed: list[Any] | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -151,6 +155,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
             autosave_cell_every=autosave_cell_every,
         )
         nb_man.on_progress = on_progress
+        nb_man.on_cell = on_cell
         if executed is not None:
             executed.append(nb_man.nb)
         nb_man.notebook_start()

@@ -226,3 +226,32 @@ def test_the_fork_server_and_its_kernels_end_when_the_pool_process_is_killed(tmp
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [server, *forks]):
         time.sleep(0.1)
     assert [p for p in [server, *forks] if Path(f"/proc/{p}").exists()] == []
+
+
+def test_the_engine_hands_each_completed_cell_over_and_the_notebook_without_a_file(tmp_path: Path) -> None:
+    import nbformat
+    import papermill
+
+    from irkit.engine import ENGINE_NAME
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"print({i} * 7)") for i in range(3)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "three.ipynb"
+    nbformat.write(nb, str(source))
+    done: list[tuple[str, str]] = []
+    executed: list = []
+    with KernelPool(1, env=dict(os.environ)) as pool:
+        papermill.execute_notebook(
+            str(source),
+            None,
+            engine_name=ENGINE_NAME,
+            kernel_pool=pool,
+            kernel_cwd=str(tmp_path),
+            progress_bar=False,
+            on_cell=lambda cell: done.append((cell.source, "".join(o.get("text", "") for o in cell.outputs))),
+            executed=executed,
+        )
+    assert done == [(f"print({i} * 7)", f"{i * 7}\n") for i in range(3)]  # each cell, complete, in order
+    assert len(executed) == 1 and executed[0].metadata.papermill["output_path"] is None
+    assert [c.outputs[0]["text"] for c in executed[0].cells] == ["0\n", "7\n", "14\n"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["three.ipynb"]  # nothing written beside it
