@@ -146,7 +146,7 @@ def _panel(
             annotation_clip=False,
         )
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
-    # At most 6 times and 5 values per axis: enough to read, and every tick is an artist (most of the draw).
+    # At most 6 times and 6 values per axis: enough to read, and every tick is an artist (most of the draw).
     ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))  # x is in date numbers
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))

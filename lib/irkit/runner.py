@@ -442,7 +442,8 @@ def _execute(
     pool: Any,
     on_progress: Any,
 ) -> RunResult:
-    """Execute into ``tmpdir`` (private), then seal the redacted copy at ``rel`` with ``notebook.finished``."""
+    """Execute (the kernel's sockets in ``tmpdir``, private), then seal the redacted copy at ``rel`` with
+    ``notebook.finished``."""
     import nbformat
     import papermill
 
