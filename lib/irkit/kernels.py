@@ -173,14 +173,15 @@ class KernelPool:
         )
         self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
         zygote = self._zygote
-        forked = zygote is not None and zygote.alive() and not self._stop.is_set()
-        if forked and zygote is not None:
+        if zygote is not None and (not zygote.alive() or self._stop.is_set()):
+            zygote = None
+        if zygote is not None:
             km._kernel_spec = zygote.spec(km.kernel_spec)  # jupyter_client launches the fork's stand-in
             self.forked += 1
         km.start_kernel(env=dict(self.env), cwd=str(directory))
         wk = WarmKernel(km, directory)
         try:  # a fork has the server's preload already: only what is the kernel's own is left to warm
-            _run(km, KERNEL_WARM if forked else self.preload + KERNEL_WARM, self.start_timeout)
+            _run(km, KERNEL_WARM if zygote is not None else self.preload + KERNEL_WARM, self.start_timeout)
         except Exception:
             wk.shutdown()
             raise

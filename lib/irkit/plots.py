@@ -146,9 +146,7 @@ def _panel(
             annotation_clip=False,
         )
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
-    # At most 6 times and 6 values per axis: enough to read, and every tick is an artist (most of the draw).
-    ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))  # x is in date numbers
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    _locate_ticks(ax)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
@@ -156,6 +154,12 @@ def _panel(
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
     elif legend:
         ax.legend(fontsize=6, loc="upper left")
+
+
+def _locate_ticks(ax: Axes) -> None:
+    """At most 6 times and 6 values per axis: enough to read, and every tick is an artist (most of the draw)."""
+    ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))  # x is in date numbers
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
 
 
 def date_numbers(index: Any) -> Any:
@@ -272,8 +276,7 @@ def prepare_layouts() -> None:
         fig, axes = _new_layout(*key)
         for ax in axes:
             ax.set_xlim(t0, t0 + 1 / 12)  # two hours: about as many ticks as an incident's panels
-            ax.xaxis.set_major_locator(AutoDateLocator(tz="UTC", minticks=3, maxticks=6))
-            ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+            _locate_ticks(ax)
         png_bytes(fig)
         for ax in axes:  # back to what a new layout has: the next user sets its own limits
             ax.set_xlim(auto=True)

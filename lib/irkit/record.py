@@ -41,6 +41,7 @@ from irkit.errors import (
     IncidentExists,
     IncidentNotFound,
     InvalidIncidentId,
+    IrkitError,
     RecordBroken,
     RecordError,
     StorageError,
@@ -387,6 +388,19 @@ class _Read:
         return _Scan([json.loads(line) for line in self.body.splitlines()], len(self.body), self.torn, None)
 
 
+def _last_line(lines: bytes) -> bytes:
+    """The last complete line of ``lines`` (newline included), or b"" when there is none."""
+    return lines[lines.rstrip(b"\n").rfind(b"\n") + 1 :] if lines else b""
+
+
+def _after_line(fh: Any, end: int, last_line: bytes) -> bytes | None:
+    """What a log holds after ``last_line``, which must still end at offset ``end`` (so the log only grew
+    since it was seen); None when that line is gone or changed."""
+    fh.seek(end - len(last_line))
+    chunk = fh.read()
+    return chunk[len(last_line) :] if chunk.startswith(last_line) else None
+
+
 # Per process, the last few logs read: a runbook reads its record in nearly every cell, and checking
 # every hash and line each time was a tenth of a triage run. Bounded, so a long-running serve does not
 # keep every incident's log in memory. verify() never uses it: it always reads and checks everything.
@@ -548,26 +562,29 @@ class Record:
         with self._flock(runs / f"{name}.lock", f"the {name} lock", wait=wait) as mine:
             yield mine
 
-    def _read_raw(self) -> bytes:
+    def _open_log(self) -> tuple[int, os.stat_result] | None:
+        """The log opened for reading and its stat, or None when there is none yet. A symlink, directory,
+        FIFO or device in its place is refused (opened non-blocking: a FIFO never makes a read wait)."""
         try:
-            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no wait
+            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
-            return b""
+            return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BadInputError(f"{self.events_path} is a symlink; refusing to read it") from None
             raise RecordError(f"cannot read {self.events_path}: {exc.strerror}") from exc
-        self._regular(fd)
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read()
-
-    def _regular(self, fd: int) -> os.stat_result:
-        """The open log's stat; a directory, FIFO or device in its place is closed and refused."""
         st = os.fstat(fd)
         if not statmod.S_ISREG(st.st_mode):
             os.close(fd)
             raise BadInputError(f"{self.events_path} is not a regular file; refusing to read it")
-        return st
+        return fd, st
+
+    def _read_raw(self) -> bytes:
+        opened = self._open_log()
+        if opened is None:
+            return b""
+        with os.fdopen(opened[0], "rb") as fh:
+            return fh.read()
 
     def _scan(self) -> _Scan:
         """The log's chain-valid events, first break and torn tail, as :func:`_scan_events` finds them.
@@ -577,16 +594,11 @@ class Record:
         chained from the last line seen (which must still be there). Anything else is read and
         checked in full, and so is a log with a break: only an intact chain is remembered.
         """
-        try:
-            fd = os.open(self.events_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no wait
-        except FileNotFoundError:
+        opened = self._open_log()
+        if opened is None:
             return _Scan([], 0, b"", None)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise BadInputError(f"{self.events_path} is a symlink; refusing to read it") from None
-            raise RecordError(f"cannot read {self.events_path}: {exc.strerror}") from exc
+        fd, st = opened
         key = str(self.events_path)
-        st = self._regular(fd)
         with os.fdopen(fd, "rb") as fh:
             sig = _stat_sig(st)
             with _TAILS_LOCK:
@@ -595,14 +607,12 @@ class Record:
                 return seen.scan()
             scan: _Scan | None = None
             if seen is not None and not seen.torn and seen.body and sig[:2] == seen.sig[:2] and sig[2] > seen.sig[2]:
-                last = seen.body[seen.body.rstrip(b"\n").rfind(b"\n") + 1 :]
-                fh.seek(len(seen.body) - len(last))
-                chunk = fh.read()
-                if chunk.startswith(last):
-                    more = _scan_events(chunk[len(last) :], prev=seen.head, first_seq=seen.count + 1)
+                new = _after_line(fh, len(seen.body), _last_line(seen.body))
+                if new is not None:
+                    more = _scan_events(new, prev=seen.head, first_seq=seen.count + 1)
                     old = seen.scan()
                     scan = _Scan(old.events + more.events, old.size + more.size, more.torn, more.problem)
-                    body = seen.body + chunk[len(last) : len(last) + more.size]
+                    body = seen.body + new[: more.size]
             if scan is None:
                 fh.seek(0)
                 raw = fh.read()
@@ -742,7 +752,7 @@ class Record:
         if scan.torn:
             self._write_event(state, "record.repaired", self._quarantine_torn(scan), "irkit")
         elif st is not None:
-            last = raw[: scan.size].rstrip(b"\n").rsplit(b"\n", 1)[-1] + b"\n" if scan.events else b""
+            last = _last_line(raw[: scan.size])
             self._remember(st, scan.size, last, state)
         return state
 
@@ -750,17 +760,18 @@ class Record:
         """Another process appended: check only the new lines, chained from this process's last line."""
         if (st.st_dev, st.st_ino) != tail.sig[:2] or st.st_size <= tail.size or not tail.last_line:
             return None
-        start = tail.size - len(tail.last_line)
         try:
-            with open(self.events_path, "rb") as fh:
-                fh.seek(start)
-                chunk = fh.read()
-        except OSError:
-            return None
-        if not chunk.startswith(tail.last_line):
+            opened = self._open_log()
+            if opened is None:
+                return None
+            with os.fdopen(opened[0], "rb") as fh:
+                new = _after_line(fh, tail.size, tail.last_line)
+        except (OSError, IrkitError):
+            return None  # the full rescan that follows says what is wrong
+        if new is None:
             return None  # the line this process wrote is gone: rescan everything (and refuse if broken)
         head = tail.state["head"]
-        scan = _scan_events(chunk[len(tail.last_line) :], prev=head["hash"], first_seq=head["seq"] + 1)
+        scan = _scan_events(new, prev=head["hash"], first_seq=head["seq"] + 1)
         if scan.problem or scan.torn:
             return None
         state = tail.state
@@ -768,9 +779,7 @@ class Record:
             apply_event(state, ev)
         size = tail.size + scan.size
         state["head"]["size"] = size
-        new = chunk[len(tail.last_line) : len(tail.last_line) + scan.size]
-        last = new.rstrip(b"\n").rsplit(b"\n", 1)[-1] + b"\n" if new else tail.last_line
-        self._remember(st, size, last, state)
+        self._remember(st, size, _last_line(new[: scan.size]) or tail.last_line, state)
         return state
 
     def _remember(self, st: os.stat_result, size: int, last_line: bytes, state: dict[str, Any]) -> None:
