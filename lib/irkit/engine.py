@@ -19,6 +19,8 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager
 from papermill.utils import merge_kwargs, remove_args
 
+from irkit.kernels import kernel_arguments
+
 ENGINE_NAME = "irkit"
 
 
@@ -206,6 +208,7 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
                 kernel_pool.retire(warm)  # single use, whatever happened; shut down off the hot path
         if ipc_dir is not None:
             final["km"] = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(ipc_dir) / "kernel"))
+            final["extra_arguments"] = kernel_arguments(final["km"].kernel_spec)
         # nbclient only shuts down kernels of managers it created itself; this one is ours to stop.
         start: dict[str, Any] = {"cleanup_kc": True}
         if kernel_env is not None:

@@ -30,6 +30,18 @@ from irkit.files import owned_tempdir, remove_stale_tempdirs
 from irkit.zygote import Zygote
 
 KERNEL_DIR_PREFIX = "irkit-kernel-"
+# Runbook kernels keep no IPython history. A single-use kernel never reads it back, and IPython would
+# otherwise copy every cell it runs (parameters included) into ~/.ipython's history.sqlite: a
+# world-readable file outside the incident's record that is never redacted and grows without end. Its
+# writer thread also cost each cell about a millisecond.
+KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
+
+
+def kernel_arguments(spec: Any) -> list[str]:
+    """The extra arguments every runbook kernel gets, if the kernel ``spec`` starts an ipykernel."""
+    return list(KERNEL_ARGUMENTS) if any("ipykernel" in str(a) for a in getattr(spec, "argv", None) or ()) else []
+
+
 PRELOAD = """
 import irkit, irkit.config, irkit.templating, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
 import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem, irkit.scheduler
@@ -171,6 +183,7 @@ class KernelPool:
             ip=str(directory / "kernel"),
             connection_file=str(directory / "connection.json"),
         )
+        extra = kernel_arguments(km.kernel_spec)  # the spec's own, before a fork's stand-in replaces it
         self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
         zygote = self._zygote
         if zygote is not None and (not zygote.alive() or self._stop.is_set()):
@@ -178,7 +191,7 @@ class KernelPool:
         if zygote is not None:
             km._kernel_spec = zygote.spec(km.kernel_spec)  # jupyter_client launches the fork's stand-in
             self.forked += 1
-        km.start_kernel(env=dict(self.env), cwd=str(directory))
+        km.start_kernel(env=dict(self.env), cwd=str(directory), extra_arguments=extra)
         wk = WarmKernel(km, directory)
         try:  # a fork has the server's preload already: only what is the kernel's own is left to warm
             _run(km, KERNEL_WARM if zygote is not None else self.preload + KERNEL_WARM, self.start_timeout)

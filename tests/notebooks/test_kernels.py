@@ -255,3 +255,20 @@ def test_the_engine_hands_each_completed_cell_over_and_the_notebook_without_a_fi
     assert len(executed) == 1 and executed[0].metadata.papermill["output_path"] is None
     assert [c.outputs[0]["text"] for c in executed[0].cells] == ["0\n", "7\n", "14\n"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["three.ipynb"]  # nothing written beside it
+
+
+@pytest.mark.parametrize("how", ["forked", "from scratch"])
+def test_runbook_kernels_keep_no_ipython_history(how: str, rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
+    """IPython would copy every cell (parameters included) into a history file outside the record."""
+    write_notebook(book.directory / "linger.ipynb", CONTRACT_PARAMETERS, ["leak = 42", "import time\ntime.sleep(1)"])
+    book.register(Runbook("linger", 3, "linger.ipynb", "linger"))  # a second for a history writer to write
+    ipython_dir = tmp_path / "ipython"
+    env = {**os.environ, "IPYTHONDIR": str(ipython_dir)}
+    with KernelPool(1, env=env, fork=how == "forked") as pool:
+        assert pool.wait_ready()
+        result = run(rec, book, "linger", pool)
+        assert (pool.forked > 0) == (how == "forked")
+    assert result.ok, result.summary()
+    assert (ipython_dir / "profile_default").is_dir()  # the kernel did use this IPython directory
+    kept = [p.name for p in ipython_dir.rglob("*") if p.is_file() and b"leak = 42" in p.read_bytes()]
+    assert kept == []
