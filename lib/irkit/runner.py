@@ -487,6 +487,7 @@ def _execute(
         exc = e
     finally:
         ahead.shutdown(wait=True)
+        on_progress.drain()  # a partial save still reading finished cells is done before they are marked
     duration = time.monotonic() - t0
     phases: dict[str, float] = {}
     try:

@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -54,38 +55,82 @@ def _lock(path: Path, *, block: bool) -> int | None:
     return fd
 
 
+class PartialSaves:
+    """``save(nb)`` after every cell keeps the redacted partial notebook (crash evidence) up to date.
+
+    A call only takes a snapshot (the cells papermill marked done, by reference: nothing changes them
+    any more; copies of the others and of the notebook's metadata) and returns: redacting and writing
+    happen on a thread of their own while the kernel runs the next cell, at most every
+    ``SAVE_EVERY_S`` (the first call always saves). ``drain()`` waits for that thread: call it before
+    changing finished cells; ``close()`` (drain, then end the thread) is called before the partial file
+    is removed.
+    """
+
+    def __init__(self, path: Path, redact: Callable[[Any], Any]) -> None:
+        self.path = path
+        self.redact = redact
+        self._last = 0.0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irkit-partial-save")
+        self._pending: Future[None] | None = None  # the last save asked for (one thread: saves run in order)
+
+    def __call__(self, nb: Any) -> None:
+        import copy
+
+        now = time.monotonic()
+        if self._last and now - self._last < SAVE_EVERY_S:
+            return
+        self._last = now
+        self._pending = self._writer.submit(self._write, _snapshot(nb, copy.deepcopy))
+
+    def _write(self, snapshot: Any) -> None:
+        import nbformat
+
+        with contextlib.suppress(OSError, ValueError):  # a failed partial save never stops the run
+            data = nbformat.writes(nbformat.from_dict(self.redact(snapshot))).encode()
+            atomic_write_bytes(self.path, data, durable=False)
+
+    def drain(self) -> None:
+        """Wait until every save asked for is written (or has failed); later calls still save."""
+        if self._pending is not None:
+            wait([self._pending])
+
+    def close(self) -> None:
+        """Drain and end the thread."""
+        self._writer.shutdown(wait=True)
+
+
 @contextlib.contextmanager
-def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[str, Callable[[Any], None]]]:
+def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[str, PartialSaves]]:
     """Take a new run id and hold its lock for the whole run — from *before* ``notebook.started`` is
     written, so no one can take a live run for a dead one — and yield ``(run_id, save)``, where
-    ``save(nb)`` writes the redacted partial notebook (called after every cell)."""
-    import nbformat
-
+    ``save(nb)`` keeps the redacted partial notebook (see :class:`PartialSaves`; called after every cell)."""
     run_id = uuid.uuid4().hex
     lock, partial = _paths(record, run_id)
     try:
         fd = _lock(lock, block=True)
     except OSError as exc:
         raise StorageError(f"cannot create the run lock in {record.id}: {exc.strerror}") from exc
-    last = [0.0]
-
-    def save(nb: Any) -> None:
-        now = time.monotonic()
-        if last[0] and now - last[0] < SAVE_EVERY_S:
-            return
-        last[0] = now
-        with contextlib.suppress(OSError, ValueError):  # a failed partial save never stops the run
-            atomic_write_bytes(partial, nbformat.writes(nbformat.from_dict(redact(nb))).encode(), durable=False)
-
+    save = PartialSaves(partial, redact)
     try:
         yield run_id, save
     finally:
+        save.close()  # no late save outlives the run
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
         if fd is not None:
             os.close(fd)
+
+
+def _snapshot(nb: Any, copy: Callable[[Any], Any]) -> dict[str, Any]:
+    """``nb`` as it stands, for another thread: cells papermill marked done as they are, the rest copied."""
+    done = ("completed", "failed")
+    return {
+        **{k: v for k, v in nb.items() if k not in ("cells", "metadata")},
+        "metadata": copy(nb.get("metadata", {})),
+        "cells": [c if c.get("metadata", {}).get("papermill", {}).get("status") in done else copy(c) for c in nb.cells],
+    }
 
 
 def open_runs(record: Record) -> list[dict[str, Any]]:

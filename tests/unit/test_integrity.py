@@ -379,3 +379,42 @@ def test_a_directory_or_a_fifo_in_place_of_the_log_is_refused_in_one_line(record
     for read in (rec.events, rec.state, rec.verify):
         with pytest.raises(BadInputError, match="not a regular file"):
             read()
+
+
+def test_a_partial_save_snapshots_the_notebook_and_writes_it_off_the_calling_thread(tmp_path: Path) -> None:
+    import threading
+
+    import nbformat
+
+    from irkit.runstate import SAVE_EVERY_S, PartialSaves
+
+    release = threading.Event()
+    redacted_on: list[str] = []
+
+    def redact(nb):  # slow redaction: the cell loop must not wait for it
+        redacted_on.append(threading.current_thread().name)
+        assert release.wait(10)
+        return nb
+
+    v4 = nbformat.v4
+    nb = v4.new_notebook(cells=[v4.new_code_cell("a = 1"), v4.new_code_cell("b = 2")])
+    for cell, status in zip(nb.cells, ["completed", "pending"], strict=True):
+        cell.metadata["papermill"] = {"status": status}
+    nb.cells[0].outputs = [v4.new_output("stream", name="stdout", text="one\n")]
+    path = tmp_path / "run.partial.ipynb"
+    saves = PartialSaves(path, redact)
+    saves(nb)  # returns at once, the redaction still blocked
+    # the next cell starts and writes output while the save is pending
+    nb.cells[1].metadata["papermill"]["status"] = "running"
+    nb.cells[1].outputs.append(v4.new_output("stream", name="stdout", text="two\n"))
+    assert not path.exists()
+    release.set()
+    saves.drain()
+    written = nbformat.read(str(path), as_version=4)
+    assert [c.outputs for c in written.cells] == [[{"output_type": "stream", "name": "stdout", "text": "one\n"}], []]
+    assert written.cells[1].metadata["papermill"]["status"] == "pending"  # as it stood when saved
+    assert redacted_on and redacted_on[0].startswith("irkit-partial-save")
+    assert SAVE_EVERY_S >= 0.5
+    saves(nb)  # within SAVE_EVERY_S of the first: skipped
+    saves.close()
+    assert len(redacted_on) == 1
