@@ -147,7 +147,8 @@ def _csv_to_frame(data: str | Path) -> pd.DataFrame:
 
     # Read as text and convert: str → float64 is correctly rounded, so values replay bit for bit.
     frame = pd.read_csv(data, index_col="ts", dtype=str, keep_default_na=False, na_values=[""])
-    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.index, utc=True), name="ts")
+    # ISO 8601 named, not guessed: guessing the format cost a third of reading a recording.
+    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.index, utc=True, format="ISO8601"), name="ts")
     return frame.astype("float64")
 
 

@@ -120,3 +120,22 @@ def test_recordings_are_read_in_turn_and_give_what_the_threaded_read_gives() -> 
     for name in names[:2]:
         pd.testing.assert_frame_equal(in_turn[name].frame, threaded[name].frame)
         assert len(in_turn[name].frame) > 10
+
+
+def test_recorded_timestamps_are_iso_8601_and_anything_else_is_an_unreadable_recording(tmp_path) -> None:
+    import shutil
+
+    from irkit.demo import SCENARIO_DIR
+    from irkit.sources import RecordedSource, SourceUnavailable
+
+    for name in ("error_ratio.incident.json", "error_ratio.incident.csv"):
+        shutil.copy(SCENARIO_DIR / "signals" / name, tmp_path / name)
+    csv = tmp_path / "error_ratio.incident.csv"
+    original = RecordedSource(tmp_path).load("error_ratio").frame
+    lines = csv.read_text().splitlines()
+    # the same instants written with a space and an offset: still ISO 8601, still the same series
+    csv.write_text("\n".join([lines[0], *(ln.replace("T", " ").replace("Z", "+00:00") for ln in lines[1:])]) + "\n")
+    pd.testing.assert_frame_equal(RecordedSource(tmp_path).load("error_ratio").frame, original, check_exact=True)
+    csv.write_text("ts,value\n20/11/2025 13:30,0.1\n")  # a day-first date is not guessed at
+    with pytest.raises(SourceUnavailable, match=r"error_ratio\.incident\.json is unreadable"):
+        RecordedSource(tmp_path).load("error_ratio")
