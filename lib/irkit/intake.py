@@ -427,6 +427,8 @@ class Intake:
                         recent = False  # a person closed it long ago: this firing is a new incident
                     if recent or note.status == "resolved":
                         record_alerts(rec, note, actor="alertmanager")
+                        if note.status == "firing":
+                            self.queue.enqueue(incident_id)  # a no-op once it has its job (see below)
                         self._track(key, rec)
                         return incident_id
             except IncidentNotFound:
@@ -450,9 +452,13 @@ class Intake:
             with self.store.writing(derived, timeout_s=BUSY_S) as root:
                 rec = Record.open(root, derived, **self._options())
                 record_alerts(rec, note, actor="alertmanager")
-        self._track(key, rec)  # only once the incident is committed: a group never points at nothing
+        # Its job before its group: a crash between the two replays this notification, which finds the
+        # group unknown, the incident existing, and queues the job again (one per incident: a no-op).
+        # The other way round, the replay found the group known and the job was never queued.
         if note.status == "firing":
             self.queue.enqueue(rec.id)
+        self._track(key, rec)  # only once the incident is committed: a group never points at nothing
+        if note.status == "firing":
             self.on_event("incident_opened", {"incident": rec.id})
         return rec.id
 

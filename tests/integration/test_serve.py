@@ -593,3 +593,36 @@ def test_a_full_disk_never_makes_intake_give_up_an_accepted_notification(setting
     assert q.counts()["notifications_failed"] == 0 and q.counts()["notifications_pending"] == 1
     it.full = False  # space freed
     assert it.process_pending() == 1 and len(list_incidents(records)) == 1
+
+
+@pytest.mark.parametrize("dies_in", ["enqueue", "set_group"])
+def test_a_crash_after_the_incident_is_committed_still_leaves_its_runbook_job(
+    settings, records: Path, dies_in: str
+) -> None:
+    """Whichever step intake dies in after opening the incident, the replay still queues its job once."""
+
+    class Died(BaseException):  # like kill -9: nothing after it runs, nothing catches it
+        pass
+
+    class Dying(Queue):
+        def enqueue(self, incident_id: str) -> None:
+            if dies_in == "enqueue":
+                raise Died
+            super().enqueue(incident_id)
+
+        def set_group(self, key: str, incident_id: str, resolved_at: str | None) -> None:
+            if dies_in == "set_group":
+                raise Died
+            super().set_group(key, incident_id, resolved_at)
+
+    path = records / ".irkit" / "q.sqlite"
+    dying = Dying(path)
+    dying.accept(json.dumps(payload("crash")).encode())
+    with pytest.raises(Died):
+        Intake(settings, ENV, records, dying, FakeRun()).process_pending()
+    assert len(list_incidents(records)) == 1  # the incident was committed before the crash
+    restarted = Intake(settings, ENV, records, Queue(path), FakeRun())
+    assert restarted.process_pending() == 1  # the notification was still pending: applied again
+    counts = restarted.queue.counts()
+    assert counts["notifications_pending"] == 0 and counts.get("jobs_queued") == 1, counts
+    assert len(list_incidents(records)) == 1
