@@ -19,7 +19,7 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, NotebookExecutionManager
 from papermill.utils import merge_kwargs, remove_args
 
-from irkit.kernels import kernel_arguments
+from irkit.kernels import handshake, kernel_arguments
 
 ENGINE_NAME = "irkit"
 
@@ -79,7 +79,7 @@ class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
         self.kc = kc = self.km.client()
         try:
             await ensure_async(kc.start_channels())
-            await _handshake(kc, self.startup_timeout, self.km)
+            await handshake(kc, self.startup_timeout, self.km)
         except Exception:
             await self._async_cleanup_kernel()
             raise
@@ -94,36 +94,6 @@ class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
         return kc
 
     start_new_kernel_client = run_sync(async_start_new_kernel_client)  # the sync name papermill calls
-
-
-async def _handshake(kc: Any, timeout: float, km: Any) -> None:
-    """Until ``timeout``: ask for ``kernel_info``; done when its reply and its IOPub status have arrived."""
-    import time
-    from queue import Empty
-
-    from jupyter_core.utils import ensure_async
-
-    deadline = time.monotonic() + timeout
-    while True:
-        msg_id = kc.kernel_info()
-        replied = subscribed = False
-        wait_until = time.monotonic() + 1.0
-        while not (replied and subscribed) and time.monotonic() < wait_until:
-            channel = kc.iopub_channel if replied else kc.shell_channel
-            try:
-                msg = await ensure_async(channel.get_msg(timeout=0.2 if replied else 1.0))
-            except Empty:
-                break  # no status on IOPub (a subscription not live yet) or no reply: ask again
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            replied = replied or msg["msg_type"] == "kernel_info_reply"
-            subscribed = subscribed or channel is kc.iopub_channel
-        if replied and subscribed:
-            return
-        if not await ensure_async(km.is_alive()):
-            raise RuntimeError("the warm kernel died before answering kernel_info")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the warm kernel did not answer in {timeout:g} s")
 
 
 class IrkitEngine(NBClientEngine):  # type: ignore[misc]

@@ -90,12 +90,49 @@ class WarmKernel:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+async def handshake(kc: Any, timeout: float, km: Any) -> None:
+    """Until ``timeout``: ask for ``kernel_info``; done when its reply and its IOPub status have arrived.
+
+    jupyter_client's ``wait_for_ready`` ends by waiting 0.2 s for IOPub to go quiet; this does not: the
+    status message answering this very request proves the IOPub subscription is live. ``kc`` may be a
+    blocking or an async client.
+    """
+    import time
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        replied = subscribed = False
+        wait_until = time.monotonic() + 1.0
+        while not (replied and subscribed) and time.monotonic() < wait_until:
+            channel = kc.iopub_channel if replied else kc.shell_channel
+            try:
+                msg = await ensure_async(channel.get_msg(timeout=0.2 if replied else 1.0))
+            except Empty:
+                break  # no status on IOPub (a subscription not live yet) or no reply: ask again
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            replied = replied or msg["msg_type"] == "kernel_info_reply"
+            subscribed = subscribed or channel is kc.iopub_channel
+        if replied and subscribed:
+            return
+        if not await ensure_async(km.is_alive()):
+            raise RuntimeError("the warm kernel died before answering kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm kernel did not answer in {timeout:g} s")
+
+
 def _run(km: KernelManager, code: str, timeout: float) -> None:
     """Execute ``code`` on a fresh client and wait for it to finish; raise on error."""
+    import asyncio
+
     kc = km.client()
     kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=timeout)
+        asyncio.run(handshake(kc, timeout, km))  # ready without wait_for_ready's 0.2 s of quiet
         reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(

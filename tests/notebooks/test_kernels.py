@@ -272,3 +272,32 @@ def test_runbook_kernels_keep_no_ipython_history(how: str, rec: Record, book: Ru
     assert (ipython_dir / "profile_default").is_dir()  # the kernel did use this IPython directory
     kept = [p.name for p in ipython_dir.rglob("*") if p.is_file() and b"leak = 42" in p.read_bytes()]
     assert kept == []
+
+
+def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet() -> None:
+    """Readiness is the kernel's own answer, not 0.2 s of IOPub silence (which a chatty kernel never gives)."""
+    import asyncio
+
+    from irkit.kernels import handshake
+
+    chatter = (
+        "import threading, time\n"
+        "threading.Thread(target=lambda: [print('tick', flush=True) or time.sleep(0.02) for _ in range(1500)],"
+        " daemon=True).start()"
+    )
+    with KernelPool(1, env=dict(os.environ)) as pool:
+        assert pool.wait_ready()
+        wk = pool.take()
+        assert wk is not None
+        try:
+            kc = wk.km.client()
+            kc.start_channels()
+            kc.execute_interactive(chatter, timeout=10)
+            kc.stop_channels()
+            kc = wk.km.client()  # a new client, as the runner's is, while the kernel keeps printing
+            kc.start_channels()
+            asyncio.run(handshake(kc, 10, wk.km))  # raises "did not answer in 10 s" if it waited for quiet
+            assert kc.execute_interactive("1 + 1", timeout=10)["content"]["status"] == "ok"
+            kc.stop_channels()
+        finally:
+            pool.retire(wk)
