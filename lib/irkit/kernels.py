@@ -120,9 +120,9 @@ async def handshake(kc: Any, timeout: float, km: Any) -> None:
         if replied and subscribed:
             return
         if not await ensure_async(km.is_alive()):
-            raise RuntimeError("the warm kernel died before answering kernel_info")
+            raise RuntimeError("the kernel died before answering kernel_info")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the warm kernel did not answer in {timeout:g} s")
+            raise RuntimeError(f"the kernel did not answer in {timeout:g} s")
 
 
 def _run(km: KernelManager, code: str, timeout: float) -> None:

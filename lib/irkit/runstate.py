@@ -74,13 +74,11 @@ class PartialSaves:
         self._pending: Future[None] | None = None  # the last save asked for (one thread: saves run in order)
 
     def __call__(self, nb: Any) -> None:
-        import copy
-
         now = time.monotonic()
         if self._last and now - self._last < SAVE_EVERY_S:
             return
         self._last = now
-        self._pending = self._writer.submit(self._write, _snapshot(nb, copy.deepcopy))
+        self._pending = self._writer.submit(self._write, _snapshot(nb))
 
     def _write(self, snapshot: Any) -> None:
         import nbformat
@@ -123,13 +121,15 @@ def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[st
             os.close(fd)
 
 
-def _snapshot(nb: Any, copy: Callable[[Any], Any]) -> dict[str, Any]:
+def _snapshot(nb: Any) -> dict[str, Any]:
     """``nb`` as it stands, for another thread: cells papermill marked done as they are, the rest copied."""
+    from copy import deepcopy
+
     done = ("completed", "failed")
     return {
         **{k: v for k, v in nb.items() if k not in ("cells", "metadata")},
-        "metadata": copy(nb.get("metadata", {})),
-        "cells": [c if c.get("metadata", {}).get("papermill", {}).get("status") in done else copy(c) for c in nb.cells],
+        "metadata": deepcopy(nb.get("metadata", {})),
+        "cells": [c if c.get("metadata", {}).get("papermill", {}).get("status") in done else deepcopy(c) for c in nb.cells],
     }
 
 
