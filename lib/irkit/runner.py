@@ -21,7 +21,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -460,10 +459,10 @@ def _execute(
     executed: list[Any] = []  # the notebook object papermill executes: no file written and read back
     exc: BaseException | None = None
     t0 = time.monotonic()
-    # Each completed cell is redacted at once on a second thread, while the kernel runs the next one (the
-    # client only waits then): the redactor remembers the results, so the final pass over the whole
-    # notebook, which alone decides what is sealed, finds most strings done. Joined before that pass.
-    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irkit-redact-ahead")
+    # Each completed cell is redacted at once on the run's second thread (the partial saves' own), while
+    # the kernel runs the next one (the client only waits then): the redactor remembers the results, so
+    # the final pass over the whole notebook, which alone decides what is sealed, finds most strings
+    # done. Drained before that pass.
     try:
         papermill.execute_notebook(
             str(source),
@@ -480,14 +479,13 @@ def _execute(
             ipc_dir=str(tmpdir),
             kernel_pool=pool,
             on_progress=on_progress,
-            on_cell=lambda cell: ahead.submit(redactor.data, cell),
+            on_cell=lambda cell: on_progress.submit(redactor.data, cell),
             executed=executed,
         )
     except Exception as e:  # every ending is classified below; nothing is lost
         exc = e
     finally:
-        ahead.shutdown(wait=True)
-        on_progress.drain()  # a partial save still reading finished cells is done before they are marked
+        on_progress.drain()  # what still reads finished cells on that thread is done before they are marked
     duration = time.monotonic() - t0
     phases: dict[str, float] = {}
     try:

@@ -61,9 +61,10 @@ class PartialSaves:
     A call only takes a snapshot (the cells papermill marked done, by reference: nothing changes them
     any more; copies of the others and of the notebook's metadata) and returns: redacting and writing
     happen on a thread of their own while the kernel runs the next cell, at most every
-    ``SAVE_EVERY_S`` (the first call always saves). ``drain()`` waits for that thread: call it before
-    changing finished cells; ``close()`` (drain, then end the thread) is called before the partial file
-    is removed.
+    ``SAVE_EVERY_S`` (the first call always saves). ``submit`` gives the same thread other work on
+    finished cells (the runner redacts each one ahead), in order with the saves. ``drain()`` waits for
+    all of it: call it before changing finished cells; ``close()`` (drain, then end the thread) is
+    called before the partial file is removed.
     """
 
     def __init__(self, path: Path, redact: Callable[[Any], Any]) -> None:
@@ -71,14 +72,18 @@ class PartialSaves:
         self.redact = redact
         self._last = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irkit-partial-save")
-        self._pending: Future[None] | None = None  # the last save asked for (one thread: saves run in order)
+        self._pending: Future[Any] | None = None  # the last work asked for (one thread: it all runs in order)
 
     def __call__(self, nb: Any) -> None:
         now = time.monotonic()
         if self._last and now - self._last < SAVE_EVERY_S:
             return
         self._last = now
-        self._pending = self._writer.submit(self._write, _snapshot(nb))
+        self.submit(self._write, _snapshot(nb))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the save thread, after what was asked before it."""
+        self._pending = self._writer.submit(fn, *args)
 
     def _write(self, snapshot: Any) -> None:
         import nbformat
@@ -88,7 +93,7 @@ class PartialSaves:
             atomic_write_bytes(self.path, data, durable=False)
 
     def drain(self) -> None:
-        """Wait until every save asked for is written (or has failed); later calls still save."""
+        """Wait until everything asked for is done (or has failed); later calls still run."""
         if self._pending is not None:
             wait([self._pending])
 
