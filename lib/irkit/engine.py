@@ -16,12 +16,35 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, NotebookExecutionManager
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.execute import prepare_notebook_metadata, raise_for_execution_errors, remove_error_markers
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
 from papermill.utils import merge_kwargs, remove_args
 
 from irkit.kernels import handshake, kernel_arguments
 
 ENGINE_NAME = "irkit"
+
+
+def execute(source: Path, parameters: Mapping[str, Any], *, kernel_name: str, **engine_kwargs: Any) -> Any:
+    """papermill's run of ``source`` with ``parameters`` on this engine, returning the executed notebook.
+
+    The steps are papermill's own, in ``papermill.execute_notebook``'s order: read, inject the
+    parameters cell, record papermill's metadata, drop old error markers, execute through the engine,
+    raise :class:`~papermill.exceptions.PapermillExecutionError` for a failed cell. What is left out is
+    its last step: with no output path, ``execute_notebook`` still serializes the whole executed
+    notebook, figures included, and throws the text away (40-70 ms of every triage run). The runner
+    writes the one copy that matters, redacted, itself.
+    """
+    nb = load_notebook_node(str(source))
+    nb = parameterize_notebook(nb, dict(parameters), kernel_name=kernel_name, engine_name=ENGINE_NAME)
+    nb = remove_error_markers(prepare_notebook_metadata(nb, str(source), None))
+    nb = papermill_engines.execute_notebook_with_engine(
+        ENGINE_NAME, nb, kernel_name, input_path=str(source), output_path=None, **engine_kwargs
+    )
+    raise_for_execution_errors(nb, None)
+    return nb
 
 
 class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]

@@ -4,9 +4,10 @@ papermill marks a notebook "completed" even when a cell timed out or the kernel 
 :func:`run_runbook` turns every ending into an explicit outcome (ok, failed at cell N, timeout, kernel
 died), writes the executed copy into the record *whatever* the outcome (redacted, with provenance in
 its metadata and the failing cell marked), and seals it with a ``notebook.finished`` event carrying
-its sha256. The unredacted copy papermill writes while running lives in a private temp dir and is
-deleted afterwards, so secrets never land in the record. Secrets reach the kernel through its
-environment; a parameter that carries a secret value is scrubbed like any other output.
+its sha256. Papermill writes no file: the executed notebook stays in memory, and only redacted
+copies (the partial crash evidence, then the sealed notebook) are written, so secrets never land in
+the record. Secrets reach the kernel through its environment; a parameter that carries a secret
+value is scrubbed like any other output.
 
 Runbooks are looked up in a :class:`RunbookRegistry` (replaceable in tests). Execution goes through
 the ``irkit`` papermill engine (:mod:`irkit.engine`).
@@ -444,9 +445,8 @@ def _execute(
     """Execute (the kernel's sockets in ``tmpdir``, private), then seal the redacted copy at ``rel`` with
     ``notebook.finished``."""
     import nbformat
-    import papermill
 
-    from irkit.engine import ENGINE_NAME
+    from irkit.engine import execute
 
     kernel_env = dict(environ)
     kernel_env["IRKIT_ACTOR"] = actor
@@ -464,11 +464,9 @@ def _execute(
     # the final pass over the whole notebook, which alone decides what is sealed, finds most strings
     # done. Drained before that pass.
     try:
-        papermill.execute_notebook(
-            str(source),
-            None,  # papermill writes nothing; the redacted copy is all that reaches the record
-            parameters=full_params,
-            engine_name=ENGINE_NAME,  # irkit.papermill_engine (an entry point): env, cwd, IPC sockets, pool
+        execute(  # papermill's steps, writing nothing: the redacted copy is all that reaches the record
+            source,
+            full_params,
             kernel_name=settings.runner.kernel_name,
             execution_timeout=settings.runner.execution_timeout_s,
             start_timeout=settings.runner.start_timeout_s,

@@ -66,6 +66,31 @@ def test_ok_run_is_sealed_with_provenance(rec: Record, book: RunbookRegistry) ->
     assert rec.state()["runs"][0]["outcome"] == "ok"
 
 
+def test_papermill_serializes_nothing_but_its_steps_are_all_there(
+    rec: Record, book: RunbookRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """papermill's steps run (parameters cell injected, its metadata, a failed cell raised) but it writes
+    no copy of its own: ``execute_notebook`` used to serialize the whole executed notebook at the end
+    with no output path, only to drop the text."""
+    import papermill.execute
+    import papermill.iorw
+
+    writes: list[object] = []
+    for module in (papermill.execute, papermill.iorw):
+        real = module.write_ipynb
+        monkeypatch.setattr(module, "write_ipynb", lambda nb, path, real=real: (writes.append(path), real(nb, path)))
+    add(book, "hello", ["print('hi', incident_id)"])
+    add(book, "boom", ["1 / 0"])
+    ok, failed = run(rec, book, "hello"), run(rec, book, "boom")
+    assert ok.ok and failed.outcome == "failed" and failed.ename == "ZeroDivisionError"
+    assert writes == [None]  # only a failed run's: papermill's error markers, written nowhere
+    nb = executed(rec, ok.path)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and f'incident_id = "{ID}"' in injected[0].source
+    assert nb.metadata["papermill"]["input_path"] == str(book.directory / "hello.ipynb")
+    assert nb.metadata["papermill"]["parameters"]["incident_id"] == ID
+
+
 def _kernel_children() -> list[str]:
     """Command lines of this process's descendants that are Jupyter kernels, their stand-ins, or the
     kernel fork server (irkit.zygote: its forks keep its command line)."""
