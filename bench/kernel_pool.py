@@ -63,6 +63,39 @@ def print_breakdown(result: Any, notebook: Path) -> None:
     print("  slowest cells:")
     for secs, first in sorted(cells, reverse=True)[:5]:
         print(f"    {secs:6.3f} s  {first[:70]}")
+    print_turns(nb)
+
+
+def print_turns(nb: Any) -> None:
+    """The cells' time split by the kernel's own message timestamps (nbclient records them per cell):
+    executing, the kernel's messages around each cell, and the turns between cells (a cell's idle to
+    the next one's busy: the client's bookkeeping and the request's trip)."""
+    from datetime import datetime
+
+    def ts(value: str) -> float:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    executing = around = between = 0.0
+    last_idle = None
+    turns = 0
+    for cell in nb.cells:
+        timing = cell.metadata.get("execution", {}) if cell.cell_type == "code" else {}
+        if not timing:
+            continue
+        busy, start, reply, idle = (
+            ts(timing[k])
+            for k in ("iopub.status.busy", "iopub.execute_input", "shell.execute_reply", "iopub.status.idle")
+        )
+        executing += reply - start
+        around += (start - busy) + (idle - reply)
+        if last_idle is not None:
+            between += busy - last_idle
+            turns += 1
+        last_idle = idle
+    print(
+        f"  by the kernel's clock: executing {executing:.3f} s, its messages around each cell {around:.3f} s, "
+        f"turns between cells {between:.3f} s ({turns} turns, {1000 * between / max(turns, 1):.1f} ms each)"
+    )
 
 
 def main() -> None:
