@@ -191,11 +191,11 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
         warm = kernel_pool.take() if kernel_pool is not None else None
         if warm is not None:
             # A pre-started, pre-imported kernel: apply this run's cwd and variables, then run on it.
-            run_env = {k: v for k, v in (kernel_env or {}).items() if k.startswith("IRKIT_")}
-            final["km"] = warm.km
-            client = SetupClient(nb_man, **final)
-            client.setup = kernel_pool.setup_code(cwd=kernel_cwd or str(warm.directory), env=run_env)
             try:
+                run_env = {k: v for k, v in (kernel_env or {}).items() if k.startswith("IRKIT_")}
+                final["km"] = warm.km
+                client = SetupClient(nb_man, **final)
+                client.setup = kernel_pool.setup_code(cwd=kernel_cwd or str(warm.directory), env=run_env)
                 return client.execute(cleanup_kc=False)
             finally:
                 kernel_pool.retire(warm)  # single use, whatever happened; shut down off the hot path

@@ -179,6 +179,7 @@ class KernelPool:
         self._in_start = 0
         self._claimed = False  # a caller is waiting for that kernel
         self.launched = 0
+        self._owed = 0  # kernels taken while another was ready: replaced when they are retired
         self._retiring: list[threading.Thread] = []
         self.started = 0
         self.discarded = 0
@@ -239,13 +240,14 @@ class KernelPool:
         return wk
 
     def _fill(self) -> None:
-        """One starter: start kernels while fewer than ``size`` are ready or starting (and the limit allows)."""
+        """One starter: start kernels while fewer than ``size`` are ready, starting or owed (taken while
+        another was ready: replaced once retired), and the limit allows."""
         while not self._stop.is_set():
             self._want.wait(0.5)
             self._want.clear()
             while not self._stop.is_set():
                 with self._lock:
-                    if self._ready.qsize() + self._in_start >= self.size:
+                    if self._ready.qsize() + self._in_start + self._owed >= self.size:
                         break
                     if self.limit is not None and self.launched >= self.limit:
                         return
@@ -272,7 +274,8 @@ class KernelPool:
         """Ask the filler for a kernel, marking one as on its way when the filler will start it."""
         with self._lock:
             under_limit = self.limit is None or self.launched < self.limit
-            if under_limit and not self._stop.is_set() and not self._failing and self._ready.qsize() < self.size:
+            wanted = self._ready.qsize() + self._owed < self.size  # as the filler counts (it adds those starting)
+            if under_limit and not self._stop.is_set() and not self._failing and wanted:
                 self._launching = True
         self._want.set()
 
@@ -284,6 +287,10 @@ class KernelPool:
         When none is ready but one is being started, the first caller waits for that one: it is
         already importing, so it is ready sooner than a fresh kernel would be, and two kernels
         starting at once would only slow each other down. Other callers do not wait for it.
+
+        The replacement starts at once if no other kernel is left waiting. If one is, the next caller
+        is served anyway, so the replacement starts when this kernel is retired: starting a kernel
+        takes a core for ~0.3 s, which the run that just took this one would otherwise share.
         """
         import time
 
@@ -292,11 +299,17 @@ class KernelPool:
             wk = self._get(deadline)
             if wk is None:
                 return None
-            self._request()  # start a replacement in the background
-            if wk.alive():
-                return wk
-            self.discarded += 1
-            wk.shutdown()
+            if not wk.alive():
+                self.discarded += 1
+                wk.shutdown()
+                self._request()  # a dead kernel's place is filled at once
+                continue
+            with self._lock:
+                spare = self._ready.qsize() > 0
+                self._owed += spare
+            if not spare:
+                self._request()
+            return wk
 
     def _get(self, deadline: float) -> WarmKernel | None:
         import time
@@ -340,11 +353,16 @@ class KernelPool:
         )
 
     def retire(self, wk: WarmKernel) -> None:
-        """Shut a used kernel down in the background (it is never reused); ``shutdown`` waits for these."""
+        """Shut a used kernel down in the background (it is never reused; ``shutdown`` waits for these),
+        and start its replacement if ``take`` left that for now."""
         t = threading.Thread(target=wk.shutdown, name="irkit-kernel-retire", daemon=True)
         with self._lock:
             self._retiring.append(t)
+            owed = self._owed > 0
+            self._owed -= owed
         t.start()
+        if owed:
+            self._request()
 
     def ready(self) -> int:
         """Number of warm kernels waiting to be taken."""

@@ -121,6 +121,27 @@ def test_a_run_waits_for_the_kernel_already_starting_instead_of_starting_a_secon
         pool.retire(first)
 
 
+def test_a_replacement_waits_for_the_retirement_while_another_kernel_is_ready() -> None:
+    """Taking a kernel while another waits starts nothing (the run keeps the CPU; the next caller is
+    served by the other one); retiring it starts its replacement. Taking the last one starts one at once."""
+    import time
+
+    with KernelPool(2, env=dict(os.environ)) as pool:
+        assert pool.wait_ready()
+        first = pool.take()
+        assert first is not None
+        time.sleep(0.5)  # a replacement started now would be well under way
+        assert (pool.launched, pool.ready()) == (2, 1)
+        second = pool.take()  # the last one: its replacement starts at once, before it is retired
+        assert second is not None
+        assert pool.wait_ready(1, timeout=60) and pool.launched == 3
+        pool.retire(first)  # the owed replacement
+        assert pool.wait_ready(2, timeout=60) and pool.launched == 4
+        pool.retire(second)  # owed nothing: the pool is full
+        time.sleep(0.5)
+        assert pool.launched == 4 and pool.ready() == 2
+
+
 def test_a_limited_pool_starts_no_kernel_beyond_its_limit() -> None:
     with KernelPool(1, env=dict(os.environ), limit=2) as pool:
         taken = [pool.take(), pool.take()]
