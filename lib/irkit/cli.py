@@ -298,7 +298,8 @@ def run_cmd(
     if c.settings.runner.warm_pool:  # one run gains little; configured for symmetry with serve and demo
         from irkit.kernels import KernelPool
 
-        pool = KernelPool(1, kernel_name=c.settings.runner.kernel_name, env=c.environ)
+        # limit=1: one run, so no replacement is started to compete with it and be shut down unused
+        pool = KernelPool(1, kernel_name=c.settings.runner.kernel_name, env=c.environ, limit=1)
         pool.wait_ready(timeout=c.settings.runner.start_timeout_s)
     try:
         result = run_runbook(
