@@ -2,7 +2,8 @@
 
 The same triage runbook on the bundled recorded incident (recorded metrics and cluster, no servers):
 1. the papermill CLI as a subprocess, 2. the papermill API with a fresh kernel, 3. irkit with the warm
-kernel pool (the pool refills between runs, as it does while serve waits for alerts). Prints median
+kernel pool, sized as irkit serve's by default (a warm kernel per worker, a worker per core; the pool
+refills between runs, as it does while serve waits for alerts). Prints median
 and p95 of each and the ratios (targets: warm ≥ 6x faster than the CLI, ≥ 5x faster than the API).
 Then where one warm run's time went: the runner's phases (kernel hand-over, cells, redaction, write
 and fsync, hashing, the sealing event) and the slowest cells (figure rendering shows up there). Then
@@ -38,6 +39,8 @@ from irkit.scenarios.tsdb import free_port
 from irkit.sources import RecordedSource, copy_recording
 
 PARAMS = {"metrics_source": "recorded", "cluster_source": "recorded"}
+ALERTS = 5  # alerts sent to irkit serve one at a time, each once every warm kernel is ready
+WORKERS = os.cpu_count() or 2  # irkit serve's default: a worker, and a warm kernel, per core
 
 
 def stats(xs: list[float]) -> str:
@@ -134,7 +137,7 @@ def main() -> None:
         # The three take turns, round by round: this machine's speed drifts by ±20 % from minute to
         # minute, and a ratio is only fair if both sides saw the same minutes. The pool's replacement
         # kernel is ready before a baseline starts, so it never competes with one for the CPU.
-        with KernelPool(1, env=env) as pool:
+        with KernelPool(WORKERS, env=env) as pool:
             for _ in range(args.runs):
                 pool.wait_ready()
                 t = time.perf_counter()
@@ -177,7 +180,7 @@ def main() -> None:
         cfg.write_text(
             json.dumps(
                 {
-                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": ["triage"], "workers": 1},
+                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": ["triage"]},  # workers: one per core
                     "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
                 }
             )
@@ -185,11 +188,11 @@ def main() -> None:
         latencies = []
         serve_env = {**env, "BENCH_TOKEN": "bench-token-0123456789"}
         with serve_process(serve_records, cfg, env=serve_env, ready_timeout_s=120) as (url, _proc):
-            for i in range(3):
+            for i in range(ALERTS):
                 deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:  # a warm kernel waiting, as in steady state
+                while time.monotonic() < deadline:  # every worker's warm kernel waiting, as in steady state
                     try:
-                        if requests.get(f"{url}/healthz", timeout=1).json().get("warm_kernels", 0) >= 1:
+                        if requests.get(f"{url}/healthz", timeout=1).json().get("warm_kernels", 0) >= WORKERS:
                             break
                     except (requests.RequestException, ValueError):
                         pass
@@ -213,7 +216,7 @@ def main() -> None:
             for x in list_incidents(serve_records):  # then the real check, outside the timing
                 rec = Record.open(serve_records, x)
                 assert rec.verify().ok and any(e["type"] == "notebook.finished" for e in rec.events()), x
-        print(f"alert → sealed triage record through irkit serve (3 alerts): {stats(latencies)}")
+        print(f"alert → sealed triage record through irkit serve ({WORKERS} workers, {ALERTS} alerts): {stats(latencies)}")
     imports = []
     for _ in range(5):
         r = subprocess.run(
