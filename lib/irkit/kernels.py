@@ -289,8 +289,9 @@ class KernelPool:
         starting at once would only slow each other down. Other callers do not wait for it.
 
         The replacement starts at once if no other kernel is left waiting. If one is, the next caller
-        is served anyway, so the replacement starts when this kernel is retired: starting a kernel
-        takes a core for ~0.3 s, which the run that just took this one would otherwise share.
+        is served anyway, so the replacement starts when this kernel is retired (starting a kernel
+        takes a core for ~0.3 s, which the run that just took this one would otherwise share), or
+        as soon as the pool runs out: under load, replacements are never put off.
         """
         import time
 
@@ -306,7 +307,8 @@ class KernelPool:
                 continue
             with self._lock:
                 spare = self._ready.qsize() > 0
-                self._owed += spare
+                # No kernel left: every replacement is wanted now, the ones put off included.
+                self._owed = self._owed + 1 if spare else 0
             if not spare:
                 self._request()
             return wk
