@@ -28,7 +28,8 @@ ENGINE_NAME = "irkit"
 
 
 def execute(source: Path, parameters: Mapping[str, Any], *, kernel_name: str, **engine_kwargs: Any) -> Any:
-    """papermill's run of ``source`` with ``parameters`` on this engine, returning the executed notebook.
+    """papermill's run of ``source`` with ``parameters`` on this engine (papermill finds it by name, through
+    the entry point in :mod:`irkit.papermill_engine`), returning the executed notebook.
 
     The steps are papermill's own, in ``papermill.execute_notebook``'s order: read, inject the
     parameters cell, record papermill's metadata, drop old error markers, execute through the engine,
