@@ -179,7 +179,7 @@ class KernelPool:
         self._in_start = 0
         self._claimed = False  # a caller is waiting for that kernel
         self.launched = 0
-        self._owed = 0  # kernels taken while another was ready: replaced when they are retired
+        self._owed: set[int] = set()  # ids of kernels taken while another was ready: replaced when retired
         self._retiring: list[threading.Thread] = []
         self.started = 0
         self.discarded = 0
@@ -247,7 +247,7 @@ class KernelPool:
             self._want.clear()
             while not self._stop.is_set():
                 with self._lock:
-                    if self._ready.qsize() + self._in_start + self._owed >= self.size:
+                    if self._ready.qsize() + self._in_start + len(self._owed) >= self.size:
                         break
                     if self.limit is not None and self.launched >= self.limit:
                         return
@@ -274,7 +274,7 @@ class KernelPool:
         """Ask the filler for a kernel, marking one as on its way when the filler will start it."""
         with self._lock:
             under_limit = self.limit is None or self.launched < self.limit
-            wanted = self._ready.qsize() + self._owed < self.size  # as the filler counts (it adds those starting)
+            wanted = self._ready.qsize() + len(self._owed) < self.size  # as the filler counts (it adds those starting)
             if under_limit and not self._stop.is_set() and not self._failing and wanted:
                 self._launching = True
         self._want.set()
@@ -301,14 +301,20 @@ class KernelPool:
             if wk is None:
                 return None
             if not wk.alive():
-                self.discarded += 1
+                with self._lock:
+                    self.discarded += 1
+                    if self._ready.qsize() == 0:  # the pool ran out: the replacements put off are wanted now
+                        self._owed.clear()
                 wk.shutdown()
                 self._request()  # a dead kernel's place is filled at once
                 continue
             with self._lock:
                 spare = self._ready.qsize() > 0
                 # No kernel left: every replacement is wanted now, the ones put off included.
-                self._owed = self._owed + 1 if spare else 0
+                if spare:
+                    self._owed.add(id(wk))
+                else:
+                    self._owed.clear()
             if not spare:
                 self._request()
             return wk
@@ -360,8 +366,8 @@ class KernelPool:
         t = threading.Thread(target=wk.shutdown, name="irkit-kernel-retire", daemon=True)
         with self._lock:
             self._retiring.append(t)
-            owed = self._owed > 0
-            self._owed -= owed
+            owed = id(wk) in self._owed  # this kernel's own replacement, not another's
+            self._owed.discard(id(wk))
         t.start()
         if owed:
             self._request()
@@ -371,7 +377,8 @@ class KernelPool:
         return self._ready.qsize()
 
     def wait_ready(self, n: int | None = None, timeout: float = 120) -> bool:
-        """Block until ``n`` (default: all) kernels are warm; for benches and tests."""
+        """Block until ``n`` (default: all) kernels are warm; for benches and tests. A kernel taken while
+        another was ready is replaced only once retired: retire it first, or this waits out ``timeout``."""
         import time
 
         want = self.size if n is None else n

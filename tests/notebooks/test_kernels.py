@@ -138,10 +138,14 @@ def test_a_replacement_waits_for_the_retirement_while_another_kernel_is_ready() 
         a, b = pool.take(), pool.take()  # the second leaves none: both replacements start, neither retired
         assert a is not None and b is not None
         assert pool.wait_ready(2, timeout=60) and pool.launched == 5
-        for k in (a, b):  # owed nothing: the pool is full
+        c = pool.take()  # a spare is left: c's replacement waits for c
+        assert c is not None
+        for k in (a, b):  # owed nothing, and c's replacement is not theirs to start
             pool.retire(k)
         time.sleep(0.5)
-        assert pool.launched == 5 and pool.ready() == 2
+        assert pool.launched == 5 and pool.ready() == 1
+        pool.retire(c)
+        assert pool.wait_ready(2, timeout=60) and pool.launched == 6
 
 
 def test_a_limited_pool_starts_no_kernel_beyond_its_limit() -> None:
