@@ -300,24 +300,19 @@ class KernelPool:
             wk = self._get(deadline)
             if wk is None:
                 return None
-            if not wk.alive():
-                with self._lock:
-                    self.discarded += 1
-                    if self._ready.qsize() == 0:  # the pool ran out: the replacements put off are wanted now
-                        self._owed.clear()
-                wk.shutdown()
-                self._request()  # a dead kernel's place is filled at once
-                continue
+            alive = wk.alive()
             with self._lock:
                 spare = self._ready.qsize() > 0
-                # No kernel left: every replacement is wanted now, the ones put off included.
-                if spare:
+                self.discarded += not alive
+                if alive and spare:
                     self._owed.add(id(wk))
-                else:
+                elif not spare:  # the pool ran out: every replacement is wanted now, those put off included
                     self._owed.clear()
-            if not spare:
-                self._request()
-            return wk
+            if not (alive and spare):
+                self._request()  # a dead kernel's place, or the last kernel's, is filled at once
+            if alive:
+                return wk
+            wk.shutdown()
 
     def _get(self, deadline: float) -> WarmKernel | None:
         import time
