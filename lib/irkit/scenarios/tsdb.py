@@ -8,6 +8,7 @@ recording is produced this way, so what irkit replays is what a real Prometheus 
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -24,12 +25,37 @@ from irkit.files import terminate
 CONFIG = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _below_ephemeral() -> range:
+    """Ports below the kernel's ephemeral range: ``bind(0)`` and outgoing connections never take these."""
+    try:
+        low = int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(low, 65536)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for the throwaway Prometheus)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test or bench starts.
+
+    Chosen at random below the ephemeral range: a port handed out by ``bind(0)`` could be taken by a
+    kernel's ZeroMQ socket or an outgoing connection between this check and the server's own bind.
+    """
+    ports = _below_ephemeral()
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def _binary(name: str) -> str:
