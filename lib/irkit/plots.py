@@ -75,8 +75,8 @@ def _panel(
     place of the panel title: a single-signal figure's title says what it shows), or False."""
     title, unit = TITLES.get(signal, (signal, ""))
     if legend != "above":
-        ax.set_title(title, fontsize=10, y=1.0)  # placed, not measured: auto placement re-measures every tick label
-    ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(title, fontsize=10, y=1.0, parse_math=False)  # placed, not measured: auto placement re-measures every tick label
+    ax.set_ylabel(unit, fontsize=8, parse_math=False)
     # Placed, not measured (as the title): automatic placement measures every tick label of this panel and
     # of its neighbours on each draw. 0.56 in left of the axes clears the widest value label ("100.0%").
     beside = ax.transAxes + ScaledTranslation(-0.56, 0, ax.figure.dpi_scale_trans)
@@ -92,11 +92,14 @@ def _panel(
             0.5,
             0.5,
             "could not check:\n" + "\n".join(textwrap.wrap(reason, 60)),
+            parse_math=False,
             ha="center",
             va="center",
             transform=ax.transAxes,
             fontsize=8,
             color="tab:gray",
+            bbox={"boxstyle": "square,pad=0.3", "fc": "white", "ec": "none", "alpha": 0.9},
+            zorder=5,  # over the marker lines and their labels: the reason is what this panel says
         )
     else:
         x = date_numbers(series.frame.index)
@@ -124,6 +127,7 @@ def _panel(
             color="tab:red",
             ha="left",
             va="bottom",
+            parse_math=False,
         )
     for m in markers:
         if metrics.start <= m.at <= metrics.end:
@@ -142,6 +146,7 @@ def _panel(
             va="top",
             ha="left" if left else "right",
             color=MARKER_COLORS.get(kind, "tab:blue"),
+            parse_math=False,
             bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
             annotation_clip=False,
         )
@@ -151,9 +156,15 @@ def _panel(
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     if legend == "above":  # clear of the data and of the threshold labels at the left
-        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
+        _legend(ax, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
     elif legend:
-        ax.legend(fontsize=6, loc="upper left")
+        _legend(ax, fontsize=6, loc="upper left")
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """``ax.legend``, its labels (series names from the data) drawn as text, never as mathtext."""
+    for text in ax.legend(**kwargs).get_texts():
+        text.set_parse_math(False)
 
 
 def _locate_ticks(ax: Axes) -> None:
@@ -213,7 +224,7 @@ def signal_figure(
     """One signal over time, with incident window, thresholds and event markers."""
     fig, (ax,) = _layout(1, 1)
     _panel(ax, metrics, signal, markers, window, rules or MetricRules(), legend="above")
-    fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11)
+    fig.suptitle(f"{service} — {TITLES.get(signal, (signal,))[0]} ({metrics.source}; times UTC)", fontsize=11, parse_math=False)
     return fig
 
 
@@ -225,8 +236,14 @@ def golden_signals_figure(
     markers: Sequence[Marker] = (),
     rules: MetricRules | None = None,
 ) -> Figure:
-    """All golden signals, one panel each, sharing the time axis."""
+    """All golden signals, one panel each, sharing the time axis.
+
+    If not one signal has data (Prometheus unreachable, say), one panel says why instead of six empty
+    ones each saying the same thing.
+    """
     names = [s for s in GOLDEN_SIGNALS if s in metrics.series or s in metrics.unavailable]
+    if not any(_has_data(metrics, s) for s in names):
+        return _nothing_to_plot(metrics, names, service=service, window=window, markers=markers)
     cols = 2
     rows = max(1, (len(names) + 1) // cols)
     fig, axes = _layout(rows, cols)
@@ -235,7 +252,79 @@ def golden_signals_figure(
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     start, end = metrics.start, metrics.end
-    fig.suptitle(f"{service} — golden signals {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC ({metrics.source})", fontsize=12)
+    fig.suptitle(f"{service} — golden signals {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC ({metrics.source})", fontsize=12, parse_math=False)
+    return fig
+
+
+def _has_data(metrics: IncidentMetrics, signal: str) -> bool:
+    series = metrics.series.get(signal)
+    return series is not None and not series.frame.empty
+
+
+def _nothing_to_plot(
+    metrics: IncidentMetrics,
+    names: Sequence[str],
+    *,
+    service: str,
+    window: tuple[datetime, datetime],
+    markers: Sequence[Marker],
+) -> Figure:
+    """One panel over the incident's time axis: why no golden signal could be checked, and the events."""
+    reasons: dict[str, list[str]] = {}
+    for name in names or GOLDEN_SIGNALS:
+        why = metrics.unavailable.get(name) or metrics.unavailable.get("all") or "no data"  # "all": no source at all
+        reasons.setdefault(why, []).append(TITLES.get(name, (name,))[0])
+    if len(reasons) == 1:
+        lines = ["could not check any golden signal:", *textwrap.wrap(next(iter(reasons)), 90)]
+    else:
+        lines = ["could not check any golden signal:"]
+        lines += [f"{', '.join(signals)}: {reason}" for reason, signals in reasons.items()]
+    fig, (ax,) = _layout(1, 1)
+    ax.axvspan(date2num(window[0]), date2num(window[1]), color="tab:red", alpha=0.08, label="incident window")
+    for m in markers:
+        if metrics.start <= m.at <= metrics.end:
+            ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
+    span = (metrics.end - metrics.start) or timedelta(hours=1)
+    for at, label, kind in marker_labels(markers, metrics.start, metrics.end):
+        left = (at - metrics.start) / span < 0.12
+        ax.annotate(
+            label,
+            xy=(at, 0.97),
+            xycoords=("data", "axes fraction"),
+            xytext=(2 if left else -2, 0),
+            textcoords="offset points",
+            rotation=90,
+            fontsize=6,
+            va="top",
+            ha="left" if left else "right",
+            color=MARKER_COLORS.get(kind, "tab:blue"),
+            parse_math=False,
+        )
+    ax.text(
+        0.5,
+        0.25,
+        "\n".join(lines),
+        parse_math=False,
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize=9,
+        bbox={"boxstyle": "square,pad=0.4", "fc": "white", "ec": "tab:gray", "alpha": 0.95},
+        zorder=5,
+    )
+    ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
+    _locate_ticks(ax)
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
+    ax.tick_params(labelsize=7)
+    ax.set_yticks([])
+    ax.grid(alpha=0.3)
+    _legend(ax, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
+    start, end = metrics.start, metrics.end
+    fig.suptitle(
+        f"{service} — golden signals {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC ({metrics.source}): no data",
+        fontsize=11,
+        parse_math=False,
+    )
     return fig
 
 

@@ -347,6 +347,61 @@ def test_a_prepared_layout_draws_the_same_pixels_as_a_new_one_and_is_given_out_o
     assert plots.golden_signals_figure(reading, **args) is not spare and not plots._SPARE
 
 
+def test_with_no_signal_at_all_one_panel_says_why_once_and_keeps_the_events() -> None:
+    from irkit import plots
+    from irkit.metrics import GOLDEN_SIGNALS
+
+    start = datetime(2025, 11, 20, 13, 30, tzinfo=UTC)
+    end = start + timedelta(hours=1)
+    alert = plots.Marker(end - timedelta(minutes=5), "alert HighErrorRate", "alert")
+    args = {"service": "svc", "window": (alert.at, end), "markers": [alert]}
+    down = "Prometheus at http://prom:9090 is unreachable (range query)"
+    unreachable = IncidentMetrics("prometheus", start, end, start, end, timedelta(days=7))
+    unreachable.unavailable = dict.fromkeys(GOLDEN_SIGNALS, down)
+    fig = plots.golden_signals_figure(unreachable, **args)
+    (ax,) = fig.axes
+    said = [t.get_text() for t in ax.texts]
+    assert "alert HighErrorRate" in said
+    (why,) = [t for t in said if t.startswith("could not check")]
+    assert why.count("unreachable") == 1 and "prom:9090" in why
+    assert "no data" in fig.get_suptitle() and plots.png_bytes(fig).startswith(b"\x89PNG")
+
+    nothing = IncidentMetrics("recorded", start, end, start, end, timedelta(days=7), unavailable={"all": "no recording"})
+    (ax,) = plots.golden_signals_figure(nothing, **args).axes
+    assert any("no recording" in t.get_text() for t in ax.texts)  # the reading's one reason, not "no data"
+
+    mixed = IncidentMetrics("prometheus", start, end, start, end, timedelta(days=7))
+    mixed.unavailable = {"error_ratio": down, "latency_p99": "query failed: 422 bad_data"}
+    (ax,) = plots.golden_signals_figure(mixed, **args).axes
+    (why,) = [t.get_text() for t in ax.texts if t.get_text().startswith("could not check")]
+    assert "Error ratio (5xx): Prometheus" in why and "p99 latency: query failed" in why
+
+    some = _reading(("error_ratio",))
+    some.unavailable = {"latency_p99": down}
+    assert len(plots.golden_signals_figure(some, **args).axes) == 2  # data for one: a panel per signal still
+
+
+def test_dollar_signs_from_alerts_and_errors_are_drawn_as_text_never_as_mathtext() -> None:
+    from irkit import plots
+
+    hostile = "$\\undefinedmacro{x}$"
+    reading = _reading(("error_ratio", "request_rate"))
+    reading.series["request_rate"].frame.columns = [hostile]  # a label value as a series name
+    reading.unavailable = {"latency_p99": f"parse error {hostile}"}
+    at = reading.end - timedelta(minutes=4)
+    args = {"service": hostile, "window": (at, reading.end), "markers": [plots.Marker(at, f"alert {hostile}", "alert")]}
+    for fig in (
+        plots.golden_signals_figure(reading, **args),
+        plots.signal_figure(reading, "request_rate", **args),
+        plots.golden_signals_figure(IncidentMetrics("x", reading.start, reading.end, at, at, timedelta(days=7)), **args),
+    ):
+        assert plots.png_bytes(fig).startswith(b"\x89PNG")  # mathtext would raise on \undefinedmacro
+        texts = [fig._suptitle, *(t for ax in fig.axes for t in ax.texts)]
+        texts += [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        shown = [t for t in texts if t is not None and "undefinedmacro" in t.get_text()]
+        assert len(shown) >= 2 and not any(t.get_parse_math() for t in shown)
+
+
 def test_the_preload_compiles_every_template_in_its_own_format() -> None:
     from pathlib import Path
 
