@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from irkit.errors import BadInputError, ConfigError, SourceUnavailable
 from irkit.files import atomic_write_bytes
 from irkit.record import Record, versioned_dir
-from irkit.times import parse_ts, rfc3339
+from irkit.times import parse_ts, rfc3339, rfc3339_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,7 +136,7 @@ def baseline_window(start: datetime, end: datetime, offset: timedelta) -> tuple[
 
 def _frame_to_csv(frame: pd.DataFrame) -> bytes:
     out = frame.copy()
-    out.index = [rfc3339(ts.to_pydatetime()) for ts in out.index]
+    out.index = rfc3339_index(out.index)
     out.index.name = "ts"
     text: str = out.to_csv()
     return text.encode()

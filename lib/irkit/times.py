@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 Clock = Callable[[], datetime]
 
@@ -40,6 +41,26 @@ def rfc3339(dt: datetime) -> str:
     if dt.tzinfo is None:
         raise ValueError("naive datetime: irkit keeps every time in UTC")
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rfc3339_index(index: Any) -> list[str]:
+    """:func:`rfc3339` of every timestamp of a pandas ``DatetimeIndex``, formatted by numpy in one step.
+
+    The same strings, character for character (seconds alone when a timestamp has no fraction, else
+    microseconds); an index with nanoseconds or missing times goes one timestamp at a time.
+    """
+    import numpy as np
+
+    if getattr(index, "tz", None) is None:
+        raise ValueError("naive datetime: irkit keeps every time in UTC")
+    ns = index.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if np.isnat(ns).any() or (ns.view("int64") % 1000).any():
+        return [rfc3339(ts.to_pydatetime()) for ts in index]
+    us = ns.astype("datetime64[us]")
+    whole = np.datetime_as_string(us.astype("datetime64[s]"), unit="s")
+    fraction = us.view("int64") % 1_000_000 != 0
+    labels = np.where(fraction, np.datetime_as_string(us, unit="us"), whole) if fraction.any() else whole
+    return [f"{label}Z" for label in labels.tolist()]
 
 
 def parse_ts(value: str) -> datetime:

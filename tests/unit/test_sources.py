@@ -3,6 +3,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from irkit.errors import BadInputError
 from irkit.metrics import live_window
@@ -139,3 +141,33 @@ def test_recorded_timestamps_are_iso_8601_and_anything_else_is_an_unreadable_rec
     csv.write_text("ts,value\n20/11/2025 13:30,0.1\n")  # a day-first date is not guessed at
     with pytest.raises(SourceUnavailable, match=r"error_ratio\.incident\.json is unreadable"):
         RecordedSource(tmp_path).load("error_ratio")
+
+
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
+    st.booleans(),
+)
+def test_rfc3339_index_writes_exactly_what_rfc3339_writes_one_at_a_time(
+    times: list[datetime], zone: str, whole_seconds: bool
+) -> None:
+    from irkit.times import rfc3339, rfc3339_index
+
+    if whole_seconds:  # the common case (Prometheus steps): no fraction anywhere
+        times = [t.replace(microsecond=0) for t in times]
+    index = pd.DatetimeIndex(times).tz_convert(zone)
+    assert rfc3339_index(index) == [rfc3339(t.to_pydatetime()) for t in index]
+
+
+def test_rfc3339_index_refuses_naive_times_and_keeps_nanoseconds_on_the_slow_path() -> None:
+    from irkit.times import rfc3339_index
+
+    with pytest.raises(ValueError, match="naive"):
+        rfc3339_index(pd.DatetimeIndex([datetime(2025, 1, 1)]))
+    odd = pd.DatetimeIndex([pd.Timestamp("2025-11-20T14:32:00.000000001Z"), pd.Timestamp("2025-11-20T14:33:00Z")])
+    with pytest.warns(UserWarning, match="nanoseconds"):  # as to_pydatetime() warns: the same path
+        assert rfc3339_index(odd) == ["2025-11-20T14:32:00Z", "2025-11-20T14:33:00Z"]
