@@ -695,6 +695,10 @@ class Record:
             return self._append_locked(state, type, data, actor)
 
     def _append_locked(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
+        return self._write_events(state, [(type, self._admitted(state, type, data))], actor)[0]
+
+    def _admitted(self, state: dict[str, Any], type: str, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` as it may be written as a ``type`` event on ``state`` (redacted), or raise why not."""
         if (problem := declared_problem(type, data)) is not None:
             raise BadInputError(f"event {type}: {problem}")
         if self.clock is not utcnow and not (state["replay"] or (type == "incident.opened" and data.get("replay"))):
@@ -707,7 +711,7 @@ class Record:
                 )
         if self.redactor is not None:
             data = dict(self.redactor.data(data))
-        return self._write_event(state, type, data, actor)
+        return data
 
     def _lstat_events(self) -> os.stat_result | None:
         try:
@@ -820,19 +824,31 @@ class Record:
 
     def _write_event(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
         """Write one event at the end of the log (caller holds the lock) and update ``state``."""
+        return self._write_events(state, [(type, data)], actor)[0]
+
+    def _write_events(self, state: dict[str, Any], items: list[tuple[str, dict[str, Any]]], actor: str) -> list[Event]:
+        """Write events, chained in order, at the end of the log in one write and one fsync (caller holds
+        the lock); ``state`` is updated once they are durable."""
         head = state["head"]
-        body: Event = {"seq": head["seq"] + 1, "ts": rfc3339(self.clock()), "type": type, "actor": actor, "data": data}
-        body["prev"] = head["hash"]
-        body["hash"] = event_hash(head["hash"], body)
-        if self.signer is not None:
-            body[SIG_KEY] = self.signer.sign(body["hash"])
-        line = canonical_json(body) + b"\n"
+        seq, prev = head["seq"], head["hash"]
+        bodies: list[Event] = []
+        for kind, data in items:
+            seq += 1
+            body: Event = {"seq": seq, "ts": rfc3339(self.clock()), "type": kind, "actor": actor, "data": data}
+            body["prev"] = prev
+            body["hash"] = prev = event_hash(prev, body)
+            if self.signer is not None:
+                body[SIG_KEY] = self.signer.sign(body["hash"])
+            bodies.append(body)
+        lines = [canonical_json(body) + b"\n" for body in bodies]
+        line = b"".join(lines)
+        what = ", ".join(dict.fromkeys(t for t, _ in items))
         try:
             fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BadInputError(f"{self.events_path} is a symlink; refusing to write through it") from None
-            raise _storage_error(exc, f"event {type} to {self.id}") from exc
+            raise _storage_error(exc, f"event {what} to {self.id}") from exc
         try:
             try:
                 written = os.write(fd, line)
@@ -843,16 +859,17 @@ class Record:
                 # A partial line is a torn tail: the next append quarantines it; the chain stays intact.
                 with _TAILS_LOCK:
                     _TAILS.pop(str(self.events_path), None)
-                raise _storage_error(exc, f"event {type} to {self.id}") from exc
+                raise _storage_error(exc, f"event {what} to {self.id}") from exc
             st = os.fstat(fd)
         finally:
             os.close(fd)
         size = head["size"] + len(line)
-        apply_event(state, body)
+        for body in bodies:
+            apply_event(state, body)
         state["head"]["size"] = size
-        self._remember(st, size, line, state)
+        self._remember(st, size, lines[-1], state)
         self._write_state(state)
-        return body
+        return bodies
 
     # ---- writing artifacts: write-once
 
@@ -872,6 +889,15 @@ class Record:
 
     def write_new(self, relpath: str, data: bytes) -> Path:
         """Write a file that must not exist yet (never replaces anything, never follows a symlink)."""
+        full = self._place(relpath, data)
+        try:
+            fsync_dir(full.parent)
+        except OSError as exc:
+            raise _storage_error(exc, f"{relpath} in {self.id}") from exc
+        return full
+
+    def _place(self, relpath: str, data: bytes) -> Path:
+        """:meth:`write_new` up to the directory's fsync (the caller makes the new name durable)."""
         full = self.resolve_artifact(relpath)
         try:
             self._checked_dir(full.parent)
@@ -886,7 +912,6 @@ class Record:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            fsync_dir(full.parent)
         except FileExistsError:
             raise RecordError(f"{relpath} already exists in {self.id}; sealed files are never rewritten") from None
         except OSError as exc:
@@ -926,12 +951,31 @@ class Record:
                     continue
                 if same is not None and reuse_identical:
                     return same
-                for rel, data in files.items():
-                    self.write_new(rel, data)
-                    digest = hashlib.sha256(data).hexdigest()
-                    self._append_locked(
-                        state, "artifact.added", {"path": rel, "sha256": digest, "kind": kind, **extra}, actor
+                items = [
+                    (
+                        "artifact.added",
+                        self._admitted(
+                            state,
+                            "artifact.added",
+                            {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "kind": kind, **extra},
+                        ),
                     )
+                    for rel, data in files.items()
+                ]
+                placed: list[Path] = []
+                try:  # every file, then each directory once: durable before any event names them
+                    for rel, data in files.items():
+                        placed.append(self._place(rel, data))
+                    for directory in dict.fromkeys(p.parent for p in placed):
+                        fsync_dir(directory)
+                except BaseException as exc:
+                    for full in placed:  # no event names them yet: nothing sealed is removed
+                        with contextlib.suppress(OSError):
+                            full.unlink()
+                    if isinstance(exc, OSError):
+                        raise _storage_error(exc, f"{kind} files in {self.id}") from exc
+                    raise
+                self._write_events(state, items, actor)  # one write, one fsync, for the whole set
                 return list(files)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -146,3 +146,37 @@ def test_a_full_disk_while_sealing_is_one_line_and_the_record_still_verifies(tin
     res = irkit("verify", ID, "--records", str(records), env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not list((records / ID / "figures").glob("big*"))  # nothing half-written is kept
+
+
+def test_a_set_sealed_together_is_all_sealed_or_leaves_no_file_when_the_disk_fills_midway(tiny_disk: Path) -> None:
+    from irkit.errors import StorageError
+
+    records = tiny_disk / "reports"
+    rec = Record.create(records, ID, title="t", service="svc", actor="tester")
+    reserve, filler = tiny_disk / "reserve", tiny_disk / "filler"
+    reserve.write_bytes(b"\0" * 100 * 1024)  # what will be left once the rest is full
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    reserve.unlink()
+    files = {f"data/signals/s{i}.csv": os.urandom(60 * 1024) for i in range(3)}  # the first fits, not the second
+    before = len(rec.events())
+    with pytest.raises(StorageError) as failed:
+        rec.seal(lambda n: files, actor="tester", kind="signal")
+    assert "\n" not in str(failed.value)
+    assert len(rec.events()) == before and not list((records / ID / "data" / "signals").iterdir())
+    report = rec.verify()
+    assert report.ok and not report.unaccounted, report.summary()
+
+    filler.unlink()
+    assert rec.seal(lambda n: files, actor="tester", kind="signal") == list(files)
+    added = [e for e in rec.events() if e["type"] == "artifact.added"]
+    assert [e["data"]["path"] for e in added] == list(files)
+    assert [e["seq"] for e in added] == list(range(before + 1, before + 4))
+    report = rec.verify()
+    assert report.ok and not report.unaccounted, report.summary()
