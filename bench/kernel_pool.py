@@ -8,13 +8,15 @@ and p95 of each and the ratios (targets: warm ≥ 6x faster than the CLI, ≥ 5x
 Then where one warm run's time went: the runner's phases (kernel hand-over, cells, redaction, write
 and fsync, hashing, the sealing event) and the slowest cells (figure rendering shows up there). Then
 the time from POSTing an Alertmanager notification to ``irkit serve`` until the triage notebook
-is sealed in the new record, and the time ``import irkit`` takes. Prints figures; asserts nothing.
+is sealed in the new record (serve's triage reads a real Prometheus holding the bundled incident, backfilled
+by promtool: the live path, as in production), and the time ``import irkit`` takes. Prints figures; asserts nothing.
 Run: ``.venv/bin/python bench/kernel_pool.py [--runs 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,28 @@ from irkit.kernels import KernelPool
 from irkit.record import Record, list_incidents
 from irkit.runner import default_notebooks_dir, run_runbook
 from irkit.scenarios.launch import serve_process
-from irkit.scenarios.tsdb import free_port
+from irkit.scenarios.pool_exhaustion import render_openmetrics
+from irkit.scenarios.tsdb import serve
 from irkit.sources import RecordedSource, copy_recording
 
 PARAMS = {"metrics_source": "recorded", "cluster_source": "recorded"}
 ALERTS = 5  # alerts sent to irkit serve one at a time, each once every warm kernel is ready
 WORKERS = os.cpu_count() or 2  # irkit serve's default: a worker, and a warm kernel, per core
+
+
+@contextlib.contextmanager
+def prometheus(cfg: Path) -> Iterator[str]:
+    """A Prometheus serving the bundled incident (backfilled by promtool), with ``cfg`` pointing serve at it."""
+    with serve(render_openmetrics()) as served:
+        cfg.write_text(
+            json.dumps(
+                {
+                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": ["triage"]},  # workers: one per core
+                    "prometheus": {"url": served.url},
+                }
+            )
+        )
+        yield served.url
 
 
 def stats(xs: list[float]) -> str:
@@ -177,17 +196,10 @@ def main() -> None:
         # alert → sealed triage notebook through irkit serve
         serve_records = Path(tmp) / "served"
         cfg = Path(tmp) / "serve.yaml"
-        cfg.write_text(
-            json.dumps(
-                {
-                    "serve": {"token_env": "BENCH_TOKEN", "runbooks": ["triage"]},  # workers: one per core
-                    "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
-                }
-            )
-        )
         latencies = []
         serve_env = {**env, "BENCH_TOKEN": "bench-token-0123456789"}
-        with serve_process(serve_records, cfg, env=serve_env, ready_timeout_s=120) as (url, _proc):
+        # A real Prometheus holding the bundled incident: serve's triage reads it live, as in production
+        with prometheus(cfg), serve_process(serve_records, cfg, env=serve_env, ready_timeout_s=120) as (url, _p):
             for i in range(ALERTS):
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:  # every worker's warm kernel waiting, as in steady state

@@ -2,17 +2,20 @@
 with its triage and investigation runbooks run and sealed.
 
 For each worker count (``--workers 1,2``) it starts ``irkit serve`` (warm pool on, one warm kernel per
-worker; Prometheus pointed at a closed port with a 1 s timeout, so the runbooks say what they could
-not read rather than wait), posts one notification per group as fast as it can, and waits until every
-incident has both runbooks finished. Prints, per worker count: incidents, runs sealed and not ok,
+worker) against a real Prometheus holding the bundled incident (backfilled by promtool; the alerts
+start inside it, so every runbook reads and plots real series), posts one notification per group as
+fast as it can, and waits until every incident has both runbooks finished. ``--prometheus-down``
+points serve at a closed port instead (a storm while monitoring is down: the runbooks say what they
+could not read). Prints, per worker count: incidents, runs sealed and not ok,
 time to the last sealed record, runs per second. Target (issue 18): 100 groups in ≤ 3 minutes on
 2 cores. Prints figures; asserts nothing.
-Run: ``.venv/bin/python bench/runbook_storm.py [--groups 100] [--workers 1,2]``.
+Run: ``.venv/bin/python bench/runbook_storm.py [--groups 100] [--workers 1,2] [--prometheus-down]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -24,7 +27,8 @@ import requests
 
 from irkit.record import Record, list_incidents
 from irkit.scenarios.launch import serve_process, storm_notification
-from irkit.scenarios.tsdb import free_port
+from irkit.scenarios.pool_exhaustion import render_openmetrics
+from irkit.scenarios.tsdb import free_port, serve
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a throwaway token for a loopback bench)
 RUNBOOKS = ["triage", "investigation"]
@@ -42,7 +46,7 @@ def finished(records: Path) -> tuple[int, int, int]:
     return incidents, runs, bad
 
 
-def storm(groups: int, workers: int, timeout_s: float) -> None:
+def storm(groups: int, workers: int, timeout_s: float, prometheus: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         records = Path(tmp) / "reports"
         cfg = Path(tmp) / "irkit.yaml"
@@ -50,7 +54,7 @@ def storm(groups: int, workers: int, timeout_s: float) -> None:
             json.dumps(
                 {
                     "serve": {"token_env": "BENCH_TOKEN", "runbooks": RUNBOOKS, "workers": workers, "tick_s": 0},
-                    "prometheus": {"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
+                    "prometheus": {"url": prometheus, "timeout_s": 1},
                 }
             )
         )
@@ -93,10 +97,16 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=100)
     ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for each storm to drain")
+    ap.add_argument("--prometheus-down", action="store_true", help="serve's Prometheus is a closed port")
     args = ap.parse_args()
-    print(f"{args.groups} alert groups at once, runbooks {' + '.join(RUNBOOKS)} each, on {os.cpu_count()} cores")
-    for workers in (int(w) for w in args.workers.split(",")):
-        storm(args.groups, workers, args.timeout)
+    where = "Prometheus down" if args.prometheus_down else "a real Prometheus holding the incident"
+    print(f"{args.groups} alert groups at once, runbooks {' + '.join(RUNBOOKS)} each, {where}, on {os.cpu_count()} cores")
+    with contextlib.ExitStack() as stack:
+        url = f"http://127.0.0.1:{free_port()}"
+        if not args.prometheus_down:
+            url = stack.enter_context(serve(render_openmetrics())).url
+        for workers in (int(w) for w in args.workers.split(",")):
+            storm(args.groups, workers, args.timeout, url)
 
 
 if __name__ == "__main__":
