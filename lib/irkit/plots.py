@@ -129,12 +129,23 @@ def _panel(
             va="bottom",
             parse_math=False,
         )
+    _mark_events(ax, metrics, markers, labelled=label_markers)
+    _time_axis(ax, metrics)
+    if legend == "above":  # clear of the data and of the threshold labels at the left
+        _legend(ax, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
+    elif legend:
+        _legend(ax, fontsize=6, loc="upper left")
+
+
+def _mark_events(ax: Axes, metrics: IncidentMetrics, markers: Sequence[Marker], *, labelled: bool) -> None:
+    """A vertical line per marker inside the reading's span; with ``labelled``, each cluster named once."""
     for m in markers:
         if metrics.start <= m.at <= metrics.end:
             ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
-    for at, label, kind in marker_labels(markers, metrics.start, metrics.end) if label_markers else ():
+    span = (metrics.end - metrics.start) or timedelta(hours=1)
+    for at, label, kind in marker_labels(markers, metrics.start, metrics.end) if labelled else ():
         # Text beside its line, inside the axes (right of the line near the left edge), on a white box.
-        left = (at - metrics.start) / (metrics.end - metrics.start) < 0.12
+        left = (at - metrics.start) / span < 0.12
         ax.annotate(
             label,
             xy=(at, 0.97),
@@ -150,15 +161,15 @@ def _panel(
             bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
             annotation_clip=False,
         )
+
+
+def _time_axis(ax: Axes, metrics: IncidentMetrics) -> None:
+    """The reading's span on x, as UTC clock times, with a light grid."""
     ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
     _locate_ticks(ax)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    if legend == "above":  # clear of the data and of the threshold labels at the left
-        _legend(ax, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
-    elif legend:
-        _legend(ax, fontsize=6, loc="upper left")
 
 
 def _legend(ax: Axes, **kwargs: Any) -> None:
@@ -278,28 +289,11 @@ def _nothing_to_plot(
         lines = ["could not check any golden signal:", *textwrap.wrap(next(iter(reasons)), 90)]
     else:
         lines = ["could not check any golden signal:"]
-        lines += [f"{', '.join(signals)}: {reason}" for reason, signals in reasons.items()]
+        for reason, signals in reasons.items():
+            lines += textwrap.wrap(f"{', '.join(signals)}: {reason}", 110)
     fig, (ax,) = _layout(1, 1)
     ax.axvspan(date2num(window[0]), date2num(window[1]), color="tab:red", alpha=0.08, label="incident window")
-    for m in markers:
-        if metrics.start <= m.at <= metrics.end:
-            ax.axvline(date2num(m.at), lw=1.0, color=MARKER_COLORS.get(m.kind, "tab:blue"), alpha=0.8)
-    span = (metrics.end - metrics.start) or timedelta(hours=1)
-    for at, label, kind in marker_labels(markers, metrics.start, metrics.end):
-        left = (at - metrics.start) / span < 0.12
-        ax.annotate(
-            label,
-            xy=(at, 0.97),
-            xycoords=("data", "axes fraction"),
-            xytext=(2 if left else -2, 0),
-            textcoords="offset points",
-            rotation=90,
-            fontsize=6,
-            va="top",
-            ha="left" if left else "right",
-            color=MARKER_COLORS.get(kind, "tab:blue"),
-            parse_math=False,
-        )
+    _mark_events(ax, metrics, markers, labelled=True)
     ax.text(
         0.5,
         0.25,
@@ -312,12 +306,8 @@ def _nothing_to_plot(
         bbox={"boxstyle": "square,pad=0.4", "fc": "white", "ec": "tab:gray", "alpha": 0.95},
         zorder=5,
     )
-    ax.set_xlim(date2num(metrics.start), date2num(metrics.end))
-    _locate_ticks(ax)
-    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
-    ax.tick_params(labelsize=7)
+    _time_axis(ax, metrics)
     ax.set_yticks([])
-    ax.grid(alpha=0.3)
     _legend(ax, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=6, frameon=False, borderaxespad=0.1)
     start, end = metrics.start, metrics.end
     fig.suptitle(
