@@ -344,7 +344,11 @@ class RedactionSettings(_Model):
 class RunnerSettings(_Model):
     """How runbooks are executed."""
 
-    kernel_name: str = "python3"
+    kernel_name: str = Field(
+        "python3",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Jupyter kernelspec the runbooks run on (see `jupyter kernelspec list`)",
+    )
     execution_timeout_s: float = Field(600, gt=0, description="Per-cell timeout")
     start_timeout_s: float = Field(60, gt=0)
     notebooks_dir: str | None = Field(None, description="Where runbook sources live; default: bundled")

@@ -37,6 +37,8 @@ def test_named_missing_file_is_an_error(tmp_path: Path) -> None:
         ("redaction:\n  patterns: ['(unclosed']\n", "redaction.patterns"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("service: {name: [unclosed\n", "not valid YAML"),
+        ('runner:\n  kernel_name: ""\n', "runner.kernel_name"),  # was an AttributeError inside papermill
+        ("runner:\n  kernel_name: ../x\n", "runner.kernel_name"),
     ],
 )
 def test_bad_files_name_key_and_problem(tmp_path: Path, text: str, needle: str) -> None:
