@@ -245,6 +245,7 @@ def test_hostile_label_values_stay_data_into_the_notebook(tmp_path: Path, record
     hostile = {
         "summary": f'"; __import__("os").system("touch {marker}") #\nnext line \'quote\' ✓ 漢字 {{x}}',
         "team": "$(touch /tmp/x) `id` <b>bold</b>",
+        "alertname": "$\\undefinedmacro{x}$ HighErrorRate",  # on the figure's alert marker: text, not mathtext
     }
     with server(tmp_path, records) as (url, _):
         res = requests.post(f"{url}/alerts", json=payload("hostile", labels=hostile), headers=AUTH, timeout=10)
