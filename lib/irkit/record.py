@@ -112,6 +112,10 @@ def versioned_dir(base: str, n: int) -> str:
     return base if n == 1 else f"{base}.r{n}"
 
 
+class _LogUnchanged(StorageError):
+    """Appending failed before one byte reached the log: no event names what the caller wrote for it."""
+
+
 def _storage_error(exc: OSError, what: str) -> StorageError:
     return StorageError(f"cannot write {what}: {exc.strerror or exc} (nothing half-written was kept)")
 
@@ -829,9 +833,15 @@ class Record:
     def _write_events(self, state: dict[str, Any], items: list[tuple[str, dict[str, Any]]], actor: str) -> list[Event]:
         """Write events, chained in order, at the end of the log in one write and one fsync (caller holds
         the lock); ``state`` is updated once they are durable."""
+        return self._write_lines(state, self._event_lines(state, items, actor))
+
+    def _event_lines(
+        self, state: dict[str, Any], items: list[tuple[str, dict[str, Any]]], actor: str
+    ) -> list[tuple[Event, bytes]]:
+        """The events for ``items`` after the log's head, stamped, chained, signed and serialized."""
         head = state["head"]
         seq, prev = head["seq"], head["hash"]
-        bodies: list[Event] = []
+        out: list[tuple[Event, bytes]] = []
         for kind, data in items:
             seq += 1
             body: Event = {"seq": seq, "ts": rfc3339(self.clock()), "type": kind, "actor": actor, "data": data}
@@ -839,19 +849,26 @@ class Record:
             body["hash"] = prev = event_hash(prev, body)
             if self.signer is not None:
                 body[SIG_KEY] = self.signer.sign(body["hash"])
-            bodies.append(body)
-        lines = [canonical_json(body) + b"\n" for body in bodies]
-        line = b"".join(lines)
-        what = ", ".join(dict.fromkeys(t for t, _ in items))
+            out.append((body, canonical_json(body) + b"\n"))
+        return out
+
+    def _write_lines(self, state: dict[str, Any], events: list[tuple[Event, bytes]]) -> list[Event]:
+        """Append prepared events (caller holds the lock). :class:`_LogUnchanged` if not one byte was written."""
+        head = state["head"]
+        line = b"".join(text for _, text in events)
+        what = ", ".join(dict.fromkeys(body["type"] for body, _ in events))
         try:
             fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BadInputError(f"{self.events_path} is a symlink; refusing to write through it") from None
-            raise _storage_error(exc, f"event {what} to {self.id}") from exc
+            raise _LogUnchanged(str(_storage_error(exc, f"event {what} to {self.id}"))) from exc
         try:
             try:
-                written = os.write(fd, line)
+                written = os.write(fd, line)  # raises having written nothing, or returns what it wrote
+            except OSError as exc:
+                raise _LogUnchanged(str(_storage_error(exc, f"event {what} to {self.id}"))) from exc
+            try:
                 if written != len(line):
                     raise StorageError(f"short write appending to {self.events_path} ({written}/{len(line)} bytes)")
                 os.fsync(fd)
@@ -864,12 +881,12 @@ class Record:
         finally:
             os.close(fd)
         size = head["size"] + len(line)
-        for body in bodies:
+        for body, _ in events:
             apply_event(state, body)
         state["head"]["size"] = size
-        self._remember(st, size, lines[-1], state)
+        self._remember(st, size, events[-1][1], state)
         self._write_state(state)
-        return bodies
+        return [body for body, _ in events]
 
     # ---- writing artifacts: write-once
 
@@ -883,6 +900,7 @@ class Record:
                 st = os.lstat(cur)
             except FileNotFoundError:
                 cur.mkdir(mode=0o755)
+                fsync_dir(cur.parent)  # the new directory's name is durable before any event names a file in it
                 continue
             if not statmod.S_ISDIR(st.st_mode):
                 raise BadInputError(f"{cur} is not a directory (a symlink?); refusing to write through it")
@@ -910,7 +928,7 @@ class Record:
                     os.fsync(fh.fileno())
                 os.link(tmp, full)  # fails if anything (file, symlink) is already at that name
             finally:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # once linked, a leftover temp name is only clutter
                     os.unlink(tmp)
         except FileExistsError:
             raise RecordError(f"{relpath} already exists in {self.id}; sealed files are never rewritten") from None
@@ -962,20 +980,29 @@ class Record:
                     )
                     for rel, data in files.items()
                 ]
+                try:  # stamped, signed and serialized before any file exists: a refusal leaves nothing
+                    events = self._event_lines(state, items, actor)
+                except (TypeError, ValueError) as exc:
+                    raise BadInputError(f"{kind} files: event data cannot be recorded: {exc}") from None
                 placed: list[Path] = []
+                logging = False
                 try:  # every file, then each directory once: durable before any event names them
                     for rel, data in files.items():
                         placed.append(self._place(rel, data))
                     for directory in dict.fromkeys(p.parent for p in placed):
                         fsync_dir(directory)
+                    logging = True
+                    self._write_lines(state, events)  # one write, one fsync, for the whole set
                 except BaseException as exc:
-                    for full in placed:  # no event names them yet: nothing sealed is removed
-                        with contextlib.suppress(OSError):
-                            full.unlink()
+                    # Removed only while no event can name them: a failure before the log was touched.
+                    # After a short write or a failed fsync some events may be on disk: the files stay.
+                    if not logging or isinstance(exc, _LogUnchanged):
+                        for full in placed:
+                            with contextlib.suppress(OSError):
+                                full.unlink()
                     if isinstance(exc, OSError):
                         raise _storage_error(exc, f"{kind} files in {self.id}") from exc
                     raise
-                self._write_events(state, items, actor)  # one write, one fsync, for the whole set
                 return list(files)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -384,3 +384,14 @@ def test_a_relative_records_root_is_made_absolute(tmp_path: Path, monkeypatch: p
     assert rec.path.is_absolute()
     assert snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="a")
     assert rec.verify().ok
+
+
+def test_a_set_whose_events_cannot_be_recorded_leaves_no_file(records: Path) -> None:
+    rec = new(records)
+    before = len(rec.events())
+    with pytest.raises(BadInputError, match="cannot be recorded"):
+        rec.seal(lambda n: {"data/x/a.csv": b"a", "data/x/b.csv": b"b"}, actor="a", kind="signal", extra=object())
+    assert len(rec.events()) == before
+    assert not (rec.path / "data" / "x").exists()  # refused before any file was placed
+    report = rec.verify()
+    assert report.ok and not report.unaccounted, report.summary()
