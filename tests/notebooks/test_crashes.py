@@ -119,20 +119,26 @@ def tiny_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)])
 
 
-def test_a_full_disk_while_sealing_is_one_line_and_the_record_still_verifies(tiny_disk: Path, tmp_path: Path) -> None:
-    records = tiny_disk / "reports"
-    env = {**os.environ, "IRKIT_ACTOR": "tester"}
-    rec = Record.create(records, ID, title="t", service="svc", actor="tester")
-    rec.note("before the disk filled", actor="tester")
-    filler = tiny_disk / "filler"
+def fill(disk: Path) -> Path:
+    """Fill every byte left on ``disk`` with one file; returns it (unlink it to free the space)."""
+    filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # fill every byte that is left
+    try:
         while os.write(fd, b"\0" * 4096):
             pass
     except OSError:
         pass
     finally:
         os.close(fd)
+    return filler
+
+
+def test_a_full_disk_while_sealing_is_one_line_and_the_record_still_verifies(tiny_disk: Path, tmp_path: Path) -> None:
+    records = tiny_disk / "reports"
+    env = {**os.environ, "IRKIT_ACTOR": "tester"}
+    rec = Record.create(records, ID, title="t", service="svc", actor="tester")
+    rec.note("before the disk filled", actor="tester")
+    filler = fill(tiny_disk)
     from irkit.errors import StorageError
 
     with pytest.raises(StorageError, match="cannot write"):
@@ -153,16 +159,9 @@ def test_a_set_sealed_together_is_all_sealed_or_leaves_no_file_when_the_disk_fil
 
     records = tiny_disk / "reports"
     rec = Record.create(records, ID, title="t", service="svc", actor="tester")
-    reserve, filler = tiny_disk / "reserve", tiny_disk / "filler"
+    reserve = tiny_disk / "reserve"
     reserve.write_bytes(b"\0" * 100 * 1024)  # what will be left once the rest is full
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    filler = fill(tiny_disk)
     reserve.unlink()
     files = {f"data/signals/s{i}.csv": os.urandom(60 * 1024) for i in range(3)}  # the first fits, not the second
     before = len(rec.events())
