@@ -699,7 +699,7 @@ class Record:
             return self._append_locked(state, type, data, actor)
 
     def _append_locked(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
-        return self._write_events(state, [(type, self._admitted(state, type, data))], actor)[0]
+        return self._write_event(state, type, self._admitted(state, type, data), actor)
 
     def _admitted(self, state: dict[str, Any], type: str, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` as it may be written as a ``type`` event on ``state`` (redacted), or raise why not."""
@@ -828,12 +828,7 @@ class Record:
 
     def _write_event(self, state: dict[str, Any], type: str, data: dict[str, Any], actor: str) -> Event:
         """Write one event at the end of the log (caller holds the lock) and update ``state``."""
-        return self._write_events(state, [(type, data)], actor)[0]
-
-    def _write_events(self, state: dict[str, Any], items: list[tuple[str, dict[str, Any]]], actor: str) -> list[Event]:
-        """Write events, chained in order, at the end of the log in one write and one fsync (caller holds
-        the lock); ``state`` is updated once they are durable."""
-        return self._write_lines(state, self._event_lines(state, items, actor))
+        return self._write_lines(state, self._event_lines(state, [(type, data)], actor))[0]
 
     def _event_lines(
         self, state: dict[str, Any], items: list[tuple[str, dict[str, Any]]], actor: str
@@ -853,7 +848,9 @@ class Record:
         return out
 
     def _write_lines(self, state: dict[str, Any], events: list[tuple[Event, bytes]]) -> list[Event]:
-        """Append prepared events (caller holds the lock). :class:`_LogUnchanged` if not one byte was written."""
+        """Append prepared events in one write and one fsync (caller holds the lock), then update ``state``.
+
+        Raises :class:`_LogUnchanged` if not one byte reached the log."""
         head = state["head"]
         line = b"".join(text for _, text in events)
         what = ", ".join(dict.fromkeys(body["type"] for body, _ in events))
