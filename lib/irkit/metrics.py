@@ -9,7 +9,7 @@ peak error ratio, peak p99 latency against the baseline's median, lowest availab
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -165,6 +165,22 @@ class IncidentMetrics:
             "unavailable": self.unavailable,
         }
 
+    def fingerprint(self) -> str:
+        """A digest of everything in this reading (windows, every series' values, labels and index, what
+        was unavailable): equal fingerprints draw equal figures."""
+        import hashlib
+        import json
+
+        import pandas as pd
+
+        h = hashlib.sha256(json.dumps([self.describe(), self.misconfigured, str(self.baseline_offset)], sort_keys=True).encode())
+        for group in (self.series, self.baseline):
+            for name in sorted(group):
+                s = group[name]
+                h.update(json.dumps([name, s.meta()], sort_keys=True).encode())  # role, query, window, columns
+                h.update(pd.util.hash_pandas_object(s.frame, index=True).to_numpy().tobytes())
+        return h.hexdigest()
+
 
 def _order(signal: str) -> int:
     return GOLDEN_SIGNALS.index(signal) if signal in GOLDEN_SIGNALS else len(GOLDEN_SIGNALS)
@@ -283,10 +299,12 @@ def read_incident_metrics(
     now: datetime,
     actor: str,
     lookback: timedelta = timedelta(hours=1),
+    on_read: Callable[[IncidentMetrics], None] | None = None,
 ) -> IncidentMetrics:
     """The golden signals and their baseline for an incident; live readings are snapshotted into the record.
 
     A source that cannot be reached gives an empty reading that says why (runbooks go on and show it).
+    ``on_read`` gets the reading as soon as it is read, before it is snapshotted (a figure can start).
     """
     detected = parse_ts(record.state()["detected_at"])
 
@@ -307,6 +325,8 @@ def read_incident_metrics(
     except SourceUnavailable as exc:
         return nothing(exc)
     m = read_metrics(src, signals=configured_signals(settings, "error_ratio_by_route"), start=start, end=end, eval_end=at, baseline_offset=settings.baseline_offset)
+    if on_read is not None:
+        on_read(m)
     if not isinstance(src, RecordedSource):
         snapshot(record, [*m.series.values(), *m.baseline.values()], actor=actor)
     record.append("metrics.read", m.describe(), actor=actor)

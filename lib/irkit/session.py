@@ -13,13 +13,14 @@ they do not acknowledge, and never execute mitigations.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irkit import checklist, cluster, comms, metrics, mitigate, plots, postmortem, resolve, views
+from irkit import checklist, cluster, comms, forked, metrics, mitigate, plots, postmortem, resolve, views
 from irkit.config import Settings, load_config
+from irkit.errors import BadInputError
 from irkit.events import Event, Status
 from irkit.record import Record
 from irkit.severity import Clocks, Level, compute_clocks
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from irkit.metrics import IncidentMetrics
     from irkit.mitigate import ActionRegistry
     from irkit.probes import ProbeRegistry
+
+GOLDEN_SIGNALS_FIGURE = "golden-signals"  # figures/golden-signals.png; other figures are named after their signal
 
 
 class Session:
@@ -60,6 +63,7 @@ class Session:
         self.clock = clock
         self.actions, self.probes, self.senders = actions, probes, senders
         self._views: dict[str, ClusterView] = {}
+        self._ahead: dict[str, tuple[tuple[str, dict[str, Any]], forked.Forked]] = {}  # figures being drawn
         self.actor_known = True  # False: the actor is only the login name (see from_parameters)
 
     @property
@@ -166,9 +170,30 @@ class Session:
 
     # ---- metrics (plan 1.3 "assess severity", 2 "check metrics")
 
-    def metrics(self, source: str = "live", *, lookback: timedelta = timedelta(hours=1)) -> IncidentMetrics:
-        """Read the golden signals and their baseline; live readings are snapshotted into the record."""
-        return metrics.read_incident_metrics(*self._on, source, now=self.clock(), actor=self.actor, lookback=lookback)
+    def metrics(
+        self, source: str = "live", *, lookback: timedelta = timedelta(hours=1), draw: Sequence[str] = ()
+    ) -> IncidentMetrics:
+        """Read the golden signals and their baseline; live readings are snapshotted into the record.
+
+        ``draw``: figures this runbook will plot from the reading ("golden-signals" or a signal's name),
+        started now on another core (:mod:`irkit.forked`) so they are ready when their cell comes. The
+        plotting cell still decides: it uses the early drawing only if the reading, window, markers and
+        rules are unchanged, and otherwise draws anew.
+        """
+        for name in draw:
+            if name != GOLDEN_SIGNALS_FIGURE and name not in self.settings.signals:
+                raise BadInputError(
+                    f"draw: {name!r} is neither {GOLDEN_SIGNALS_FIGURE!r} nor a configured signal "
+                    f"({', '.join(sorted(self.settings.signals))})"
+                )
+
+        def draw_ahead(reading: IncidentMetrics) -> None:  # before the reading is snapshotted: the sooner the better
+            for name in draw:
+                self._draw_ahead(reading, name)
+
+        return metrics.read_incident_metrics(
+            *self._on, source, now=self.clock(), actor=self.actor, lookback=lookback, on_read=draw_ahead
+        )
 
     def signals(self, reading: IncidentMetrics) -> Any:
         """The golden signals as people read them: worst and normal in their units, ratio, and the verdict on each."""
@@ -180,20 +205,45 @@ class Session:
         found = metrics.assess_and_record(self.record, reading, self.settings, actor=self.actor, pods_ready=ready)
         return views.Assessed(*found)
 
-    def _figure(self, fig: Figure, name: str) -> Any:
-        from IPython.display import Image
-
-        data = plots.png_bytes(fig)
-        self.record.seal_one(f"figures/{name}.png", data, actor=self.actor, kind="figure")
-        return Image(data=data, format="png")
-
     def plot_golden_signals(self, reading: IncidentMetrics) -> Any:
         """All golden signals with the incident shaded and events marked; saved to figures/."""
-        return self._figure(plots.golden_signals_figure(reading, **self._plot_args(reading)), "golden-signals")
+        return self._plot(reading, GOLDEN_SIGNALS_FIGURE)
 
     def plot_signal(self, reading: IncidentMetrics, signal: str) -> Any:
         """One signal with the plan's thresholds; saved to figures/<signal>.png."""
-        return self._figure(plots.signal_figure(reading, signal, **self._plot_args(reading)), signal)
+        return self._plot(reading, signal)
+
+    def _plot(self, reading: IncidentMetrics, name: str) -> Any:
+        from IPython.display import Image
+
+        args = self._plot_args(reading)
+        data = None
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None:
+            inputs, job = ahead
+            if inputs == (reading.fingerprint(), args):
+                data = job.result()
+            else:
+                job.cancel()
+        if data is None:  # nothing drawn ahead, its inputs changed since, or the child failed or warned
+            data = plots.png_bytes(self._figure(reading, name, args))
+        self.record.seal_one(f"figures/{name}.png", data, actor=self.actor, kind="figure")
+        return Image(data=data, format="png")
+
+    @staticmethod
+    def _figure(reading: IncidentMetrics, name: str, args: Mapping[str, Any]) -> Figure:
+        if name == GOLDEN_SIGNALS_FIGURE:
+            return plots.golden_signals_figure(reading, **args)
+        return plots.signal_figure(reading, name, **args)
+
+    def _draw_ahead(self, reading: IncidentMetrics, name: str) -> None:
+        inputs = (reading.fingerprint(), self._plot_args(reading))
+        previous = self._ahead.pop(name, None)
+        if previous is not None:
+            previous[1].cancel()
+        job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])))
+        if job is not None:
+            self._ahead[name] = (inputs, job)
 
     def _plot_args(self, reading: IncidentMetrics) -> dict[str, Any]:
         st = self.state()

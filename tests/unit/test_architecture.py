@@ -19,7 +19,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib" / "irkit"
 
 # Bottom to top. A module may import modules of its own layer or of a layer below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"errors", "times", "units", "files", "events", "redact", "signing", "http", "templating"}),
+    ("foundation", {"errors", "times", "units", "files", "events", "redact", "signing", "http", "templating", "forked"}),
     ("policy and record", {"severity", "oncall", "config", "record", "runstate", "store"}),
     (
         "sources and readings",

@@ -1,0 +1,148 @@
+"""Work done ahead in a forked child: a figure drawn on the other core while a runbook goes on.
+
+Drawing the golden-signals figure is a third of a triage run, all of it Python holding the GIL, so a
+thread cannot overlap it with the cells that follow. A ``fork`` can: the child has the kernel's memory
+(the reading, the fonts, the imported libraries) at no copying cost, draws, and hands the bytes back
+over a pipe. The parent takes them when it needs them; the record is written by the parent only.
+
+The child is only trusted with a clean result: if it fails, is killed, times out, or anything in it
+warns or logs a warning, :meth:`Forked.result` gives None and the caller does the work in process,
+where warnings show exactly as they always did. Only Linux forks (elsewhere :func:`start` gives None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+
+EXIT_OK, EXIT_FAILED, EXIT_WARNED = 0, 1, 3
+
+
+def start(work: Callable[[], bytes]) -> Forked | None:
+    """Run ``work`` in a forked child now; None where forking is not used (not Linux) or fails."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return None
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process (see above)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid == 0:  # the child: never returns
+        code = EXIT_FAILED
+        try:
+            os.close(r)
+            code = _child(work, w)
+        finally:
+            os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+    os.close(w)
+    return Forked(pid, r)
+
+
+def _child(work: Callable[[], bytes], w: int) -> int:
+    # The kernel's stdout/stderr forward to threads the child does not have, and its fds 1 and 2 are
+    # pipes the parent's threads read into the notebook: nothing the child prints may land there.
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until os._exit
+    os.dup2(sys.stdout.fileno(), 1)
+    os.dup2(sys.stdout.fileno(), 2)
+    logged = _Caught(logging.WARNING)
+    logging.getLogger().addHandler(logged)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = work()
+    if caught or logged.records:
+        return EXIT_WARNED
+    view = memoryview(data)
+    while view:
+        view = view[os.write(w, view) :]
+    return EXIT_OK
+
+
+class _Caught(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Forked:
+    """A child doing work ahead; :meth:`result` collects it once, :meth:`cancel` gives it up."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self._fd: int | None = fd
+        self.outcome = "running"  # then: ok, failed, warned, timed out, cancelled
+        # A session dropped without collecting must not leave a child blocked on the pipe.
+        self._finalizer = weakref.finalize(self, _reap, pid, fd)
+
+    def result(self, timeout_s: float = 30.0) -> bytes | None:
+        """The child's bytes, or None if it failed, warned or did not finish within ``timeout_s``."""
+        fd = self._fd
+        if fd is None:
+            return None
+        self._fd = None
+        self._finalizer.detach()
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    timed_out = True
+                    break
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        code = _wait(self.pid)
+        if timed_out:
+            self.outcome = "timed out"
+        elif code == EXIT_OK:
+            self.outcome = "ok"
+            return b"".join(chunks)
+        else:
+            self.outcome = "warned" if code == EXIT_WARNED else "failed"
+        return None
+
+    def cancel(self) -> None:
+        """Give the work up: the child is killed and reaped."""
+        if self._fd is not None:
+            self._fd = None
+            self._finalizer()
+            self.outcome = "cancelled"
+
+
+def _wait(pid: int) -> int | None:
+    try:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except ChildProcessError:
+        return None
+
+
+def _reap(pid: int, fd: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.close(fd)
+    _wait(pid)

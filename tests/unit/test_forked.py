@@ -1,0 +1,152 @@
+"""Figures drawn ahead in a forked child: the same bytes, or nothing and the caller draws in process."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from irkit import forked, plots
+from irkit.cluster import RecordedCluster, capture, snapshot
+from irkit.config import load_config
+from irkit.demo import SCENARIO_DIR, open_demo_incident
+from irkit.errors import BadInputError
+from irkit.events import Status
+from irkit.session import Session
+from irkit.sources import RecordedSource, copy_recording
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` is neither running nor a zombie of ours."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # reaped (by us or by the code under test)
+    return False
+
+
+def test_the_childs_bytes_come_back_whole_even_past_a_pipes_buffer() -> None:
+    data = os.urandom(300_000)  # more than a pipe holds: the child blocks until the parent reads
+    job = forked.start(lambda: data)
+    assert job is not None
+    assert job.result() == data and job.outcome == "ok"
+    assert _gone(job.pid) and job.result() is None  # collected once
+
+
+def _raise() -> bytes:
+    raise RuntimeError("boom")
+
+
+def _warn() -> bytes:
+    warnings.warn("Glyph 128293 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
+    return b"drawn with a missing glyph"
+
+
+def _log() -> bytes:
+    logging.getLogger("matplotlib.ticker").warning("Locator attempting to generate 5000 ticks")
+    return b"drawn after a logged warning"
+
+
+@pytest.mark.parametrize(("work", "outcome"), [(_raise, "failed"), (_warn, "warned"), (_log, "warned")])
+def test_a_child_that_fails_or_warns_gives_nothing_so_the_caller_draws_in_process(work, outcome) -> None:
+    job = forked.start(work)
+    assert job is not None
+    assert job.result() is None and job.outcome == outcome and _gone(job.pid)
+
+
+def test_a_child_past_its_time_is_killed_and_reaped() -> None:
+    job = forked.start(lambda: time.sleep(30) or b"late")
+    assert job is not None
+    t = time.monotonic()
+    assert job.result(timeout_s=0.3) is None and job.outcome == "timed out"
+    assert time.monotonic() - t < 10 and _gone(job.pid)
+
+
+def test_work_given_up_or_dropped_leaves_no_child_behind() -> None:
+    job = forked.start(lambda: b"x" * 200_000)  # blocks on the full pipe until someone reads or kills it
+    assert job is not None
+    job.cancel()
+    assert job.outcome == "cancelled" and _gone(job.pid) and job.result() is None
+    dropped = forked.start(lambda: b"x" * 200_000)
+    assert dropped is not None
+    pid = dropped.pid
+    del dropped
+    gc.collect()
+    assert _gone(pid)
+
+
+def test_only_linux_forks(monkeypatch) -> None:
+    monkeypatch.setattr(forked.sys, "platform", "darwin")
+    assert forked.start(lambda: b"x") is None
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Session:
+    settings = load_config(None, {})
+    records = tmp_path / "reports"
+    rec = open_demo_incident(records, settings, "t")
+    copy_recording(RecordedSource(SCENARIO_DIR / "signals"), rec, actor="t")
+    snapshot(rec, capture(RecordedCluster(SCENARIO_DIR / "cluster")), actor="t")
+    return Session(rec, settings, actor="t", batch=True)
+
+
+def _sealed(session: Session, name: str) -> bytes:
+    return (session.record.path / "figures" / f"{name}.png").read_bytes()
+
+
+def test_a_figure_drawn_ahead_is_the_very_image_drawn_in_process(session) -> None:
+    m = session.metrics("recorded", draw=["golden-signals", "error_ratio"])
+    jobs = {name: job for name, (_, job) in session._ahead.items()}
+    assert set(jobs) == {"golden-signals", "error_ratio"}
+    shown = session.plot_golden_signals(m)
+    session.plot_signal(m, "error_ratio")
+    assert all(j.outcome == "ok" for j in jobs.values())  # the children's drawings were used
+    args = session._plot_args(m)
+    in_process = plots.png_bytes(plots.golden_signals_figure(m, **args))
+    assert shown.data == _sealed(session, "golden-signals") == in_process
+    assert _sealed(session, "error_ratio") == plots.png_bytes(plots.signal_figure(m, "error_ratio", **args))
+
+
+def test_a_drawing_made_before_the_record_changed_is_not_used(session) -> None:
+    m = session.metrics("recorded", draw=["golden-signals"])
+    (_, job), = session._ahead.values()
+    for status in (Status.ACKNOWLEDGED, Status.INVESTIGATING, Status.MITIGATING):  # mitigating: a new marker
+        session.record.set_status(status, actor="t", reason="rolled back")
+    session.plot_golden_signals(m)
+    assert job.outcome == "cancelled" and _gone(job.pid)
+    fresh = plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
+    assert _sealed(session, "golden-signals") == fresh
+    assert any(mk.label == "mitigating" for mk in session._plot_args(m)["markers"])
+
+
+def test_a_reading_changed_after_its_drawing_began_is_drawn_again(session) -> None:
+    m = session.metrics("recorded", draw=["golden-signals"])
+    (_, job), = session._ahead.values()
+    m.series["error_ratio"].frame.iloc[-1, 0] = 0.99  # someone edits the reading in JupyterLab
+    session.plot_golden_signals(m)
+    assert job.outcome == "cancelled"
+    assert _sealed(session, "golden-signals") == plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
+
+
+def test_drawing_an_unknown_figure_is_refused_before_any_work(session) -> None:
+    with pytest.raises(BadInputError, match="neither 'golden-signals' nor a configured signal"):
+        session.metrics("recorded", draw=["golden-signals", "nope"])
+    assert not session._ahead and not any(e["type"] == "metrics.read" for e in session.record.events())
+
+
+def test_nothing_the_child_prints_reaches_the_parents_output(capfd) -> None:
+    def noisy() -> bytes:
+        print("from python")
+        os.write(1, b"from C on fd 1\n")
+        os.write(2, b"from C on fd 2\n")
+        return b"ok"
+
+    job = forked.start(noisy)
+    assert job is not None and job.result() == b"ok"
+    out, err = capfd.readouterr()
+    assert "from" not in out and "from" not in err
