@@ -171,14 +171,15 @@ class IncidentMetrics:
         import hashlib
         import json
 
-        import pandas as pd
+        import numpy as np
 
         h = hashlib.sha256(json.dumps([self.describe(), self.misconfigured, str(self.baseline_offset)], sort_keys=True).encode())
         for group in (self.series, self.baseline):
             for name in sorted(group):
                 s = group[name]
                 h.update(json.dumps([name, s.meta()], sort_keys=True).encode())  # role, query, window, columns
-                h.update(pd.util.hash_pandas_object(s.frame, index=True).to_numpy().tobytes())
+                h.update(np.ascontiguousarray(s.frame.index.asi8).tobytes())
+                h.update(np.ascontiguousarray(s.frame.to_numpy(dtype="float64")).tobytes())
         return h.hexdigest()
 
 
