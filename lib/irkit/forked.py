@@ -111,8 +111,11 @@ class Forked:
                 if not chunk:
                     break
                 chunks.append(chunk)
-        finally:
-            os.close(fd)
+        except BaseException:  # an interrupted wait (a responder's Ctrl-C): the child goes with it
+            self.outcome = "cancelled"
+            _reap(self.pid, fd)
+            raise
+        os.close(fd)
         if timed_out:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)

@@ -150,3 +150,16 @@ def test_nothing_the_child_prints_reaches_the_parents_output(capfd) -> None:
     assert job is not None and job.result() == b"ok"
     out, err = capfd.readouterr()
     assert "from" not in out and "from" not in err
+
+
+def test_an_interrupted_wait_takes_the_child_with_it(monkeypatch) -> None:
+    job = forked.start(lambda: time.sleep(30) or b"late")
+    assert job is not None
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(forked.select, "select", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        job.result()
+    assert job.outcome == "cancelled" and _gone(job.pid)
