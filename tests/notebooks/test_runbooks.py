@@ -141,3 +141,20 @@ def test_usage_errors_are_one_line_exit_2(cli, args: list[str]) -> None:
     res = cli(*args)
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("irkit")
+
+
+def test_the_demos_triage_leaves_its_facts_as_scraps_and_its_figure_sealed(demo_run) -> None:
+    """Other runbooks and reports read triage's facts as scrapbook scraps, never from printed output."""
+    import scrapbook as sb
+
+    from irkit.record import Record
+
+    rec = Record.open(demo_run.path.parent, demo_run.path.name)
+    triage = next(r for r in demo_run.runs if r.runbook == "triage")
+    scraps = sb.read_notebook(str(rec.path / triage.path)).scraps.data_dict
+    st = rec.state()
+    assert scraps["incident_id"] == rec.id and scraps["detected_at"] == st["detected_at"]
+    assert scraps["severity"] == "P1" and scraps["status"] == "investigating"
+    assert isinstance(scraps["response_overdue"], bool) and isinstance(scraps["update_overdue"], bool)
+    sealed = [e["data"]["path"] for e in rec.events() if e["type"] == "artifact.added"]
+    assert "figures/golden-signals.png" in sealed  # drawn ahead in triage, sealed by the kernel
