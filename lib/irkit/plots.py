@@ -363,6 +363,15 @@ def prepare_layouts() -> None:
         _SPARE[key] = (fig, axes)
 
 
+def drawing_settings() -> dict[str, Any]:
+    """Matplotlib's settings as they stand (a responder may change them between cells), read as plain
+    values: going through ``rcParams[...]`` would resolve the backend."""
+    import matplotlib
+
+    settings: dict[str, Any] = matplotlib.rcParams  # type: ignore[assignment]  # a dict subclass
+    return dict(dict.items(settings))
+
+
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """Render a Matplotlib figure to PNG bytes (for sealing into the record or embedding in HTML)."""
     buf = io.BytesIO()

@@ -63,7 +63,7 @@ class Session:
         self.clock = clock
         self.actions, self.probes, self.senders = actions, probes, senders
         self._views: dict[str, ClusterView] = {}
-        self._ahead: dict[str, tuple[tuple[str, dict[str, Any]], forked.Forked]] = {}  # figures being drawn
+        self._ahead: dict[str, tuple[tuple[str, dict[str, Any], dict[str, Any]], forked.Forked]] = {}  # figures being drawn
         self.actor_known = True  # False: the actor is only the login name (see from_parameters)
 
     @property
@@ -177,8 +177,8 @@ class Session:
 
         ``draw``: figures this runbook will plot from the reading ("golden-signals" or a signal's name),
         started now on another core (:mod:`irkit.forked`) so they are ready when their cell comes. The
-        plotting cell still decides: it uses the early drawing only if the reading, window, markers and
-        rules are unchanged, and otherwise draws anew.
+        plotting cell still decides: it uses the early drawing only if the reading, window, markers,
+        rules and Matplotlib's settings are unchanged, and otherwise draws anew.
         """
         for name in draw:
             if name != GOLDEN_SIGNALS_FIGURE and name not in self.settings.signals:
@@ -221,7 +221,7 @@ class Session:
         ahead = self._ahead.pop(name, None)
         if ahead is not None:
             inputs, job = ahead
-            if inputs == (reading.fingerprint(), args):
+            if inputs == (reading.fingerprint(), args, plots.drawing_settings()):
                 data = job.result()
             else:
                 job.cancel()
@@ -237,7 +237,7 @@ class Session:
         return plots.signal_figure(reading, name, **args)
 
     def _draw_ahead(self, reading: IncidentMetrics, name: str) -> None:
-        inputs = (reading.fingerprint(), self._plot_args(reading))
+        inputs = (reading.fingerprint(), self._plot_args(reading), plots.drawing_settings())
         previous = self._ahead.pop(name, None)
         if previous is not None:
             previous[1].cancel()

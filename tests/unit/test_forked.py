@@ -163,3 +163,15 @@ def test_an_interrupted_wait_takes_the_child_with_it(monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         job.result()
     assert job.outcome == "cancelled" and _gone(job.pid)
+
+
+def test_matplotlib_settings_changed_between_the_cells_draw_the_figure_again(session) -> None:
+    import matplotlib
+
+    m = session.metrics("recorded", draw=["golden-signals"])
+    (_, job), = session._ahead.values()
+    with matplotlib.rc_context({"lines.linewidth": 4.0}):  # a responder restyles before plotting
+        session.plot_golden_signals(m)
+        fresh = plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
+    assert job.outcome == "cancelled" and _gone(job.pid)
+    assert _sealed(session, "golden-signals") == fresh
