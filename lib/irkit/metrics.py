@@ -177,7 +177,7 @@ class IncidentMetrics:
         for group in (self.series, self.baseline):
             for name in sorted(group):
                 s = group[name]
-                h.update(json.dumps([name, s.meta()], sort_keys=True).encode())  # role, query, window, columns
+                h.update(json.dumps([name, s.meta(), str(s.frame.index.dtype)], sort_keys=True).encode())  # role, query, window, columns
                 h.update(np.ascontiguousarray(s.frame.index.asi8).tobytes())
                 h.update(np.ascontiguousarray(s.frame.to_numpy(dtype="float64")).tobytes())
         return h.hexdigest()

@@ -366,10 +366,14 @@ def prepare_layouts() -> None:
 def drawing_settings() -> dict[str, Any]:
     """Matplotlib's settings as they stand (a responder may change them between cells), read as plain
     values: going through ``rcParams[...]`` would resolve the backend."""
+    import copy
+
     import matplotlib
 
     settings: dict[str, Any] = matplotlib.rcParams  # type: ignore[assignment]  # a dict subclass
-    return dict(dict.items(settings))
+    # By value (list settings are edited in place); the backend (a sentinel until resolved) does not
+    # draw a PNG: figures are rendered by Agg.
+    return {k: copy.deepcopy(v) for k, v in dict.items(settings) if k != "backend"}
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:

@@ -189,7 +189,10 @@ class Session:
 
         def draw_ahead(reading: IncidentMetrics) -> None:  # before the reading is snapshotted: the sooner the better
             for name in draw:
-                self._draw_ahead(reading, name)
+                try:
+                    self._draw_ahead(reading, name)
+                except Exception:  # drawing ahead is only speed: it never costs the reading
+                    self._ahead.pop(name, None)
 
         return metrics.read_incident_metrics(
             *self._on, source, now=self.clock(), actor=self.actor, lookback=lookback, on_read=draw_ahead
@@ -222,7 +225,7 @@ class Session:
         if ahead is not None:
             inputs, job = ahead
             if inputs == (reading.fingerprint(), args, plots.drawing_settings()):
-                data = job.result()
+                data = job.result(timeout_s=10.0)  # a drawing takes < 1 s; past that, draw here
             else:
                 job.cancel()
         if data is None:  # nothing drawn ahead, its inputs changed since, or the child failed or warned

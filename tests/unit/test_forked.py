@@ -175,3 +175,26 @@ def test_matplotlib_settings_changed_between_the_cells_draw_the_figure_again(ses
         fresh = plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
     assert job.outcome == "cancelled" and _gone(job.pid)
     assert _sealed(session, "golden-signals") == fresh
+
+
+def test_a_list_setting_edited_in_place_draws_the_figure_again(session) -> None:
+    import matplotlib
+
+    m = session.metrics("recorded", draw=["golden-signals"])
+    (_, job), = session._ahead.values()
+    with matplotlib.rc_context():
+        matplotlib.rcParams["lines.dashed_pattern"][:] = [1.0, 1.0]  # the same list object, changed
+        session.plot_golden_signals(m)
+        fresh = plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
+    assert job.outcome == "cancelled" and _gone(job.pid)
+    assert _sealed(session, "golden-signals") == fresh
+
+
+def test_a_failure_to_draw_ahead_never_costs_the_reading(session, monkeypatch) -> None:
+    def broken(_record):
+        raise KeyError("detected_at")
+
+    monkeypatch.setattr(plots, "incident_markers", broken)
+    m = session.metrics("recorded", draw=["golden-signals"])
+    assert m.series and not session._ahead
+    assert any(e["type"] == "metrics.read" for e in session.record.events())
