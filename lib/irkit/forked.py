@@ -91,7 +91,7 @@ class Forked:
         # A session dropped without collecting must not leave a child blocked on the pipe.
         self._finalizer = weakref.finalize(self, _reap, pid, fd)
 
-    def result(self, timeout_s: float = 30.0) -> bytes | None:
+    def result(self, timeout_s: float = 10.0) -> bytes | None:
         """The child's bytes, or None if it failed, warned or did not finish within ``timeout_s``."""
         fd = self._fd
         if fd is None:
@@ -115,18 +115,16 @@ class Forked:
             self.outcome = "cancelled"
             _reap(self.pid, fd)
             raise
-        os.close(fd)
-        if timed_out:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        code = _wait(self.pid)
         if timed_out:
             self.outcome = "timed out"
-        elif code == EXIT_OK:
+            _reap(self.pid, fd)
+            return None
+        os.close(fd)
+        code = _wait(self.pid)
+        if code == EXIT_OK:
             self.outcome = "ok"
             return b"".join(chunks)
-        else:
-            self.outcome = "warned" if code == EXIT_WARNED else "failed"
+        self.outcome = "warned" if code == EXIT_WARNED else "failed"
         return None
 
     def cancel(self) -> None:

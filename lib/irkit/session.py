@@ -224,8 +224,8 @@ class Session:
         ahead = self._ahead.pop(name, None)
         if ahead is not None:
             inputs, job = ahead
-            if inputs == (reading.fingerprint(), args, plots.drawing_settings()):
-                data = job.result(timeout_s=10.0)  # a drawing takes < 1 s; past that, draw here
+            if inputs == self._drawing_inputs(reading, args):
+                data = job.result()
             else:
                 job.cancel()
         if data is None:  # nothing drawn ahead, its inputs changed since, or the child failed or warned
@@ -239,8 +239,15 @@ class Session:
             return plots.golden_signals_figure(reading, **args)
         return plots.signal_figure(reading, name, **args)
 
+    @staticmethod
+    def _drawing_inputs(
+        reading: IncidentMetrics, args: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """Everything a figure is drawn from: equal inputs draw the same PNG."""
+        return reading.fingerprint(), args, plots.drawing_settings()
+
     def _draw_ahead(self, reading: IncidentMetrics, name: str) -> None:
-        inputs = (reading.fingerprint(), self._plot_args(reading), plots.drawing_settings())
+        inputs = self._drawing_inputs(reading, self._plot_args(reading))
         previous = self._ahead.pop(name, None)
         if previous is not None:
             previous[1].cancel()
