@@ -68,6 +68,16 @@ def stats(xs: list[float]) -> str:
     return f"median {statistics.median(xs):5.2f} s, p95 {p95:5.2f} s"
 
 
+def figure_drawn(record: Record) -> str:
+    """How the triage's golden-signals figure was drawn, as its event says ("ahead" on another core, or why not)."""
+    found = [
+        str(e["data"].get("drawn", "?"))
+        for e in record.events()
+        if e["type"] == "artifact.added" and e["data"].get("path") == "figures/golden-signals.png"
+    ]
+    return found[-1] if found else "not sealed"
+
+
 def print_breakdown(result: Any, notebook: Path) -> None:
     """Where the last warm run's time went: the runner's phases, then the five slowest cells."""
     import nbformat
@@ -225,10 +235,14 @@ def main() -> None:
                         break
                     time.sleep(0.01)
                 latencies.append(time.perf_counter() - t)
+            drawn: dict[str, int] = {}
             for x in list_incidents(serve_records):  # then the real check, outside the timing
                 rec = Record.open(serve_records, x)
                 assert rec.verify().ok and any(e["type"] == "notebook.finished" for e in rec.events()), x
+                how = figure_drawn(rec)
+                drawn[how] = drawn.get(how, 0) + 1
         print(f"alert → sealed triage record through irkit serve ({WORKERS} workers, {ALERTS} alerts): {stats(latencies)}")
+        print("  the golden-signals figure was drawn: " + ", ".join(f"{how} ({n})" for how, n in sorted(drawn.items())))
     imports = []
     for _ in range(5):
         r = subprocess.run(

@@ -221,16 +221,19 @@ class Session:
 
         args = self._plot_args(reading)
         data = None
+        drawn = "here"  # how it was drawn goes into the figure's event: "ahead", or "here" and why
         ahead = self._ahead.pop(name, None)
         if ahead is not None:
             inputs, job = ahead
             if inputs == self._drawing_inputs(reading, args):
                 data = job.result()
+                drawn = "ahead" if data is not None else f"here: the drawing ahead {job.outcome}"
             else:
                 job.cancel()
+                drawn = "here: its inputs changed after it was drawn ahead"
         if data is None:  # nothing drawn ahead, its inputs changed since, or the child failed or warned
             data = plots.png_bytes(self._figure(reading, name, args))
-        self.record.seal_one(f"figures/{name}.png", data, actor=self.actor, kind="figure")
+        self.record.seal_one(f"figures/{name}.png", data, actor=self.actor, kind="figure", drawn=drawn)
         return Image(data=data, format="png")
 
     @staticmethod

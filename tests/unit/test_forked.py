@@ -99,6 +99,16 @@ def _sealed(session: Session, name: str) -> bytes:
     return (session.record.path / "figures" / f"{name}.png").read_bytes()
 
 
+def _drawn(session: Session, name: str) -> str:
+    """How the figure's event says it was drawn."""
+    (found,) = [
+        e["data"]["drawn"]
+        for e in session.record.events()
+        if e["type"] == "artifact.added" and e["data"]["path"] == f"figures/{name}.png"
+    ]
+    return str(found)
+
+
 def test_a_figure_drawn_ahead_is_the_very_image_drawn_in_process(session) -> None:
     m = session.metrics("recorded", draw=["golden-signals", "error_ratio"])
     jobs = {name: job for name, (_, job) in session._ahead.items()}
@@ -110,6 +120,7 @@ def test_a_figure_drawn_ahead_is_the_very_image_drawn_in_process(session) -> Non
     in_process = plots.png_bytes(plots.golden_signals_figure(m, **args))
     assert shown.data == _sealed(session, "golden-signals") == in_process
     assert _sealed(session, "error_ratio") == plots.png_bytes(plots.signal_figure(m, "error_ratio", **args))
+    assert _drawn(session, "golden-signals") == _drawn(session, "error_ratio") == "ahead"
 
 
 def test_a_drawing_made_before_the_record_changed_is_not_used(session) -> None:
@@ -122,6 +133,7 @@ def test_a_drawing_made_before_the_record_changed_is_not_used(session) -> None:
     fresh = plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
     assert _sealed(session, "golden-signals") == fresh
     assert any(mk.label == "mitigating" for mk in session._plot_args(m)["markers"])
+    assert _drawn(session, "golden-signals") == "here: its inputs changed after it was drawn ahead"
 
 
 def test_a_reading_changed_after_its_drawing_began_is_drawn_again(session) -> None:
@@ -198,3 +210,20 @@ def test_a_failure_to_draw_ahead_never_costs_the_reading(session, monkeypatch) -
     m = session.metrics("recorded", draw=["golden-signals"])
     assert m.series and not session._ahead
     assert any(e["type"] == "metrics.read" for e in session.record.events())
+
+
+def test_a_drawing_ahead_that_failed_is_drawn_here_and_the_event_says_why(session, monkeypatch) -> None:
+    parent = os.getpid()
+    real = plots.png_bytes
+
+    def fails_in_the_child(fig, *a, **k):
+        if os.getpid() != parent:
+            raise RuntimeError("no memory left in the child")
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(plots, "png_bytes", fails_in_the_child)
+    m = session.metrics("recorded", draw=["golden-signals"])
+    (_, job), = session._ahead.values()
+    shown = session.plot_golden_signals(m)
+    assert job.outcome == "failed" and _drawn(session, "golden-signals") == "here: the drawing ahead failed"
+    assert shown.data == _sealed(session, "golden-signals") == real(plots.golden_signals_figure(m, **session._plot_args(m)))
