@@ -8,6 +8,11 @@ over a pipe. The parent takes them when it needs them; the record is written by 
 The child is only trusted with a clean result: if it fails, is killed, times out, or anything in it
 warns or logs a warning, :meth:`Forked.result` gives None and the caller does the work in process,
 where warnings show exactly as they always did. Only Linux forks (elsewhere :func:`start` gives None).
+
+The bytes come with their length first, so a complete result is known even where the exit status is
+not (a kernel that set SIGCHLD to SIG_IGN has its children reaped for it). The child is signalled
+through a pidfd where the kernel has them: a pid whose child was reaped by someone else may already
+name another process, a pidfd never does.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import weakref
 from collections.abc import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_WARNED = 0, 1, 3
+_HEADER = 8  # bytes of the result's length, sent before it
 
 
 def start(work: Callable[[], bytes]) -> Forked | None:
@@ -50,7 +56,15 @@ def start(work: Callable[[], bytes]) -> Forked | None:
         finally:
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
     os.close(w)
-    return Forked(pid, r)
+    return Forked(pid, r, _pidfd(pid))
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for the child just forked (Linux 5.3+), or None (then signals go by pid)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _child(work: Callable[[], bytes], w: int) -> int:
@@ -66,7 +80,7 @@ def _child(work: Callable[[], bytes], w: int) -> int:
         data = work()
     if caught or logged.records:
         return EXIT_WARNED
-    view = memoryview(data)
+    view = memoryview(len(data).to_bytes(_HEADER, "big") + data)
     while view:
         view = view[os.write(w, view) :]
     return EXIT_OK
@@ -84,12 +98,13 @@ class _Caught(logging.Handler):
 class Forked:
     """A child doing work ahead; :meth:`result` collects it once, :meth:`cancel` gives it up."""
 
-    def __init__(self, pid: int, fd: int) -> None:
+    def __init__(self, pid: int, fd: int, pidfd: int | None = None) -> None:
         self.pid = pid
         self._fd: int | None = fd
+        self._pidfd = pidfd
         self.outcome = "running"  # then: ok, failed, warned, timed out, cancelled
         # A session dropped without collecting must not leave a child blocked on the pipe.
-        self._finalizer = weakref.finalize(self, _reap, pid, fd)
+        self._finalizer = weakref.finalize(self, _reap, pid, fd, pidfd)
 
     def result(self, timeout_s: float = 10.0) -> bytes | None:
         """The child's bytes, or None if it failed, warned or did not finish within ``timeout_s``."""
@@ -113,17 +128,21 @@ class Forked:
                 chunks.append(chunk)
         except BaseException:  # an interrupted wait (a responder's Ctrl-C): the child goes with it
             self.outcome = "cancelled"
-            _reap(self.pid, fd)
+            _reap(self.pid, fd, self._pidfd)
             raise
         if timed_out:
             self.outcome = "timed out"
-            _reap(self.pid, fd)
+            _reap(self.pid, fd, self._pidfd)
             return None
         os.close(fd)
+        _close(self._pidfd)
         code = _wait(self.pid)
-        if code == EXIT_OK:
+        got = b"".join(chunks)
+        complete = len(got) >= _HEADER and int.from_bytes(got[:_HEADER], "big") == len(got) - _HEADER
+        # No exit status (reaped for us): the whole result, length and all, says the child finished.
+        if complete and code in (EXIT_OK, None):
             self.outcome = "ok"
-            return b"".join(chunks)
+            return got[_HEADER:]
         self.outcome = "warned" if code == EXIT_WARNED else "failed"
         return None
 
@@ -142,8 +161,18 @@ def _wait(pid: int) -> int | None:
         return None
 
 
-def _reap(pid: int, fd: int) -> None:
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _reap(pid: int, fd: int, pidfd: int | None = None) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
     os.close(fd)
+    _close(pidfd)
     _wait(pid)

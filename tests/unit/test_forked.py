@@ -227,3 +227,51 @@ def test_a_drawing_ahead_that_failed_is_drawn_here_and_the_event_says_why(sessio
     shown = session.plot_golden_signals(m)
     assert job.outcome == "failed" and _drawn(session, "golden-signals") == "here: the drawing ahead failed"
     assert shown.data == _sealed(session, "golden-signals") == real(plots.golden_signals_figure(m, **session._plot_args(m)))
+
+
+@pytest.fixture
+def sigchld_ignored():
+    """A kernel where someone set SIGCHLD to SIG_IGN: children are reaped for it, no exit status is left."""
+    import signal
+
+    before = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGCHLD, before)
+
+
+def test_with_sigchld_ignored_a_whole_result_still_counts(sigchld_ignored) -> None:
+    data = os.urandom(200_000)
+    job = forked.start(lambda: data)
+    assert job is not None
+    assert job.result() == data and job.outcome == "ok"
+
+
+class _Short(bytes):
+    """Claims more bytes than it has: the child's header promises what the pipe never brings (a child
+    killed mid-write looks the same to the parent)."""
+
+    def __len__(self) -> int:
+        return super().__len__() + 10
+
+
+def test_with_sigchld_ignored_a_cut_short_result_is_not_trusted(sigchld_ignored) -> None:
+    job = forked.start(lambda: _Short(b"half a png"))
+    assert job is not None
+    assert job.result() is None and job.outcome == "failed"
+
+
+def test_a_cut_short_result_is_not_trusted_even_with_a_clean_exit() -> None:
+    job = forked.start(lambda: _Short(b"half a png"))
+    assert job is not None
+    assert job.result() is None and job.outcome == "failed" and _gone(job.pid)
+
+
+def test_a_child_reaped_by_someone_else_is_cancelled_without_signalling_by_pid(sigchld_ignored, monkeypatch) -> None:
+    """Its pid may already name another process: the kill goes through the pidfd (here: to nothing)."""
+    job = forked.start(lambda: b"done")
+    assert job is not None
+    time.sleep(0.3)  # the child has exited and, with SIGCHLD ignored, been reaped: its pid is free
+    killed: list[int] = []
+    monkeypatch.setattr(forked.os, "kill", lambda pid, sig: killed.append(pid))
+    job.cancel()
+    assert job.outcome == "cancelled" and killed == []
