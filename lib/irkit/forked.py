@@ -26,16 +26,36 @@ import sys
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_WARNED = 0, 1, 3
 _HEADER = 8  # bytes of the result's length, sent before it
 
 
-def start(work: Callable[[], bytes]) -> Forked | None:
-    """Run ``work`` in a forked child now; None where forking is not used (not Linux) or fails."""
+def start(work: Callable[[], bytes], *, locks: Sequence[Any] = ()) -> Forked | None:
+    """Run ``work`` in a forked child now; None where forking is not used (not Linux) or fails.
+
+    ``locks``: locks ``work`` takes (Matplotlib's render lock, say). A child inherits each lock as it
+    was at the fork, and one held by another of the parent's threads would never be released in the
+    child, which would hang. So each is taken, without waiting, around the fork and released on both
+    sides; if one is busy there is no child (None) and the caller does the work itself, later.
+    """
     if not sys.platform.startswith("linux"):
         return None
+    taken: list[Any] = []
+    try:
+        for lock in locks:
+            if not lock.acquire(blocking=False):
+                return None
+            taken.append(lock)
+        return _fork(work, taken)
+    finally:  # in the parent; the child has left through os._exit, having released them itself
+        for lock in reversed(taken):
+            lock.release()
+
+
+def _fork(work: Callable[[], bytes], taken: Sequence[Any]) -> Forked | None:
     try:
         r, w = os.pipe()
     except OSError:
@@ -52,7 +72,7 @@ def start(work: Callable[[], bytes]) -> Forked | None:
         code = EXIT_FAILED
         try:
             os.close(r)
-            code = _child(work, w)
+            code = _child(work, w, taken)
         finally:
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
     os.close(w)
@@ -67,7 +87,9 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _child(work: Callable[[], bytes], w: int) -> int:
+def _child(work: Callable[[], bytes], w: int, taken: Sequence[Any]) -> int:
+    for lock in reversed(taken):  # taken by this thread just before the fork: ours to release
+        lock.release()
     # The kernel's stdout/stderr forward to threads the child does not have, and its fds 1 and 2 are
     # pipes the parent's threads read into the notebook: nothing the child prints may land there.
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until os._exit

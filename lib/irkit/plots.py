@@ -376,6 +376,12 @@ def drawing_settings() -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in dict.items(settings) if k != "backend"}
 
 
+def render_locks() -> list[Any]:
+    """The lock Matplotlib holds while any figure draws (a private name: none if it is gone)."""
+    lock = getattr(Figure, "_render_lock", None)
+    return [lock] if lock is not None else []
+
+
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """Render a Matplotlib figure to PNG bytes (for sealing into the record or embedding in HTML)."""
     buf = io.BytesIO()

@@ -254,7 +254,7 @@ class Session:
         previous = self._ahead.pop(name, None)
         if previous is not None:
             previous[1].cancel()
-        job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])))
+        job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])), locks=plots.render_locks())
         if job is not None:
             self._ahead[name] = (inputs, job)
 

@@ -275,3 +275,47 @@ def test_a_child_reaped_by_someone_else_is_cancelled_without_signalling_by_pid(s
     monkeypatch.setattr(forked.os, "kill", lambda pid, sig: killed.append(pid))
     job.cancel()
     assert job.outcome == "cancelled" and killed == []
+
+
+def test_a_lock_held_by_another_thread_at_the_fork_means_no_child(session) -> None:
+    """Another kernel thread in the middle of a draw holds Matplotlib's render lock: a child would inherit
+    it held, by a thread it does not have, and hang. No child then; the figure is drawn here, later."""
+    import threading
+
+    from matplotlib.figure import Figure
+
+    held, release = threading.Event(), threading.Event()
+
+    def drawing_elsewhere() -> None:
+        with Figure._render_lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=drawing_elsewhere)
+    t.start()
+    held.wait(10)
+    try:
+        m = session.metrics("recorded", draw=["golden-signals"])
+        assert not session._ahead  # nothing forked
+    finally:
+        release.set()
+        t.join()
+    session.plot_golden_signals(m)
+    assert _drawn(session, "golden-signals") == "here"
+    assert _sealed(session, "golden-signals") == plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
+
+
+def test_locks_are_taken_around_the_fork_and_released_on_both_sides() -> None:
+    import threading
+
+    lock, rlock = threading.Lock(), threading.RLock()
+
+    def needs_both() -> bytes:  # in the child: hangs (then times out) if either was left held
+        with lock, rlock:
+            return b"drawn"
+
+    job = forked.start(needs_both, locks=[lock, rlock])
+    assert job is not None and job.result(timeout_s=5) == b"drawn" and job.outcome == "ok"
+    assert lock.acquire(blocking=False) and rlock.acquire(blocking=False)  # the parent let them go
+    lock.release()
+    rlock.release()
