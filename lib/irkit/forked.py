@@ -97,8 +97,9 @@ def _child(work: Callable[[], bytes], w: int, taken: Sequence[Any]) -> int:
     os.dup2(sys.stdout.fileno(), 2)
     logged = _Caught(logging.WARNING)
     logging.getLogger().addHandler(logged)
+    # The parent's filters stay: what they hide would not show in process either, so it costs nothing
+    # here; what they would show is recorded, and the caller then draws in process, where it shows.
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
         data = work()
     if caught or logged.records:
         return EXIT_WARNED

@@ -319,3 +319,12 @@ def test_locks_are_taken_around_the_fork_and_released_on_both_sides() -> None:
     assert lock.acquire(blocking=False) and rlock.acquire(blocking=False)  # the parent let them go
     lock.release()
     rlock.release()
+
+
+def test_a_warning_the_parents_filters_hide_does_not_cost_the_drawing() -> None:
+    """In process it would not show, so the child's drawing is as good as one made here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph 128293 missing")
+        job = forked.start(_warn)
+        assert job is not None
+        assert job.result() == b"drawn with a missing glyph" and job.outcome == "ok"
