@@ -90,6 +90,9 @@ def _pidfd(pid: int) -> int | None:
 def _child(work: Callable[[], bytes], w: int, taken: Sequence[Any]) -> int:
     for lock in reversed(taken):  # taken by this thread just before the fork: ours to release
         lock.release()
+    # A kernel interrupt signals the kernel's whole process group: it is meant for the cell, not for a
+    # drawing that is only speed. The parent gives the child up if the interrupt stops its wait.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The kernel's stdout/stderr forward to threads the child does not have, and its fds 1 and 2 are
     # pipes the parent's threads read into the notebook: nothing the child prints may land there.
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until os._exit

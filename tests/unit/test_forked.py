@@ -328,3 +328,14 @@ def test_a_warning_the_parents_filters_hide_does_not_cost_the_drawing() -> None:
         job = forked.start(_warn)
         assert job is not None
         assert job.result() == b"drawn with a missing glyph" and job.outcome == "ok"
+
+
+def test_a_kernel_interrupt_meant_for_a_cell_does_not_cost_the_drawing() -> None:
+    """Jupyter interrupts a kernel by signalling its process group, which the child shares."""
+    import signal
+
+    job = forked.start(lambda: time.sleep(0.5) or b"drawn")
+    assert job is not None
+    time.sleep(0.2)
+    os.kill(job.pid, signal.SIGINT)
+    assert job.result() == b"drawn" and job.outcome == "ok"
