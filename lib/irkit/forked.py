@@ -64,10 +64,12 @@ def _fork(work: Callable[[], bytes], taken: Sequence[Any]) -> Forked | None:
         with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process (see above)
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
-    except OSError:
+    except BaseException as exc:  # no child: nothing may be left open
         os.close(r)
         os.close(w)
-        return None
+        if isinstance(exc, OSError):
+            return None
+        raise
     if pid == 0:  # the child: never returns
         code = EXIT_FAILED
         try:
@@ -75,16 +77,65 @@ def _fork(work: Callable[[], bytes], taken: Sequence[Any]) -> Forked | None:
             code = _child(work, w, taken)
         finally:
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
-    os.close(w)
-    return Forked(pid, r, _pidfd(pid))
-
-
-def _pidfd(pid: int) -> int | None:
-    """A pidfd for the child just forked (Linux 5.3+), or None (then signals go by pid)."""
+    child: _Process | None = None
+    w_open = True
     try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
+        child = _Process.of(pid)  # at once: the sooner, the smaller the window in which it is reaped for us
+        os.close(w)
+        w_open = False
+        return Forked(child, r)
+    except BaseException:  # interrupted before anyone owned the child: it goes now, and its pipe
+        if w_open:
+            _close(w)
+        _reap(child if child is not None else _Process(pid, None, False), r)
+        raise
+
+
+class _Process:
+    """A forked child, signalled and waited for through a pidfd where the kernel has them.
+
+    A child reaped for us (SIGCHLD set to SIG_IGN) leaves a pid that may soon name another process:
+    one found gone when its pidfd was asked for is never signalled or waited for by pid.
+    """
+
+    def __init__(self, pid: int, pidfd: int | None, gone: bool) -> None:
+        self.pid, self.pidfd, self.gone = pid, pidfd, gone
+
+    @classmethod
+    def of(cls, pid: int) -> _Process:
+        try:
+            return cls(pid, os.pidfd_open(pid), False)
+        except ProcessLookupError:  # exited and reaped already
+            return cls(pid, None, True)
+        except (AttributeError, OSError):  # no pidfds here (before Linux 5.3): by pid, as before them
+            return cls(pid, None, False)
+
+    def kill(self) -> None:
+        if self.gone:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> int | None:
+        """Its exit code (negative: the signal that ended it), or None if there is none to have."""
+        if self.gone:
+            return None
+        self.gone = True
+        pidfd, self.pidfd = self.pidfd, None
+        try:
+            if pidfd is not None and hasattr(os, "P_PIDFD"):
+                got = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+                if got is None:  # only with WNOHANG, which is not asked for
+                    return None
+                return got.si_status if got.si_code == os.CLD_EXITED else -got.si_status
+            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        except ChildProcessError:
+            return None
+        finally:
+            _close(pidfd)
 
 
 def _child(work: Callable[[], bytes], w: int, taken: Sequence[Any]) -> int:
@@ -124,26 +175,32 @@ class _Caught(logging.Handler):
 class Forked:
     """A child doing work ahead; :meth:`result` collects it once, :meth:`cancel` gives it up."""
 
-    def __init__(self, pid: int, fd: int, pidfd: int | None = None) -> None:
-        self.pid = pid
+    def __init__(self, child: _Process, fd: int) -> None:
+        self._child = child
+        self.pid = child.pid
         self._fd: int | None = fd
-        self._pidfd = pidfd
         self.outcome = "running"  # then: ok, failed, warned, timed out, cancelled
         # A session dropped without collecting must not leave a child blocked on the pipe.
-        self._finalizer = weakref.finalize(self, _reap, pid, fd, pidfd)
+        self._finalizer = weakref.finalize(self, _reap, child, fd)
 
     def result(self, timeout_s: float = 10.0) -> bytes | None:
-        """The child's bytes, or None if it failed, warned or did not finish within ``timeout_s``."""
+        """The child's bytes, or None if it failed, warned or did not finish within ``timeout_s``.
+
+        Read up to the length the child sent first, not to the end of the pipe: another process that
+        holds the pipe's write end (a sibling forked meanwhile by another thread, or something ``work``
+        started) cannot hold a whole result back.
+        """
         fd = self._fd
         if fd is None:
             return None
         self._fd = None
         self._finalizer.detach()
-        chunks: list[bytes] = []
+        got = bytearray()
+        need: int | None = None
         deadline = time.monotonic() + timeout_s
         timed_out = False
         try:
-            while True:
+            while need is None or len(got) < need:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     timed_out = True
@@ -151,24 +208,23 @@ class Forked:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                got += chunk
+                if need is None and len(got) >= _HEADER:
+                    need = _HEADER + int.from_bytes(got[:_HEADER], "big")
         except BaseException:  # an interrupted wait (a responder's Ctrl-C): the child goes with it
             self.outcome = "cancelled"
-            _reap(self.pid, fd, self._pidfd)
+            _reap(self._child, fd)
             raise
         if timed_out:
             self.outcome = "timed out"
-            _reap(self.pid, fd, self._pidfd)
+            _reap(self._child, fd)
             return None
         os.close(fd)
-        _close(self._pidfd)
-        code = _wait(self.pid)
-        got = b"".join(chunks)
-        complete = len(got) >= _HEADER and int.from_bytes(got[:_HEADER], "big") == len(got) - _HEADER
+        code = self._child.wait()
         # No exit status (reaped for us): the whole result, length and all, says the child finished.
-        if complete and code in (EXIT_OK, None):
+        if need is not None and len(got) == need and code in (EXIT_OK, None):
             self.outcome = "ok"
-            return got[_HEADER:]
+            return bytes(got[_HEADER:])
         self.outcome = "warned" if code == EXIT_WARNED else "failed"
         return None
 
@@ -180,25 +236,13 @@ class Forked:
             self.outcome = "cancelled"
 
 
-def _wait(pid: int) -> int | None:
-    try:
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    except ChildProcessError:
-        return None
-
-
 def _close(fd: int | None) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
 
-def _reap(pid: int, fd: int, pidfd: int | None = None) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    os.close(fd)
-    _close(pidfd)
-    _wait(pid)
+def _reap(child: _Process, fd: int) -> None:
+    child.kill()
+    _close(fd)
+    child.wait()

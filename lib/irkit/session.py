@@ -64,6 +64,7 @@ class Session:
         self.actions, self.probes, self.senders = actions, probes, senders
         self._views: dict[str, ClusterView] = {}
         self._ahead: dict[str, tuple[tuple[str, dict[str, Any], dict[str, Any]], forked.Forked]] = {}  # figures being drawn
+        self._not_ahead: dict[str, str] = {}  # figures asked to be drawn ahead that were not, and why
         self.actor_known = True  # False: the actor is only the login name (see from_parameters)
 
     @property
@@ -191,8 +192,9 @@ class Session:
             for name in draw:
                 try:
                     self._draw_ahead(reading, name)
-                except Exception:  # drawing ahead is only speed: it never costs the reading
+                except Exception as exc:  # drawing ahead is only speed: it never costs the reading
                     self._ahead.pop(name, None)
+                    self._not_ahead[name] = f"drawing it ahead failed to start ({type(exc).__name__})"
 
         return metrics.read_incident_metrics(
             *self._on, source, now=self.clock(), actor=self.actor, lookback=lookback, on_read=draw_ahead
@@ -223,6 +225,9 @@ class Session:
         data = None
         drawn = "here"  # how it was drawn goes into the figure's event: "ahead", or "here" and why
         ahead = self._ahead.pop(name, None)
+        why_not = self._not_ahead.pop(name, None)
+        if why_not is not None:
+            drawn = f"here: {why_not}"
         if ahead is not None:
             inputs, job = ahead
             if inputs == self._drawing_inputs(reading, args):
@@ -257,6 +262,9 @@ class Session:
         job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])), locks=plots.render_locks())
         if job is not None:
             self._ahead[name] = (inputs, job)
+            self._not_ahead.pop(name, None)
+        else:
+            self._not_ahead[name] = "no child could be started (Matplotlib drawing in another thread, or no fork here)"
 
     def _plot_args(self, reading: IncidentMetrics) -> dict[str, Any]:
         st = self.state()

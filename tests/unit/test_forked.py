@@ -301,7 +301,7 @@ def test_a_lock_held_by_another_thread_at_the_fork_means_no_child(session) -> No
         release.set()
         t.join()
     session.plot_golden_signals(m)
-    assert _drawn(session, "golden-signals") == "here"
+    assert _drawn(session, "golden-signals").startswith("here: no child could be started (Matplotlib drawing")
     assert _sealed(session, "golden-signals") == plots.png_bytes(plots.golden_signals_figure(m, **session._plot_args(m)))
 
 
@@ -339,3 +339,56 @@ def test_a_kernel_interrupt_meant_for_a_cell_does_not_cost_the_drawing() -> None
     time.sleep(0.2)
     os.kill(job.pid, signal.SIGINT)
     assert job.result() == b"drawn" and job.outcome == "ok"
+
+
+def test_a_child_reaped_before_its_pidfd_was_had_is_never_signalled_by_pid(sigchld_ignored, monkeypatch) -> None:
+    """Reaped for us between the fork and pidfd_open: its pid may already be another process's."""
+
+    def reaped_already(pid: int) -> int:
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(forked.os, "pidfd_open", reaped_already)
+    job = forked.start(lambda: time.sleep(0.2) or b"done")
+    assert job is not None
+    killed: list[int] = []
+    monkeypatch.setattr(forked.os, "kill", lambda pid, sig: killed.append(pid))
+    job.cancel()
+    assert job.outcome == "cancelled" and killed == []
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_interrupted_fork_leaves_no_pipe_open(monkeypatch) -> None:
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    before = _open_fds()
+    monkeypatch.setattr(forked.os, "fork", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        forked.start(lambda: b"never")
+    assert _open_fds() == before
+
+
+def test_a_whole_result_is_not_held_back_by_another_holder_of_the_pipe(tmp_path) -> None:
+    """Something the work started outlives it and keeps the pipe's write end: the length says when
+    the result is whole, the end of the pipe would not come until that process ends."""
+    import signal
+
+    pidfile = tmp_path / "helper.pid"
+
+    def starts_a_helper() -> bytes:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(20)
+            os._exit(0)
+        pidfile.write_text(str(pid))
+        return b"drawn"
+
+    job = forked.start(starts_a_helper)
+    assert job is not None
+    try:
+        assert job.result(timeout_s=8) == b"drawn" and job.outcome == "ok"  # not "timed out"
+    finally:
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
