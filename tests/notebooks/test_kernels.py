@@ -304,6 +304,7 @@ def test_runbook_kernels_keep_no_ipython_history(how: str, rec: Record, book: Ru
 def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet() -> None:
     """Readiness is the kernel's own answer, not 0.2 s of IOPub silence (which a chatty kernel never gives)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from irkit.kernels import handshake
 
@@ -323,7 +324,10 @@ def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet
             kc.stop_channels()
             kc = wk.km.client()  # a new client, as the runner's is, while the kernel keeps printing
             kc.start_channels()
-            asyncio.run(handshake(kc, 10, wk.km))  # raises "did not answer in 10 s" if it waited for quiet
+            # On a thread of its own, as the pool runs it: once a browser test has run on this xdist worker,
+            # Playwright's sync API leaves this thread's asyncio loop marked as running.
+            with ThreadPoolExecutor(1) as ex:  # raises "did not answer in 10 s" if it waited for quiet
+                ex.submit(asyncio.run, handshake(kc, 10, wk.km)).result()
             assert kc.execute_interactive("1 + 1", timeout=10)["content"]["status"] == "ok"
             kc.stop_channels()
         finally:
