@@ -190,11 +190,7 @@ class Session:
 
         def draw_ahead(reading: IncidentMetrics) -> None:  # before the reading is snapshotted: the sooner the better
             for name in draw:
-                try:
-                    self._draw_ahead(reading, name)
-                except Exception as exc:  # drawing ahead is only speed: it never costs the reading
-                    self._ahead.pop(name, None)
-                    self._not_ahead[name] = f"drawing it ahead failed to start ({type(exc).__name__})"
+                self._draw_ahead(reading, name)
 
         return metrics.read_incident_metrics(
             *self._on, source, now=self.clock(), actor=self.actor, lookback=lookback, on_read=draw_ahead
@@ -255,16 +251,22 @@ class Session:
         return reading.fingerprint(), args, plots.drawing_settings()
 
     def _draw_ahead(self, reading: IncidentMetrics, name: str) -> None:
-        inputs = self._drawing_inputs(reading, self._plot_args(reading))
+        """Start drawing ``name`` in a child, or note why not; never raises (drawing ahead is only speed: it
+        never costs the reading)."""
         previous = self._ahead.pop(name, None)
         if previous is not None:
             previous[1].cancel()
-        job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])), locks=plots.render_locks())
-        if job is not None:
-            self._ahead[name] = (inputs, job)
-            self._not_ahead.pop(name, None)
-        else:
-            self._not_ahead[name] = "no child could be started (Matplotlib drawing in another thread, or no fork here)"
+        why = "no child could be started (Matplotlib drawing in another thread, or no fork here)"
+        try:
+            inputs = self._drawing_inputs(reading, self._plot_args(reading))
+            job = forked.start(lambda: plots.png_bytes(self._figure(reading, name, inputs[1])), locks=plots.render_locks())
+        except Exception as exc:
+            job, why = None, f"drawing it ahead failed to start ({type(exc).__name__})"
+        if job is None:
+            self._not_ahead[name] = why
+            return
+        self._ahead[name] = (inputs, job)
+        self._not_ahead.pop(name, None)
 
     def _plot_args(self, reading: IncidentMetrics) -> dict[str, Any]:
         st = self.state()
