@@ -37,15 +37,24 @@ KERNEL_DIR_PREFIX = "irkit-kernel-"
 KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 
 
-def kernel_arguments(spec: Any) -> list[str]:
-    """The extra arguments every runbook kernel gets, if the kernel ``spec`` starts an ipykernel."""
-    return list(KERNEL_ARGUMENTS) if any("ipykernel" in str(a) for a in getattr(spec, "argv", None) or ()) else []
+# The pool's kernels import irkit anyway (the preload): their stdout/stderr skip the flushes that have
+# nothing to send (see irkit.outstream). A kernel started from scratch for papermill keeps ipykernel's.
+# Named, not imported: the parent needs no ipykernel.
+POOL_KERNEL_ARGUMENTS = ("--IPKernelApp.outstream_class=irkit.outstream.OutStream",)
+
+
+def kernel_arguments(spec: Any, *, pooled: bool = False) -> list[str]:
+    """The extra arguments every runbook kernel gets (and with ``pooled``, a pool's kernel), if the
+    kernel ``spec`` starts an ipykernel."""
+    if not any("ipykernel" in str(a) for a in getattr(spec, "argv", None) or ()):
+        return []
+    return [*KERNEL_ARGUMENTS, *(POOL_KERNEL_ARGUMENTS if pooled else ())]
 
 
 PRELOAD = """
 import irkit, irkit.config, irkit.templating, irkit.session, irkit.plots, irkit.metrics, irkit.cluster, irkit.checklist, irkit.comms
 import irkit.prom, irkit.k8s, irkit.probes, irkit.mitigate, irkit.resolve, irkit.postmortem, irkit.scheduler
-import irkit.redact, irkit.signing  # every Session builds its redactor and (when configured) signer
+import irkit.redact, irkit.signing, irkit.outstream  # the kernel's streams; every Session builds its redactor and (when configured) signer
 import pandas, matplotlib, scrapbook, jinja2
 import matplotlib_inline.backend_inline
 from matplotlib.figure import Figure
@@ -221,7 +230,7 @@ class KernelPool:
             ip=str(directory / "kernel"),
             connection_file=str(directory / "connection.json"),
         )
-        extra = kernel_arguments(km.kernel_spec)  # the spec's own, before a fork's stand-in replaces it
+        extra = kernel_arguments(km.kernel_spec, pooled=True)  # the spec's own, before a fork's stand-in replaces it
         self._zygote_ready.wait(self.start_timeout)  # a fork is ready sooner than a from-scratch start
         zygote = self._zygote
         if zygote is not None and (not zygote.alive() or self._stop.is_set()):

@@ -301,6 +301,41 @@ def test_runbook_kernels_keep_no_ipython_history(how: str, rec: Record, book: Ru
     assert kept == []
 
 
+@pytest.mark.parametrize("how", ["forked", "from scratch"])
+def test_pool_kernels_skip_empty_flushes_yet_every_output_lands_in_its_own_cell_in_order(
+    how: str, rec: Record, book: RunbookRegistry
+) -> None:
+    """The pool's kernels use irkit.outstream, whose flush returns at once when nothing is buffered."""
+    import nbformat
+
+    cells = [
+        "import sys\nprint(type(sys.stdout).__module__, type(sys.stderr).__module__)",
+        "from IPython.display import HTML, display\nprint('before')\ndisplay(HTML('<b>shown</b>'))\nprint('after')",
+        "import threading\nt = threading.Thread(target=lambda: print('from a thread'))\nt.start(); t.join()",
+        "_ = sys.stdout.write('no newline at the end')",
+        "print('x' * 200_000)\nprint('to stderr', file=sys.stderr)",
+        "sys.stdout.flush(); sys.stderr.flush(); 'quiet cell'",
+    ]
+    write_notebook(book.directory / "streams.ipynb", CONTRACT_PARAMETERS, cells)
+    book.register(Runbook("streams", 3, "streams.ipynb", "streams"))
+    with KernelPool(1, env=dict(os.environ), fork=how == "forked") as pool:
+        assert pool.wait_ready()
+        result = run(rec, book, "streams", pool)
+    assert result.ok, result.summary()
+    nb = nbformat.read(str(rec.path / result.path), as_version=4)
+    got = [
+        [(o["output_type"], o.get("name"), o.get("text") or "".join(o.get("data", {}).get("text/html", ""))) for o in c.outputs]
+        for c in nb.cells
+        if c.source in cells
+    ]
+    assert got[0] == [("stream", "stdout", "irkit.outstream irkit.outstream\n")]
+    assert got[1] == [("stream", "stdout", "before\n"), ("display_data", None, "<b>shown</b>"), ("stream", "stdout", "after\n")]
+    assert got[2] == [("stream", "stdout", "from a thread\n")]
+    assert got[3] == [("stream", "stdout", "no newline at the end")]
+    assert got[4] == [("stream", "stdout", "x" * 200_000 + "\n"), ("stream", "stderr", "to stderr\n")]
+    assert got[5] == [("execute_result", None, "")] and nb.cells[-1].outputs[0]["data"]["text/plain"] == "'quiet cell'"
+
+
 def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet() -> None:
     """Readiness is the kernel's own answer, not 0.2 s of IOPub silence (which a chatty kernel never gives)."""
     import asyncio

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"sources", "prom", "k8s", "cluster", "metrics", "alerts", "probes", "checklist", "plots", "scenarios"},
     ),
     ("actions and messages", {"mitigate", "resolve", "comms", "postmortem", "index"}),
-    ("runner and intake", {"engine", "kernels", "zygote", "runner", "intake", "serve", "scheduler", "replay", "nbval_env", "papermill_engine"}),
+    ("runner and intake", {"engine", "kernels", "zygote", "outstream", "runner", "intake", "serve", "scheduler", "replay", "nbval_env", "papermill_engine"}),
     ("session and CLI", {"views", "session", "demo", "cli", "__init__"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
