@@ -347,6 +347,48 @@ def test_a_prepared_layout_draws_the_same_pixels_as_a_new_one_and_is_given_out_o
     assert plots.golden_signals_figure(reading, **args) is not spare and not plots._SPARE
 
 
+def test_a_figure_png_holds_exactly_the_pixels_savefig_draws_and_leaves_the_figure_as_it_was() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from irkit import plots
+    from irkit.metrics import GOLDEN_SIGNALS
+
+    reading = _reading(GOLDEN_SIGNALS)
+    at = reading.end - timedelta(minutes=4)
+    fig = plots.golden_signals_figure(reading, service="svc", window=(at, reading.end), markers=[plots.Marker(at, "alert X", "alert")])
+    canvas, dpi = fig.canvas, fig.dpi
+    ours = Image.open(io.BytesIO(plots.png_bytes(fig, dpi=90)))
+    assert fig.canvas is canvas and fig.dpi == dpi  # the canvas and resolution it had before
+    theirs = io.BytesIO()
+    fig.savefig(theirs, format="png", dpi=90)
+    expected = np.asarray(Image.open(theirs))
+    assert ours.format == "PNG" and ours.mode == "RGBA" and ours.size == (expected.shape[1], expected.shape[0])
+    assert np.array_equal(np.asarray(ours), expected)
+    assert round(ours.info["dpi"][0]) == 90 and ours.info["Software"].startswith("Matplotlib version")
+
+
+def test_encode_png_round_trips_any_rgba_image_and_refuses_other_shapes() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from irkit.plots import encode_png
+
+    rng = np.random.default_rng(7)
+    for height, width in ((1, 1), (3, 5), (64, 33)):
+        pixels = rng.integers(0, 256, size=(height, width, 4), dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(encode_png(pixels)))
+        decoded.load()  # decodes every row and checks every chunk's CRC
+        assert decoded.mode == "RGBA" and np.array_equal(np.asarray(decoded), pixels)
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint8)):
+        with pytest.raises(ValueError, match="RGBA"):
+            encode_png(bad)
+
+
 def test_with_no_signal_at_all_one_panel_says_why_once_and_keeps_the_events() -> None:
     from irkit import plots
     from irkit.metrics import GOLDEN_SIGNALS
