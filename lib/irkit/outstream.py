@@ -3,13 +3,15 @@
 ipykernel flushes both streams twice around every cell, even when the cell printed nothing, and each
 flush is a round trip to the kernel's IOPub thread (schedule the send, then wait for an event that
 thread sets): about 2.5 ms of a trivial cell's 4.5 ms inside the kernel, some 60 ms of a warm triage.
-When the stream holds no text and no send is pending there is nothing to put on the wire, so this
-stream skips the round trip. What a flush still guarantees holds: text written before a flush is
-sent before it returns; and every IOPub message (output, then the ``idle`` status) still leaves in
-the order it was scheduled, because they all go through that one thread. What it no longer waits for
-is output *another* IOPub message carried (a display), which could now reach a client after the
-shell's ``execute_reply``: the Jupyter protocol lets that happen, and nbclient (which papermill and
-the runner use) reads a cell's output until the ``idle`` status, not until the reply.
+When there is nothing to put on the wire this stream skips the round trip. "Nothing" means all of:
+no text buffered, no timed flush pending, no flush *under way* on the IOPub thread (one that has
+taken the buffers but not yet queued its message: skipping then would let the cell's ``idle`` status
+overtake its text, and nbclient would drop the text), no unread bytes in the pipe ipykernel reads a
+subprocess's output from, and no echo. Then every IOPub message (output, then ``idle``) still leaves
+in the order it was scheduled, because they all go through that one thread. What a skipped flush no
+longer waits for is output *another* IOPub message carried (a display), which could now reach a
+client after the shell's ``execute_reply``: the Jupyter protocol lets that happen, and nbclient
+(which papermill and the runner use) reads a cell's output until the ``idle`` status.
 
 The kernel gets it through ipykernel's own setting, ``IPKernelApp.outstream_class``; only the pool's
 kernels do, which import irkit anyway.
@@ -17,14 +19,31 @@ kernels do, which import irkit anyway.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import termios
+import threading
+
 from ipykernel.iostream import OutStream as _OutStream
 
 
 class OutStream(_OutStream):
     """ipykernel's stream, without the IOPub round trip when there is nothing to flush."""
 
+    _sending = 0  # _flush calls under way (normally on the IOPub thread)
+    _sending_lock = threading.Lock()  # shared by both streams: held only around a count
+
+    def _flush(self) -> None:
+        with self._sending_lock:
+            self._sending += 1
+        try:
+            super()._flush()  # type: ignore[no-untyped-call]
+        finally:
+            with self._sending_lock:
+                self._sending -= 1
+
     def flush(self) -> None:
-        """Send what is buffered and wait until it is sent; with nothing buffered or pending, return."""
+        """Send what is buffered and wait until it is sent; with nothing to send, return at once."""
         if self._nothing_to_send():
             return
         super().flush()  # type: ignore[no-untyped-call]
@@ -34,6 +53,18 @@ class OutStream(_OutStream):
             if self.echo is not None or self._flush_pending or self._subprocess_flush_pending:
                 return False
             with self._buffer_lock:
-                return not any(buffer.tell() for buffer in self._buffers.values())
-        except AttributeError:  # an ipykernel whose stream keeps its state otherwise: always flush
+                if any(buffer.tell() for buffer in self._buffers.values()):
+                    return False
+            if self._should_watch and self._fid is not None and _unread(self._fid):
+                return False  # a subprocess wrote: let ipykernel's watcher thread take it, as a real flush does
+            # Read last: a _flush that cleared _flush_pending after the check above counted itself first.
+            return self._sending == 0
+        except (AttributeError, OSError):  # an ipykernel that keeps its state otherwise: always flush
             return False
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd``."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]

@@ -315,6 +315,7 @@ def test_pool_kernels_skip_empty_flushes_yet_every_output_lands_in_its_own_cell_
         "_ = sys.stdout.write('no newline at the end')",
         "print('x' * 200_000)\nprint('to stderr', file=sys.stderr)",
         "sys.stdout.flush(); sys.stderr.flush(); 'quiet cell'",
+        *[TAKEN] * 3,
     ]
     write_notebook(book.directory / "streams.ipynb", CONTRACT_PARAMETERS, cells)
     book.register(Runbook("streams", 3, "streams.ipynb", "streams"))
@@ -333,7 +334,20 @@ def test_pool_kernels_skip_empty_flushes_yet_every_output_lands_in_its_own_cell_
     assert got[2] == [("stream", "stdout", "from a thread\n")]
     assert got[3] == [("stream", "stdout", "no newline at the end")]
     assert got[4] == [("stream", "stdout", "x" * 200_000 + "\n"), ("stream", "stderr", "to stderr\n")]
-    assert got[5] == [("execute_result", None, "")] and nb.cells[-1].outputs[0]["data"]["text/plain"] == "'quiet cell'"
+    quiet = next(c for c in nb.cells if c.source == cells[5])
+    assert got[5] == [("execute_result", None, "")] and quiet.outputs[0]["data"]["text/plain"] == "'quiet cell'"
+    # The cell ends while the IOPub thread is still sending its text: the flush must wait for it, or
+    # the cell's idle status overtakes the text and nbclient drops it (all three lost it before).
+    assert got[6:] == [[("stream", "stdout", "x" * 1_000_000 + "\n")]] * 3
+
+
+# Prints 1 MB, then ends only once the IOPub thread has taken the text (ipykernel's own attributes),
+# while that thread is still serializing it.
+TAKEN = (
+    "print('x' * 1_000_000)\n"
+    "while sys.stdout._flush_pending or any(b.tell() for b in sys.stdout._buffers.values()):\n"
+    "    pass"
+)
 
 
 def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet() -> None:
