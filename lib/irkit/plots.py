@@ -393,8 +393,11 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 
     previous, own_dpi = fig.canvas, fig.dpi
     try:
-        fig.dpi = dpi
+        # The canvas first: a dpi change resizes the current canvas's window (pyplot, ipympl), and
+        # this one has none. Saving: as in savefig, animated artists are drawn too.
         canvas = FigureCanvasAgg(fig)
+        canvas._is_saving = True  # type: ignore[attr-defined]  # what savefig sets: not in the stubs
+        fig.dpi = dpi
         canvas.draw()
         pixels = np.asarray(canvas.buffer_rgba())  # keeps the renderer, and so its pixels, alive
     finally:
@@ -419,9 +422,12 @@ def encode_png(rgba: Any, *, dpi: float | None = None) -> bytes:
     import matplotlib
     import numpy as np
 
-    pixels = np.ascontiguousarray(rgba, dtype=np.uint8)
-    if pixels.ndim != 3 or pixels.shape[2] != 4:
-        raise ValueError(f"encode_png needs an RGBA image of shape (height, width, 4), not {pixels.shape}")
+    pixels = np.asarray(rgba)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 4 or 0 in pixels.shape:
+        raise ValueError(
+            f"encode_png needs a non-empty RGBA image of uint8, shape (height, width, 4), not {pixels.dtype} {pixels.shape}"
+        )
+    pixels = np.ascontiguousarray(pixels)
     height, width = pixels.shape[:2]
     rows = np.zeros((height, 1 + 4 * width), dtype=np.uint8)  # column 0: filter type 0 (none) per row
     rows[:, 1:] = pixels.reshape(height, 4 * width)

@@ -370,8 +370,33 @@ def test_a_figure_png_holds_exactly_the_pixels_savefig_draws_and_leaves_the_figu
     assert round(ours.info["dpi"][0]) == 90 and ours.info["Software"].startswith("Matplotlib version")
 
 
+def test_a_figure_png_draws_animated_artists_as_savefig_does_and_never_resizes_a_window() -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from irkit.plots import png_bytes
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    try:
+        ax.plot([0, 1], [0, 1], animated=True)  # drawn when saving, skipped on screen
+        own_dpi, resized = fig.dpi, []
+        fig.canvas.manager.resize = lambda w, h: resized.append((w, h))  # a window would grow with the dpi
+        ours = np.asarray(Image.open(io.BytesIO(png_bytes(fig, dpi=220))))
+        theirs = io.BytesIO()
+        fig.savefig(theirs, format="png", dpi=220)
+        assert np.array_equal(ours, np.asarray(Image.open(theirs)))
+        assert resized == [] and fig.dpi == own_dpi
+    finally:
+        plt.close(fig)
+
+
 def test_encode_png_round_trips_any_rgba_image_and_refuses_other_shapes() -> None:
     import io
+    import struct
+    import zlib
 
     import numpy as np
     from PIL import Image
@@ -381,10 +406,26 @@ def test_encode_png_round_trips_any_rgba_image_and_refuses_other_shapes() -> Non
     rng = np.random.default_rng(7)
     for height, width in ((1, 1), (3, 5), (64, 33)):
         pixels = rng.integers(0, 256, size=(height, width, 4), dtype=np.uint8)
-        decoded = Image.open(io.BytesIO(encode_png(pixels)))
-        decoded.load()  # decodes every row and checks every chunk's CRC
-        assert decoded.mode == "RGBA" and np.array_equal(np.asarray(decoded), pixels)
-    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint8)):
+        for given in (pixels, pixels[::-1, ::-1][::-1, ::-1], np.asfortranarray(pixels)):  # any memory layout
+            data = encode_png(given)
+            decoded = Image.open(io.BytesIO(data))
+            assert decoded.mode == "RGBA" and np.array_equal(np.asarray(decoded), pixels)
+        kinds, at = [], 8  # every chunk's CRC (Pillow does not check IDAT's or IEND's; browsers do)
+        while at < len(data):
+            (length,) = struct.unpack(">I", data[at : at + 4])
+            kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+            assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body)
+            kinds.append(kind)
+            at += 12 + length
+        assert kinds == [b"IHDR", b"tEXt", b"IDAT", b"IEND"] and at == len(data)
+    bad_ones = (
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.uint8),
+        np.zeros((0, 4, 4), np.uint8),  # an empty image is no PNG
+        np.zeros((4, 4, 4), np.float64),  # 0-1 floats would be cast to a black, transparent image
+        np.zeros((4, 4, 4), np.uint16),
+    )
+    for bad in bad_ones:
         with pytest.raises(ValueError, match="RGBA"):
             encode_png(bad)
 
