@@ -22,7 +22,8 @@ from __future__ import annotations
 import array
 import fcntl
 import termios
-import threading
+from collections import deque
+from typing import ClassVar
 
 from ipykernel.iostream import OutStream as _OutStream
 
@@ -30,17 +31,17 @@ from ipykernel.iostream import OutStream as _OutStream
 class OutStream(_OutStream):
     """ipykernel's stream, without the IOPub round trip when there is nothing to flush."""
 
-    _sending = 0  # _flush calls under way (normally on the IOPub thread)
-    _sending_lock = threading.Lock()  # shared by both streams: held only around a count
+    # One entry per _flush under way (normally on the IOPub thread), shared by stdout and stderr (a
+    # flush of either keeps both from skipping). A deque's append and pop are atomic: no lock that a
+    # process forked at the wrong moment could inherit held.
+    _under_way: ClassVar[deque[None]] = deque()
 
     def _flush(self) -> None:
-        with self._sending_lock:
-            self._sending += 1
+        self._under_way.append(None)
         try:
             super()._flush()  # type: ignore[no-untyped-call]
         finally:
-            with self._sending_lock:
-                self._sending -= 1
+            self._under_way.pop()
 
     def flush(self) -> None:
         """Send what is buffered and wait until it is sent; with nothing to send, return at once."""
@@ -58,7 +59,7 @@ class OutStream(_OutStream):
             if self._should_watch and self._fid is not None and _unread(self._fid):
                 return False  # a subprocess wrote: let ipykernel's watcher thread take it, as a real flush does
             # Read last: a _flush that cleared _flush_pending after the check above counted itself first.
-            return self._sending == 0
+            return not self._under_way
         except (AttributeError, OSError):  # an ipykernel that keeps its state otherwise: always flush
             return False
 
