@@ -282,6 +282,8 @@ class _Scan:
     size: int  # bytes of complete lines
     torn: bytes  # trailing bytes with no newline
     problem: str | None  # first chain break, if any
+    first: int = 0  # events left out at the start (already known to the caller: Record._scan(after_known=True))
+    base: str = GENESIS  # the hash of the last event left out
 
 
 def _scan_events(raw: bytes, *, prev: str = GENESIS, first_seq: int = 1) -> _Scan:
@@ -386,10 +388,16 @@ class _Read:
     torn: bytes
     count: int
     head: str
+    folded: bytes | None = None  # the state folded from these events, as JSON (set by Record.state)
 
     def scan(self) -> _Scan:
         """The scan again, as fresh objects (callers may change what they get), without re-checking."""
         return _Scan([json.loads(line) for line in self.body.splitlines()], len(self.body), self.torn, None)
+
+
+def _head(scan: _Scan) -> str:
+    """The hash of the last event ``scan`` covers (those it left out included)."""
+    return scan.events[-1]["hash"] if scan.events else scan.base
 
 
 def _last_line(lines: bytes) -> bytes:
@@ -590,13 +598,16 @@ class Record:
         with os.fdopen(opened[0], "rb") as fh:
             return fh.read()
 
-    def _scan(self) -> _Scan:
+    def _scan(self, *, after_known: bool = False) -> _Scan:
         """The log's chain-valid events, first break and torn tail, as :func:`_scan_events` finds them.
 
         Lines this process already checked are not checked again while the file's stat signature
         (inode, size, mtime, ctime) is unchanged; a log that only grew has its new lines checked,
         chained from the last line seen (which must still be there). Anything else is read and
         checked in full, and so is a log with a break: only an intact chain is remembered.
+
+        ``after_known``: when the lines already checked are still the log's first lines, leave their
+        events out (``first`` says how many, ``base`` the last one's hash): only the new ones are parsed.
         """
         opened = self._open_log()
         if opened is None:
@@ -608,14 +619,15 @@ class Record:
             with _TAILS_LOCK:
                 seen = _READS.get(key)
             if seen is not None and seen.sig == sig:
-                return seen.scan()
+                return _Scan([], len(seen.body), seen.torn, None, seen.count, seen.head) if after_known else seen.scan()
             scan: _Scan | None = None
             if seen is not None and not seen.torn and seen.body and sig[:2] == seen.sig[:2] and sig[2] > seen.sig[2]:
                 new = _after_line(fh, len(seen.body), _last_line(seen.body))
                 if new is not None:
                     more = _scan_events(new, prev=seen.head, first_seq=seen.count + 1)
-                    old = seen.scan()
-                    scan = _Scan(old.events + more.events, old.size + more.size, more.torn, more.problem)
+                    known = [] if after_known else seen.scan().events
+                    first, base = (seen.count, seen.head) if after_known else (0, GENESIS)
+                    scan = _Scan(known + more.events, len(seen.body) + more.size, more.torn, more.problem, first, base)
                     body = seen.body + new[: more.size]
             if scan is None:
                 fh.seek(0)
@@ -623,12 +635,11 @@ class Record:
                 scan = _scan_events(raw)
                 body = raw[: scan.size]
             if scan.problem is None and _stat_sig(os.fstat(fh.fileno())) == sig:  # nobody wrote meanwhile
-                head = scan.events[-1]["hash"] if scan.events else GENESIS
                 with _TAILS_LOCK:
                     _READS.pop(key, None)
                     while len(_READS) >= _READS_MAX:
                         _READS.pop(next(iter(_READS)))
-                    _READS[key] = _Read(sig, body, scan.torn, len(scan.events), head)
+                    _READS[key] = _Read(sig, body, scan.torn, scan.first + len(scan.events), _head(scan))
             return scan
 
     def events(self) -> list[Event]:
@@ -643,8 +654,47 @@ class Record:
         return state
 
     def state(self) -> dict[str, Any]:
-        """The current state, folded from the events themselves (``incident.json`` is never trusted)."""
-        return self._fold(self._scan())
+        """The current state, folded from the events themselves (``incident.json`` is never trusted).
+
+        Folded once per version of the log in this process: while the log's stat signature is the one
+        its events were checked under (see :meth:`_scan`), the fold is kept beside them as JSON (every
+        caller gets its own copy), and a log that only grew has just its new events folded in. A runbook
+        asks for the state in nearly every cell; folding every event each time was most of the asking.
+        """
+        key = str(self.events_path)
+        opened = self._open_log()
+        if opened is None:
+            return self._fold(_Scan([], 0, b"", None))
+        os.close(opened[0])
+        with _TAILS_LOCK:
+            seen = _READS.get(key)
+        if seen is not None and seen.folded is not None and seen.sig == _stat_sig(opened[1]):
+            state: dict[str, Any] = json.loads(seen.folded)
+            return state
+        base = seen.folded if seen is not None else None
+        scan = self._scan(after_known=base is not None)
+        if seen is not None and base is not None and (scan.first, scan.base) == (seen.count, seen.head):
+            state = json.loads(base)  # the chain up to event ``first`` is the one folded: fold what follows
+            for ev in scan.events:
+                apply_event(state, ev)
+            state["head"]["size"] = scan.size
+        else:
+            if scan.first:  # another thread's read replaced the fold's lines meanwhile: read them all
+                scan = self._scan()
+            state = self._fold(scan)
+        self._keep_fold(key, scan, state)
+        return state
+
+    @staticmethod
+    def _keep_fold(key: str, scan: _Scan, state: dict[str, Any]) -> None:
+        """Keep ``state`` beside the checked log it was folded from, if that is what ``_READS`` holds."""
+        text = json.dumps(state).encode()
+        if json.loads(text) != state:  # not plain JSON (cannot happen for events read from JSON): do not keep
+            return
+        with _TAILS_LOCK:
+            now = _READS.get(key)
+            if now is not None and (now.count, now.head, len(now.body)) == (scan.first + len(scan.events), _head(scan), scan.size):
+                now.folded = text
 
     def broken(self) -> str | None:
         """Why the chain does not verify (first break), or None; cheap enough for ``list``."""

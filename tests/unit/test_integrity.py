@@ -186,6 +186,53 @@ def test_reads_are_checked_again_when_the_log_changes_and_only_appended_lines_wh
     assert not rec.verify().ok
 
 
+def test_state_is_folded_once_per_version_of_the_log_and_is_always_the_fold_of_every_event(
+    records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = new(records)
+    for i in range(4):
+        rec.note(f"note {i}", actor="a")
+    folded: list[int] = []
+    apply = irkit.record.apply_event
+
+    def counting(state: dict[str, object], ev: dict[str, object]) -> object:
+        folded.append(ev["seq"])  # type: ignore[arg-type]
+        return apply(state, ev)  # type: ignore[arg-type]
+
+    def every_event() -> dict[str, object]:  # what a fresh process folds: every event of the log as it is now
+        return rec._fold(irkit.record._scan_events(rec.events_path.read_bytes()))
+
+    monkeypatch.setattr(irkit.record, "apply_event", counting)
+    first = rec.state()
+    assert first == every_event() and first["head"]["seq"] == 5
+    folded.clear()
+    again = rec.state()
+    assert again == first and folded == []  # unchanged log: not folded again
+    again["status"] = "resolved"
+    again["artifacts"]["x"] = {"sha256": "forged", "seq": 1}
+    assert rec.state() == first  # callers get their own copies
+    Record(records, ID).note("from another writer", actor="b")  # the log grows under this reader
+    folded.clear()
+    grown = rec.state()
+    assert folded == [6] and grown == every_event()  # only the new event folded in
+    assert grown["head"]["size"] == rec.events_path.stat().st_size
+    # An edit in place (same size): the state is the fold of the events before the break, as a fresh read's.
+    raw = rec.events_path.read_bytes()
+    rec.events_path.write_bytes(raw.replace(b'"note 2"', b'"NOTE 2"'))
+    os.utime(rec.events_path, ns=(1, 1))
+    broken = rec.state()
+    assert broken == every_event() and broken["head"]["seq"] == 3
+    # Put back, then rewritten with other events of the same count: folded anew, never from the old fold.
+    rec.events_path.write_bytes(raw)
+    assert rec.state() == every_event() and rec.state()["head"]["seq"] == 6
+    other = new(records, "INC-OTHER-1")
+    for i in range(5):
+        other.note(f"x {i}", actor="z")
+    assert len(other.events()) == len(rec.events())
+    rec.events_path.write_bytes(other.events_path.read_bytes())
+    assert rec.state() == every_event() and rec.state()["id"] == "INC-OTHER-1"
+
+
 def test_cli_append_to_a_broken_record_exits_1_with_one_line(cli, records: Path) -> None:
     rec = new(records)
     rec.note("hello", actor="a")
