@@ -41,7 +41,12 @@ def serve(path: str, preload: str) -> None:
     import gc
 
     exec(compile(preload, "<irkit kernel preload>", "exec"), {"__name__": "__irkit_preload__"})  # noqa: S102  # irkit's own PRELOAD
-    import ipykernel.kernelapp  # noqa: F401  # what every fork runs: imported once, here
+    import ipykernel.kernelapp  # what every fork runs: imported once, here
+    # Every kernel's traits import ipykernel's debugger as it starts (~65 ms of CPU): here, once. Its
+    # debugpy warns at import that frozen modules may hide breakpoints, a notice for someone debugging
+    # (the kernel spec's own remedy, when it has one); a fork's environment is its request's, not this.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    import ipykernel.debugger  # noqa: F401
     # Everything imported so far goes to a permanent generation: a forked kernel's collector never
     # walks (and so never copies, page by page) the server's objects it shares.
     gc.collect()

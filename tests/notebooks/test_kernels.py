@@ -179,12 +179,18 @@ def test_pool_kernels_are_fresh_forks_of_one_preloaded_server() -> None:
         assert pool.wait_ready()
         a, b = pool.take(), pool.take()
         assert a is not None and b is not None
-        ask = "import os, sys, irkit.plots as p\nprint(os.getpid(), os.getppid(), 'pandas' in sys.modules, sorted(p._SPARE))"
+        ask = (
+            "import gc, os, sys, ipykernel.debugger as d, irkit.plots as p\n"
+            # the server froze what it imported: a module it imported is in no generation a collection walks
+            "server = not any(o is d.__dict__ for o in gc.get_objects())\n"
+            "print(os.getpid(), os.getppid(), 'pandas' in sys.modules, server, sorted(p._SPARE))"
+        )
         said = [_ask(k, ask) for k in (a, b)]
-        (pid_a, parent_a, pre_a, spare_a), (pid_b, parent_b, pre_b, spare_b) = (s.split(maxsplit=3) for s in said)
+        (pid_a, parent_a, pre_a, dbg_a, spare_a), (pid_b, parent_b, pre_b, dbg_b, spare_b) = (s.split(maxsplit=4) for s in said)
         server = str(pool._zygote.proc.pid)
         assert parent_a == parent_b == server and pid_a != pid_b  # two processes, forked by the one server
         assert pre_a == pre_b == "True"  # pandas came with the fork, imported once by the server
+        assert dbg_a == dbg_b == "True"  # so did ipykernel's debugger, which every kernel imports as it starts
         assert spare_a.strip() == spare_b.strip() == "[(1, 1), (3, 2)]"  # each fork has its own prepared figures
         assert pool.forked >= 2
         for k in (a, b):
