@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from irkit.errors import ConfigError
 from irkit.oncall import EscalationSettings, RotationSettings
+from irkit.redact import BUILT_IN_PATTERNS
 from irkit.severity import SeverityPolicy
 
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -302,30 +303,7 @@ class StoreSettings(_Model):
 class RedactionSettings(_Model):
     """What is scrubbed from notebooks and events before they are sealed into a record."""
 
-    # Every quantifier is bounded and possessive (++): redaction runs under the record lock, so no
-    # input may make a pattern backtrack (64 KiB of "=a:" once took 20 s).
-    patterns: tuple[str, ...] = (
-        r"(?i:\bbearer\s{1,8}+)[A-Za-z0-9._~+/=-]{8,4096}+",
-        # after "token", only a token-shaped value: a digit, +/=, or an upper-case letter after the first
-        r"(?i:\btoken\s{1,8}+)(?=[A-Za-z0-9._~+/=-]{0,512}?[0-9+/=]|[A-Za-z._~-]{1,512}?[A-Z])"
-        r"[A-Za-z0-9._~+/=-]{8,4096}+",
-        r"(?i:\bbasic\s{1,8}+)(?=[A-Za-z0-9+/]{0,512}?[0-9+/=]|[A-Za-z]{1,512}?[A-Z])[A-Za-z0-9+/]{8,4096}+={0,2}",
-        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-        r"(?i)aws_secret_access_key\W{1,4}+(?P<s>[A-Za-z0-9/+=]{40})",
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{1,256}+",
-        r"\bxox[abprs]-[A-Za-z0-9-]{10,256}+",
-        r"\bgh[pousr]_[A-Za-z0-9]{36,255}+",
-        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{8,4096}+",  # JWTs
-        r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,16384}+"
-        r"(?:-----END (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----)?",
-        # user:password@host, with or without a scheme in front (a DSN pasted into a note)
-        r"(?:(?<=://)|(?<![^\s'\"(=,<]))(?!mailto:)[A-Za-z_][^\s:/@'\"<>=,(\[\]]{0,127}+:"
-        r"(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[\w\[])",
-        r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
-        r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]{1,1024}+)",
-        r"(?i)[\"']?+(?:password|passwd|secret|token|api_?key|client_secret)[\"']?+\s{0,8}+:\s{0,8}+[\"']"
-        r"(?P<s>[^\"'\n]{6,1024}+)(?=[\"'])",
-    )
+    patterns: tuple[str, ...] = BUILT_IN_PATTERNS  # irkit.redact: what each one is, and why it is bounded
     replacement: str = "[REDACTED]"
     min_secret_length: int = Field(6, ge=1, description="Shorter secret values are not scrubbed (too many hits)")
     detect_secrets: bool = Field(True, description="Also remove credentials of known shapes (detect-secrets plugins)")

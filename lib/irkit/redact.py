@@ -100,6 +100,60 @@ def escaped_forms(value: str) -> set[str]:
     return {f for f in forms if len(f) >= 4}
 
 
+# The patterns every record is scrubbed with unless irkit.yaml names others (``redaction.patterns``), each
+# with what all of its matches contain, lower-cased: in conjunctive form, one text of every group. Where a
+# group has no text in an ASCII string, the pattern cannot match it and is not run (the patterns took most
+# of redacting a notebook: each scans every string). Every quantifier is bounded and possessive (++):
+# redaction runs under the record lock, so no input may make a pattern backtrack (64 KiB of "=a:" once
+# took 20 s).
+_SECRET_WORDS = ("passw", "pwd", "secret", "token", "apikey", "api_key", "x-amz-")  # password, passwd, access_token …
+BUILT_IN: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    (r"(?i:\bbearer\s{1,8}+)[A-Za-z0-9._~+/=-]{8,4096}+", (("bearer",),)),
+    # after "token", only a token-shaped value: a digit, +/=, or an upper-case letter after the first
+    (
+        r"(?i:\btoken\s{1,8}+)(?=[A-Za-z0-9._~+/=-]{0,512}?[0-9+/=]|[A-Za-z._~-]{1,512}?[A-Z])"
+        r"[A-Za-z0-9._~+/=-]{8,4096}+",
+        (("token",),),
+    ),
+    (
+        r"(?i:\bbasic\s{1,8}+)(?=[A-Za-z0-9+/]{0,512}?[0-9+/=]|[A-Za-z]{1,512}?[A-Z])[A-Za-z0-9+/]{8,4096}+={0,2}",
+        (("basic",),),
+    ),
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", (("akia", "asia"),)),
+    (r"(?i)aws_secret_access_key\W{1,4}+(?P<s>[A-Za-z0-9/+=]{40})", (("aws_secret_access_key",),)),
+    (r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{1,256}+", (("https://hooks.slack.com/services/",),)),
+    (r"\bxox[abprs]-[A-Za-z0-9-]{10,256}+", (("xox",),)),
+    (r"\bgh[pousr]_[A-Za-z0-9]{36,255}+", (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),)),
+    (  # JWTs
+        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}+\.eyJ[A-Za-z0-9_-]{8,8192}+\.[A-Za-z0-9_-]{8,4096}+",
+        (("eyj",),),
+    ),
+    (
+        r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,16384}+"
+        r"(?:-----END (?:[A-Z0-9]{1,16} ){0,4}PRIVATE KEY-----)?",
+        (("-----begin ",), ("private key-----",)),
+    ),
+    # user:password@host, with or without a scheme in front (a DSN pasted into a note)
+    (
+        r"(?:(?<=://)|(?<![^\s'\"(=,<]))(?!mailto:)[A-Za-z_][^\s:/@'\"<>=,(\[\]]{0,127}+:"
+        r"(?P<s>[^\s/@'\"<>]{1,256}+)(?=@[\w\[])",
+        ((":",), ("@",)),
+    ),
+    (
+        r"(?i)(?:password|passwd|pwd|secret|token|api_?key|access_token|client_secret|x-amz-signature|x-amz-credential|"
+        r"x-amz-security-token)=(?P<s>[^\s&;\"'<>]{1,1024}+)",
+        (("=",), _SECRET_WORDS),
+    ),
+    (
+        r"(?i)[\"']?+(?:password|passwd|secret|token|api_?key|client_secret)[\"']?+\s{0,8}+:\s{0,8}+[\"']"
+        r"(?P<s>[^\"'\n]{6,1024}+)(?=[\"'])",
+        ((":",), ('"', "'"), _SECRET_WORDS),
+    ),
+)
+BUILT_IN_PATTERNS = tuple(pattern for pattern, _ in BUILT_IN)
+_NEEDS = dict(BUILT_IN)
+
+
 DETECTORS = (
     "AWSKeyDetector",
     "ArtifactoryDetector",
@@ -188,7 +242,7 @@ class Redactor:
         needles = {form for v in values for form in escaped_forms(v)}
         self._needles = sorted(needles, key=len, reverse=True)
         self._base64 = {form for v in values for form in base64_forms(v)}
-        self._patterns = [re.compile(p) for p in patterns]
+        self._patterns = [(re.compile(p), _NEEDS.get(p)) for p in patterns]  # a pattern of one's own is always run
         self.replacement = replacement
         self.detect = detect
         # text() is a pure function of its argument: a run redacts its notebook after cells (the partial
@@ -270,13 +324,18 @@ class Redactor:
                     pos = b
                 out.append(s[pos:])
                 s = "".join(out)
-        for rx in self._patterns:
+        low = s.lower() if s.isascii() else None  # beyond ASCII, (?i) also folds K (Kelvin) to k, ſ to s …
+        for rx, needs in self._patterns:
+            if needs is not None and low is not None and not all(any(t in low for t in group) for group in needs):
+                continue  # a text that every match of it contains is missing: it cannot match here
             if "s" in rx.groupindex:
-                s = rx.sub(
+                after = rx.sub(
                     lambda m: m.group(0).replace(m.group("s"), self.replacement) if m.group("s") else m.group(0), s
                 )
             else:
-                s = rx.sub(self.replacement, s)
+                after = rx.sub(self.replacement, s)
+            if after != s:  # what the next patterns need is looked for in the text as it now is
+                s, low = after, after.lower() if after.isascii() else None
         # After the patterns (which take whole key blocks): what no one configured, of known shapes.
         if self.detect and CANDIDATE.search(s):
             for found in sorted(detected_secrets(s), key=len, reverse=True):

@@ -1,7 +1,11 @@
 import json
+import re
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from irkit.config import load_config
-from irkit.redact import Redactor
+from irkit.redact import BUILT_IN_PATTERNS, Redactor
 
 
 def test_secret_values_are_scrubbed_everywhere_in_nested_data() -> None:
@@ -165,3 +169,62 @@ def test_results_are_remembered_within_a_bound_and_stay_right() -> None:
     before = r._seen_chars
     assert r.text(big) == big and r._seen_chars == before  # past the bound: redacted, not kept
     assert r._seen_chars <= irkit.redact.MEMO_MAX_CHARS
+
+
+# What the built-in patterns look for, and what is near it, in either case and with the characters that
+# (?i) folds onto ASCII letters (Kelvin sign, long s) and other non-ASCII ones.
+_PIECES = (
+    "Bearer ", "bearer\t", "TOKEN  ", "token ", "Basic ", "AKIA", "ASIA", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY: ",
+    "https://hooks.slack.com/services/", "xoxb-", "xoxp-", "ghp_", "gho_", "eyJ", ".eyJ", "-----BEGIN ", "RSA ",
+    "PRIVATE KEY-----", "-----END ", "postgres://", "://", "@", "@db", ":", "=", '"', "'", " ", "\n", "&", "password",
+    "PassWd", "pwd", "secret", "Client_Secret", "api_key", "apiKey", "access_token", "x-amz-signature", "X-Amz-Credential",
+    "mailto:", "\u212a", "\u017f", "to\u212aen", "pa\u017f\u017fword", "é", "[REDACTED]", "ABCDEFGHIJKLMNOP", "0123456789",
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789", "Zz9+/=", "_-.~",
+)
+
+
+def _every_pattern(text: str, replacement: str) -> str:
+    """The built-in patterns applied one after another, each to the whole text (no looking ahead)."""
+    for pattern in BUILT_IN_PATTERNS:
+        rx = re.compile(pattern)
+        if "s" in rx.groupindex:
+            text = rx.sub(lambda m: m.group(0).replace(m.group("s"), replacement) if m.group("s") else m.group(0), text)
+        else:
+            text = rx.sub(replacement, text)
+    return text
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=6)), max_size=40).map("".join),
+    # a replacement of one's own may hold what a later pattern looks for: that pattern must still run
+    st.sampled_from(["[REDACTED]", "token=abc123", "<token='@:x'>", "AKIA", "-----BEGIN "]),
+)
+@example("u:pass1@db", "token=abc123")  # user:password@ redacted, then what took its place: token=…
+def test_patterns_skipped_for_want_of_their_text_are_those_that_could_not_match(text: str, replacement: str) -> None:
+    assert Redactor([], BUILT_IN_PATTERNS, replacement=replacement).text(text) == _every_pattern(text, replacement)
+
+
+def test_every_built_in_pattern_still_redacts_what_it_is_for_in_any_case() -> None:
+    r = Redactor([], BUILT_IN_PATTERNS)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+    cases = {
+        "Authorization: BEARER abcdefghijklmnop1234": "abcdefghijklmnop1234",
+        "Authorization: Token abcDEF0123456789": "abcDEF0123456789",
+        "Authorization: basic dXNlcjpwYXNzd29yZA==": "dXNlcjpwYXNzd29yZA",
+        "key AKIAABCDEFGHIJKLMNOP here": "AKIAABCDEFGHIJKLMNOP",
+        "key ASIAABCDEFGHIJKLMNOP here": "ASIAABCDEFGHIJKLMNOP",
+        "AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYZ": "wJalrXUtnFEMI/K7MDENG",
+        "see https://hooks.slack.com/services/T000/B000/XXXXXXXX": "XXXXXXXX",
+        "xoxb-1234567890-abcdefghij": "xoxb-1234567890",
+        "ghp_" + "a1" * 18: "a1a1a1a1",
+        "jwt " + jwt: "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----": "b3BlbnNzaC1r",
+        "redis://default:s3cr3tpass@cache:6379": "s3cr3tpass",
+        "?X-Amz-Signature=abcdef0123&x=1": "abcdef0123",
+        '{"Client_Secret": "hunter2hunter2"}': "hunter2hunter2",
+        "pa\u017fsword=hunter2hunter2": "hunter2hunter2",  # long s: (?i) takes it for an s
+        "to\u212aen=abcdef123456": "abcdef123456",  # Kelvin sign: (?i) takes it for a k
+    }
+    for text, secret in cases.items():
+        assert secret not in r.text(text), text
