@@ -361,11 +361,12 @@ def _replay_transitions(events: list[Event]) -> str | None:
 
 @dataclass
 class _Tail:
-    """What this process last saw of a log it wrote: the file's identity and the state at its end."""
+    """What this process last saw of a log it wrote: the file's identity, the state at its end, and a
+    running SHA-256 of its first ``size`` bytes (None when not known: the next foreign append rescans)."""
 
     sig: tuple[int, ...]
     size: int
-    last_line: bytes
+    prefix: Any  # a hashlib.sha256 object, fed every byte up to ``size``
     state: dict[str, Any]
 
 
@@ -398,19 +399,6 @@ class _Read:
 def _head(scan: _Scan) -> str:
     """The hash of the last event ``scan`` covers (those it left out included)."""
     return scan.events[-1]["hash"] if scan.events else scan.base
-
-
-def _last_line(lines: bytes) -> bytes:
-    """The last complete line of ``lines`` (newline included), or b"" when there is none."""
-    return lines[lines.rstrip(b"\n").rfind(b"\n") + 1 :] if lines else b""
-
-
-def _after_line(fh: Any, end: int, last_line: bytes) -> bytes | None:
-    """What a log holds after ``last_line``, which must still end at offset ``end`` (so the log only grew
-    since it was seen); None when that line is gone or changed."""
-    fh.seek(end - len(last_line))
-    chunk = fh.read()
-    return chunk[len(last_line) :] if chunk.startswith(last_line) else None
 
 
 # Per process, the last few logs read: a runbook reads its record in nearly every cell, and checking
@@ -621,17 +609,21 @@ class Record:
             if seen is not None and seen.sig == sig:
                 return _Scan([], len(seen.body), seen.torn, None, seen.count, seen.head) if after_known else seen.scan()
             scan: _Scan | None = None
+            raw: bytes | None = None
             if seen is not None and not seen.torn and seen.body and sig[:2] == seen.sig[:2] and sig[2] > seen.sig[2]:
-                new = _after_line(fh, len(seen.body), _last_line(seen.body))
-                if new is not None:
+                raw = fh.read()
+                # Grown only if every byte checked before is still there: an edit in place followed by
+                # an append is not growth (its break would go unseen by this process).
+                if raw.startswith(seen.body):
+                    new = raw[len(seen.body) :]
                     more = _scan_events(new, prev=seen.head, first_seq=seen.count + 1)
                     known = [] if after_known else seen.scan().events
                     first, base = (seen.count, seen.head) if after_known else (0, GENESIS)
                     scan = _Scan(known + more.events, len(seen.body) + more.size, more.torn, more.problem, first, base)
                     body = seen.body + new[: more.size]
             if scan is None:
-                fh.seek(0)
-                raw = fh.read()
+                if raw is None:
+                    raw = fh.read()
                 scan = _scan_events(raw)
                 body = raw[: scan.size]
             if scan.problem is None and _stat_sig(os.fstat(fh.fileno())) == sig:  # nobody wrote meanwhile
@@ -810,24 +802,21 @@ class Record:
         if scan.torn:
             self._write_event(state, "record.repaired", self._quarantine_torn(scan), "irkit")
         elif st is not None:
-            last = _last_line(raw[: scan.size])
-            self._remember(st, scan.size, last, state)
+            self._remember(st, scan.size, hashlib.sha256(raw[: scan.size]), state)
         return state
 
     def _read_grown(self, tail: _Tail, st: os.stat_result) -> dict[str, Any] | None:
-        """Another process appended: check only the new lines, chained from this process's last line."""
-        if (st.st_dev, st.st_ino) != tail.sig[:2] or st.st_size <= tail.size or not tail.last_line:
+        """Another process appended: check only the new lines, chained from this process's last line, once
+        every byte before them is known to be what this process checked or wrote (its SHA-256)."""
+        if (st.st_dev, st.st_ino) != tail.sig[:2] or st.st_size <= tail.size or tail.prefix is None:
             return None
         try:
-            opened = self._open_log()
-            if opened is None:
-                return None
-            with os.fdopen(opened[0], "rb") as fh:
-                new = _after_line(fh, tail.size, tail.last_line)
+            raw = self._read_raw()
         except (OSError, IrkitError):
             return None  # the full rescan that follows says what is wrong
-        if new is None:
-            return None  # the line this process wrote is gone: rescan everything (and refuse if broken)
+        if len(raw) <= tail.size or hashlib.sha256(raw[: tail.size]).digest() != tail.prefix.digest():
+            return None  # an earlier line changed (or went): rescan everything, and refuse if broken
+        new = raw[tail.size :]
         head = tail.state["head"]
         scan = _scan_events(new, prev=head["hash"], first_seq=head["seq"] + 1)
         if scan.problem or scan.torn:
@@ -837,12 +826,14 @@ class Record:
             apply_event(state, ev)
         size = tail.size + scan.size
         state["head"]["size"] = size
-        self._remember(st, size, _last_line(new[: scan.size]) or tail.last_line, state)
+        prefix = tail.prefix.copy()
+        prefix.update(new[: scan.size])
+        self._remember(st, size, prefix, state)
         return state
 
-    def _remember(self, st: os.stat_result, size: int, last_line: bytes, state: dict[str, Any]) -> None:
+    def _remember(self, st: os.stat_result, size: int, prefix: Any, state: dict[str, Any]) -> None:
         with _TAILS_LOCK:
-            _TAILS[str(self.events_path)] = _Tail(_stat_sig(st), size, last_line, state)
+            _TAILS[str(self.events_path)] = _Tail(_stat_sig(st), size, prefix, state)
 
     def _cache_head_seq(self) -> int | None:
         try:
@@ -927,11 +918,17 @@ class Record:
             st = os.fstat(fd)
         finally:
             os.close(fd)
+        with _TAILS_LOCK:
+            tail = _TAILS.get(str(self.events_path))
+        prefix = None  # the running hash goes on from this process's own view of the log, when ``state`` is it
+        if tail is not None and tail.state is state and tail.prefix is not None and tail.size == head["size"]:
+            prefix = tail.prefix.copy()
+            prefix.update(line)
         size = head["size"] + len(line)
         for body, _ in events:
             apply_event(state, body)
         state["head"]["size"] = size
-        self._remember(st, size, events[-1][1], state)
+        self._remember(st, size, prefix, state)
         self._write_state(state)
         return [body for body, _ in events]
 

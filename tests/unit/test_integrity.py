@@ -186,6 +186,25 @@ def test_reads_are_checked_again_when_the_log_changes_and_only_appended_lines_wh
     assert not rec.verify().ok
 
 
+def test_an_edit_in_place_then_an_append_is_not_taken_for_growth_by_a_reader_or_a_writer(records: Path) -> None:
+    rec = new(records)
+    for i in range(4):
+        rec.note(f"note {i}", actor="a")  # this process wrote every line …
+    reader = Record(records, ID)
+    assert reader.state()["head"]["seq"] == 5 and reader.broken() is None  # … and has read and checked them
+    raw = rec.events_path.read_bytes()
+    tampered = raw.replace(b'"note 0"', b'"NOTE 0"')
+    assert len(tampered) == len(raw) and tampered != raw
+    # then someone edits event 2 in place and appends a line properly chained from event 5: the log grew
+    line = rec._event_lines(rec.state(), [("note", {"text": "appended after the edit"})], "mallory")[0][1]
+    rec.events_path.write_bytes(tampered + line)
+    assert "event 2 (note)" in (reader.broken() or "")
+    assert reader.state()["head"]["seq"] == 1 and [e["seq"] for e in reader.events()] == [1]
+    with pytest.raises(RecordBroken, match=r"event 2 \(note\)"):
+        rec.note("carry on", actor="a")
+    assert rec.events_path.read_bytes() == tampered + line
+
+
 def test_state_is_folded_once_per_version_of_the_log_and_is_always_the_fold_of_every_event(
     records: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
