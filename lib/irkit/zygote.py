@@ -11,8 +11,10 @@ stdin/stdout/stderr (SCM_RIGHTS) to the server over a Unix socket; the server fo
 takes those, starts a session of its own and runs ipykernel with ARGS. The proxy stays as the
 kernel's stand-in: signals it receives (interrupt, terminate) go to the kernel, it exits with the
 kernel's status, and when the proxy dies (jupyter_client kills it with SIGKILL on shutdown) the
-server kills the kernel. The server is single-threaded (a fork of a threaded process could inherit
-a held lock) and ends with its parent or when its socket is closed.
+server kills the kernel. The server starts no Python thread (a fork of a threaded process could
+inherit a held lock); the native threads libraries start as they load (numpy's OpenBLAS pool, the
+jemalloc background thread under pyarrow) are theirs to quiesce around a fork, which both do through
+pthread_atfork handlers. It ends with its parent or when its socket is closed.
 """
 
 from __future__ import annotations
