@@ -590,9 +590,9 @@ class Record:
         """The log's chain-valid events, first break and torn tail, as :func:`_scan_events` finds them.
 
         Lines this process already checked are not checked again while the file's stat signature
-        (inode, size, mtime, ctime) is unchanged; a log that only grew has its new lines checked,
-        chained from the last line seen (which must still be there). Anything else is read and
-        checked in full, and so is a log with a break: only an intact chain is remembered.
+        (inode, size, mtime, ctime) is unchanged; a log that only grew (every line seen is still there,
+        byte for byte) has its new lines checked, chained from the last line seen. Anything else is read
+        and checked in full, and so is a log with a break: only an intact chain is remembered.
 
         ``after_known``: when the lines already checked are still the log's first lines, leave their
         events out (``first`` says how many, ``base`` the last one's hash): only the new ones are parsed.
