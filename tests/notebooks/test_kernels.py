@@ -290,6 +290,43 @@ def test_the_engine_hands_each_completed_cell_over_and_the_notebook_without_a_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["three.ipynb"]  # nothing written beside it
 
 
+def test_the_engine_hands_a_cell_over_once_the_next_one_is_under_way_and_all_of_them_by_the_end(
+    tmp_path: Path,
+) -> None:
+    """The runner redacts handed-over cells on a thread of its own: handed over while the client is about
+    to send the next request, that thread held the GIL the send was waiting for. A cell is handed over
+    once the next code cell's request is on its way (papermill has marked that cell running), and by the
+    end every cell that ran is, a failed one included; a cell after the failure is not."""
+    import nbformat
+    import papermill
+
+    from irkit.engine import ENGINE_NAME
+
+    sources = ["a = 1", "a + 1", "raise ValueError('stop here')", "a + 3"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.cells.insert(2, nbformat.v4.new_markdown_cell("between"))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "four.ipynb"
+    nbformat.write(nb, str(source))
+    executed: list = []
+    handed: list[tuple[str, list[str]]] = []  # each handed cell, and the status of every cell just then
+
+    def on_cell(cell) -> None:
+        handed.append((cell.source, [c.metadata.get("papermill", {}).get("status") for c in executed[0].cells]))
+
+    with KernelPool(1, env=dict(os.environ)) as pool, pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(source), None, engine_name=ENGINE_NAME, kernel_pool=pool, kernel_cwd=str(tmp_path),
+            progress_bar=False, on_cell=on_cell, executed=executed,
+        )
+    assert [h[0] for h in handed] == ["a = 1", "a + 1", "between", sources[2]]
+    # Cells 0 and 1 wait for the next code cell to be under way; the markdown cell and the failed cell,
+    # after which nothing is sent, are handed over when the run ends.
+    assert handed[0][1][:2] == ["completed", "running"]
+    assert handed[1][1][:4] == ["completed", "completed", "completed", "running"]
+    assert handed[3][1] == ["completed", "completed", "completed", "failed", "pending"]
+
+
 @pytest.mark.parametrize("how", ["forked", "from scratch"])
 def test_runbook_kernels_keep_no_ipython_history(how: str, rec: Record, book: RunbookRegistry, tmp_path: Path) -> None:
     """IPython would copy every cell (parameters included) into a history file outside the record."""
