@@ -244,6 +244,9 @@ class Redactor:
         self._base64 = {form for v in values for form in base64_forms(v)}
         self._patterns = [(re.compile(p), _NEEDS.get(p)) for p in patterns]  # a pattern of one's own is always run
         self.replacement = replacement
+        # As an re.sub template the replacement would be read for escapes: "\\g<0>" would put each match
+        # (the secret) back, and a lone backslash would make every redaction fail. It is literal text.
+        self._template = replacement.replace("\\", "\\\\")
         self.detect = detect
         # text() is a pure function of its argument: a run redacts its notebook after cells (the partial
         # save) and at the end, and every dict key ("output_type", "text/html") again and again.
@@ -333,14 +336,14 @@ class Redactor:
                     lambda m: m.group(0).replace(m.group("s"), self.replacement) if m.group("s") else m.group(0), s
                 )
             else:
-                after = rx.sub(self.replacement, s)
+                after = rx.sub(self._template, s)
             if after != s:  # what the next patterns need is looked for in the text as it now is
                 s, low = after, after.lower() if after.isascii() else None
         # After the patterns (which take whole key blocks): what no one configured, of known shapes.
         if self.detect and CANDIDATE.search(s):
             for found in sorted(detected_secrets(s), key=len, reverse=True):
                 # a plugin may match a token's head only: the rest of the token goes with it
-                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self.replacement, s)
+                s = re.sub(re.escape(found) + r"[A-Za-z0-9_+/=-]{0,256}+", self._template, s)
         return s
 
     def data(self, obj: Any, *, _bundle: bool = False) -> Any:

@@ -228,3 +228,18 @@ def test_every_built_in_pattern_still_redacts_what_it_is_for_in_any_case() -> No
     }
     for text, secret in cases.items():
         assert secret not in r.text(text), text
+
+
+def test_a_replacement_with_backslashes_is_literal_text_on_every_path() -> None:
+    """``redaction.replacement`` is text, not an re.sub template: ``\\g<0>`` must not put the secret back,
+    and a lone backslash must not make redaction fail."""
+    text = (
+        "token=abcdef0123456789 password=hunter2pass postgres://u:s3cretpw@db/x "
+        "stripe sk_live_51H8abcdefghijklmnopqrstuv configured opensesame-42"
+    )
+    for replacement in ("\\g<0>", "\\1", "<\\\\>", "\\"):
+        settings = load_config(None, {"IRKIT_REDACTION__REPLACEMENT": replacement, "IRKIT_SECRETS": '["CANARY"]'})
+        out = Redactor.from_settings(settings, {"CANARY": "opensesame-42"}).text(text)
+        for secret in ("abcdef0123456789", "hunter2pass", "s3cretpw", "sk_live_51H8", "opensesame-42"):
+            assert secret not in out, (replacement, out)
+        assert out.count(replacement) >= 5, (replacement, out)
