@@ -57,8 +57,8 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
     """
 
     _final = False
-    on_progress: Callable[[Any], None] | None = None  # called with the notebook after every cell
-    on_cell: Callable[[Any], None] | None = None  # called with each cell once it is complete (and final)
+    on_progress: Callable[[Any], None] | None = None  # called with the notebook as cells are handed over
+    on_cell: Callable[[Any], None] | None = None  # called with each cell once complete (final), see request_sent
     _held: list[Any] | None = None  # cells complete and not yet handed over
 
     def save(self, **kwargs: Any) -> None:
@@ -79,8 +79,10 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
         The runner gives both to a thread of its own (redaction, partial saves). Handed over as a cell
         completes, that thread took the GIL just as the client serialized and sent the next request,
         which then waited for it: ~0.5 ms of each turn between cells. The client calls this right after
-        sending a request (nbclient's ``on_cell_complete`` hook), when it only waits for the kernel, and
-        :meth:`notebook_complete` calls it for whatever is left however the run ended.
+        sending a request (nbclient's ``on_cell_complete`` hook, which nbclient 0.10 and 0.11 run right
+        after ``kc.execute``: should a later one run it after the cell, only the timing changes), and
+        :class:`HandOverClient` once the cells are done however that ended (the last cell and a failed
+        one have no next request); :meth:`notebook_complete` hands over anything left.
         """
         held, self._held = self._held, None
         if not held:
@@ -98,7 +100,24 @@ class FinalSaveManager(NotebookExecutionManager):  # type: ignore[misc]
         super().notebook_complete(**kwargs)
 
 
-class SetupClient(PapermillNotebookClient):  # type: ignore[misc]
+class HandOverClient(PapermillNotebookClient):  # type: ignore[misc]
+    """papermill's client that hands the last completed cells over as soon as no request can follow.
+
+    Cells are handed over once the next request is sent (:meth:`FinalSaveManager.request_sent`); the
+    last cell, and a failed one, have no next request. nbclient asks the kernel for its info and (a
+    kernel it started) shuts it down before papermill completes the notebook: seconds, in which a
+    killed runner's partial notebook would lack them.
+    """
+
+    def papermill_execute_cells(self) -> None:
+        """Execute the cells as papermill does, then hand over what is held, however that ended."""
+        try:
+            super().papermill_execute_cells()
+        finally:
+            self.nb_man.request_sent()
+
+
+class SetupClient(HandOverClient):
     """papermill's client that first runs ``setup`` (a warm kernel's per-run facts) on its own connection.
 
     One client, one handshake: a separate client for the setup cost a second kernel handshake per run.
@@ -229,4 +248,4 @@ class IrkitEngine(NBClientEngine):  # type: ignore[misc]
             start["env"] = dict(kernel_env)
         if kernel_cwd is not None:
             start["cwd"] = kernel_cwd
-        return PapermillNotebookClient(nb_man, **final).execute(**start)
+        return HandOverClient(nb_man, **final).execute(**start)

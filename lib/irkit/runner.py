@@ -459,8 +459,9 @@ def _execute(
     executed: list[Any] = []  # the notebook object papermill executes: no file written and read back
     exc: BaseException | None = None
     t0 = time.monotonic()
-    # Each completed cell is redacted at once on the run's second thread (the partial saves' own), while
-    # the kernel runs the next one (the client only waits then): the redactor remembers the results, so
+    # Each completed cell is redacted on the run's second thread (the partial saves' own) once the next
+    # cell's request is sent, while the kernel runs it (the client only waits then; the last and a failed
+    # cell as soon as the cells are done, see irkit.engine): the redactor remembers the results, so
     # the final pass over the whole notebook, which alone decides what is sealed, finds most strings
     # done. Drained before that pass.
     try:

@@ -437,3 +437,30 @@ def test_a_kernel_is_ready_once_it_answers_even_while_its_iopub_never_goes_quiet
             kc.stop_channels()
         finally:
             pool.retire(wk)
+
+
+def test_the_last_and_a_failed_cell_are_handed_over_while_the_kernel_still_runs(tmp_path: Path) -> None:
+    """A cell with no next request is handed over as soon as the cells are done, not after nbclient has
+    shut its kernel down (seconds, in which a killed runner's partial notebook would lack it)."""
+    import nbformat
+    import papermill
+
+    from irkit.engine import ENGINE_NAME
+
+    sources = ["import os\nopen('kernel.pid', 'w').write(str(os.getpid()))", "1 / 0"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "fails.ipynb"
+    nbformat.write(nb, str(source))
+    kernel_alive: dict[str, bool] = {}
+
+    def on_cell(cell) -> None:
+        pid = (tmp_path / "kernel.pid").read_text()
+        status = Path(f"/proc/{pid}/status")
+        kernel_alive[cell.source] = status.exists() and "\nState:\tZ" not in status.read_text()
+
+    with pytest.raises(papermill.PapermillExecutionError):  # a kernel of its own: nbclient starts and stops it
+        papermill.execute_notebook(
+            str(source), None, engine_name=ENGINE_NAME, kernel_cwd=str(tmp_path), progress_bar=False, on_cell=on_cell
+        )
+    assert kernel_alive == {sources[0]: True, sources[1]: True}
