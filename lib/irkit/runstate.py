@@ -20,6 +20,7 @@ import platform
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,15 +57,19 @@ def _lock(path: Path, *, block: bool) -> int | None:
 
 
 class PartialSaves:
-    """``save(nb)`` after every cell keeps the redacted partial notebook (crash evidence) up to date.
+    """``save(nb)`` as cells complete keeps the redacted partial notebook (crash evidence) up to date.
 
     A call only takes a snapshot (the cells papermill marked done, by reference: nothing changes them
     any more; copies of the others and of the notebook's metadata) and returns: redacting and writing
     happen on a thread of their own while the kernel runs the next cell, at most every
-    ``SAVE_EVERY_S`` (the first call always saves). ``submit`` gives the same thread other work on
-    finished cells (the runner redacts each one ahead), in order with the saves. ``drain()`` waits for
-    all of it: call it before changing finished cells; ``close()`` (drain, then end the thread) is
-    called before the partial file is removed.
+    ``SAVE_EVERY_S`` (the first call always saves). A call within that interval owes a save: a timer
+    writes it when the interval is up — the last snapshot with every cell done since taken from the
+    notebook by reference — so the cells done before a long one are on disk within ``SAVE_EVERY_S``
+    even when no later call comes (a cell that sleeps, hangs or waits for the network). ``submit``
+    gives the same thread other work on finished cells (the runner redacts each one ahead), in order
+    with the saves. ``drain()`` waits for all of it (an owed save is dropped: the run has ended): call
+    it before changing finished cells; ``close()`` (drain, then end the thread) is called before the
+    partial file is removed.
     """
 
     def __init__(self, path: Path, redact: Callable[[Any], Any]) -> None:
@@ -73,16 +78,46 @@ class PartialSaves:
         self._last = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irkit-partial-save")
         self._pending: Future[Any] | None = None  # the last work asked for (one thread: it all runs in order)
+        self._lock = threading.Lock()  # submissions come from the caller's thread and the owed save's timer
+        self._base: dict[str, Any] | None = None  # the last snapshot taken on the caller's thread
+        self._owed: threading.Timer | None = None
+        self._ended = False
 
     def __call__(self, nb: Any) -> None:
         now = time.monotonic()
         if self._last and now - self._last < SAVE_EVERY_S:
+            self._owe(nb, self._last + SAVE_EVERY_S - now)
             return
         self._last = now
-        self.submit(self._write, _snapshot(nb))
+        self._drop_owed()  # this save pays it
+        self._base = _snapshot(nb)
+        self.submit(self._write, self._base)
+
+    def _owe(self, nb: Any, delay: float) -> None:
+        with self._lock:
+            if self._owed is not None or self._ended:
+                return
+            self._owed = threading.Timer(delay, self._pay, args=(nb,))
+            self._owed.daemon = True
+            self._owed.start()
+
+    def _pay(self, nb: Any) -> None:
+        """On the timer's thread: the last snapshot, with every cell done since taken as it is now."""
+        with self._lock:
+            if self._owed is None or self._ended or self._base is None:
+                return  # dropped by drain() or close() meanwhile
+            self._owed = None
+            self._last = time.monotonic()
+            base = self._base
+            cells = [c if _done(c) else old for c, old in zip(nb.cells, base["cells"], strict=False)]
+            self._submit_locked(self._write, {**base, "cells": cells})
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the save thread, after what was asked before it."""
+        with self._lock:
+            self._submit_locked(fn, *args)
+
+    def _submit_locked(self, fn: Callable[..., Any], *args: Any) -> None:
         self._pending = self._writer.submit(fn, *args)
 
     def _write(self, snapshot: Any) -> None:
@@ -92,13 +127,25 @@ class PartialSaves:
             data = nbformat.writes(nbformat.from_dict(self.redact(snapshot))).encode()
             atomic_write_bytes(self.path, data, durable=False)
 
+    def _drop_owed(self) -> None:
+        with self._lock:
+            if self._owed is not None:
+                self._owed.cancel()
+                self._owed = None
+
     def drain(self) -> None:
-        """Wait until everything asked for is done (or has failed); later calls still run."""
-        if self._pending is not None:
-            wait([self._pending])
+        """Drop an owed save and wait until everything asked for is done (or has failed); later calls still run."""
+        self._drop_owed()
+        with self._lock:
+            pending = self._pending
+        if pending is not None:
+            wait([pending])
 
     def close(self) -> None:
         """Drain and end the thread."""
+        with self._lock:
+            self._ended = True
+        self._drop_owed()
         self._writer.shutdown(wait=True)
 
 
@@ -126,15 +173,19 @@ def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[st
             os.close(fd)
 
 
+def _done(cell: Any) -> bool:
+    """Whether papermill marked ``cell`` done (completed or failed): it is final then."""
+    return cell.get("metadata", {}).get("papermill", {}).get("status") in ("completed", "failed")
+
+
 def _snapshot(nb: Any) -> dict[str, Any]:
     """``nb`` as it stands, for another thread: cells papermill marked done as they are, the rest copied."""
     from copy import deepcopy
 
-    done = ("completed", "failed")
     return {
         **{k: v for k, v in nb.items() if k not in ("cells", "metadata")},
         "metadata": deepcopy(nb.get("metadata", {})),
-        "cells": [c if c.get("metadata", {}).get("papermill", {}).get("status") in done else deepcopy(c) for c in nb.cells],
+        "cells": [c if _done(c) else deepcopy(c) for c in nb.cells],
     }
 
 

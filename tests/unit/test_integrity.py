@@ -6,6 +6,7 @@ import base64
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -481,6 +482,38 @@ def test_a_partial_save_snapshots_the_notebook_and_writes_it_off_the_calling_thr
     assert written.cells[1].metadata["papermill"]["status"] == "pending"  # as it stood when saved
     assert redacted_on and redacted_on[0].startswith("irkit-partial-save")
     assert SAVE_EVERY_S >= 0.5
-    saves(nb)  # within SAVE_EVERY_S of the first: skipped
-    saves.close()
+    saves(nb)  # within SAVE_EVERY_S of the first: skipped, owed
+    saves.close()  # the run ended: nothing owed is written
     assert len(redacted_on) == 1
+
+
+def test_a_cell_done_within_the_save_interval_reaches_the_partial_notebook_without_another_call(tmp_path: Path) -> None:
+    """A cell that completes right after a save, followed by one that runs for minutes (no further call):
+    its output is on disk within the interval, so a runner killed meanwhile leaves it as evidence."""
+    import nbformat
+
+    from irkit.runstate import SAVE_EVERY_S, PartialSaves
+
+    v4 = nbformat.v4
+    nb = v4.new_notebook(cells=[v4.new_code_cell(s) for s in ("a = 1", "print('step one done')", "sleep(600)")])
+    for cell, status in zip(nb.cells, ["completed", "pending", "pending"], strict=True):
+        cell.metadata["papermill"] = {"status": status}
+    path = tmp_path / "run.partial.ipynb"
+    saves = PartialSaves(path, lambda snap: {**snap, "metadata": {**snap["metadata"], "redacted": True}})
+    try:
+        saves(nb)  # the first call saves at once
+        nb.cells[1].outputs = [v4.new_output("stream", name="stdout", text="step one done\n")]
+        nb.cells[1].metadata["papermill"]["status"] = "completed"
+        nb.cells[2].metadata["papermill"]["status"] = "running"
+        saves(nb)  # within the interval: owed
+        deadline = time.monotonic() + SAVE_EVERY_S + 5
+        while time.monotonic() < deadline:
+            written = nbformat.read(str(path), as_version=4) if path.exists() else None
+            if written is not None and written.cells[1].outputs:
+                break
+            time.sleep(0.05)
+        assert written is not None and written.metadata["redacted"] is True
+        assert [o["text"] for o in written.cells[1].outputs] == ["step one done\n"]
+        assert [c.metadata["papermill"]["status"] for c in written.cells] == ["completed", "completed", "pending"]
+    finally:
+        saves.close()
