@@ -109,7 +109,7 @@ class PartialSaves:
             self._owed = None
             self._last = time.monotonic()
             base = self._base
-            cells = [c if _done(c) else old for c, old in zip(nb.cells, base["cells"], strict=False)]
+            cells = [c if _final(c) else old for c, old in zip(nb.cells, base["cells"], strict=False)]
             self._submit_locked(self._write, {**base, "cells": cells})
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -123,7 +123,9 @@ class PartialSaves:
     def _write(self, snapshot: Any) -> None:
         import nbformat
 
-        with contextlib.suppress(OSError, ValueError):  # a failed partial save never stops the run
+        # A failed partial save never stops the run (RuntimeError: a cell changed while it was read,
+        # possible only in the microseconds papermill takes to finish a failed cell; the run ends next).
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
             data = nbformat.writes(nbformat.from_dict(self.redact(snapshot))).encode()
             atomic_write_bytes(self.path, data, durable=False)
 
@@ -176,6 +178,13 @@ def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[st
 def _done(cell: Any) -> bool:
     """Whether papermill marked ``cell`` done (completed or failed): it is final then."""
     return cell.get("metadata", {}).get("papermill", {}).get("status") in ("completed", "failed")
+
+
+def _final(cell: Any) -> bool:
+    """Done, and through papermill's ``cell_complete`` (a failed cell is marked before its end time is
+    set): nothing changes it any more, so another thread may read it while the cells go on."""
+    papermill = cell.get("metadata", {}).get("papermill", {})
+    return papermill.get("status") == "completed" or (papermill.get("status") == "failed" and "end_time" in papermill)
 
 
 def _snapshot(nb: Any) -> dict[str, Any]:
