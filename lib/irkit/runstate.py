@@ -175,11 +175,6 @@ def in_flight(record: Record, redact: Callable[[Any], Any]) -> Iterator[tuple[st
             os.close(fd)
 
 
-def _done(cell: Any) -> bool:
-    """Whether papermill marked ``cell`` done (completed or failed): it is final then."""
-    return cell.get("metadata", {}).get("papermill", {}).get("status") in ("completed", "failed")
-
-
 def _final(cell: Any) -> bool:
     """Done, and through papermill's ``cell_complete`` (a failed cell is marked before its end time is
     set): nothing changes it any more, so another thread may read it while the cells go on."""
@@ -188,13 +183,13 @@ def _final(cell: Any) -> bool:
 
 
 def _snapshot(nb: Any) -> dict[str, Any]:
-    """``nb`` as it stands, for another thread: cells papermill marked done as they are, the rest copied."""
+    """``nb`` as it stands, for another thread: cells papermill has finished as they are, the rest copied."""
     from copy import deepcopy
 
     return {
         **{k: v for k, v in nb.items() if k not in ("cells", "metadata")},
         "metadata": deepcopy(nb.get("metadata", {})),
-        "cells": [c if _done(c) else deepcopy(c) for c in nb.cells],
+        "cells": [c if _final(c) else deepcopy(c) for c in nb.cells],
     }
 
 
